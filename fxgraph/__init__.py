@@ -1,0 +1,34 @@
+"""fxgraph: one flat, annotated torch.fx graph of an ultralytics YOLOv8 detector or segmenter.
+
+    g = fxgraph.trace("best.pt", imgsz=640)   # FlatGraph; g.module is a torch.fx.GraphModule
+    g.module(x)                                 # (pred,) or (pred, proto), equal to ultralytics's eval outputs
+    fxgraph.to_networkx(g)                      # networkx DiGraph with each node's metadata
+
+Every node's `meta` holds `kind` (closed vocabulary in fxgraph.ops), `layer` (ultralytics layer index or
+None), `module_path`, `module_type`, `shape` and `channels`; parameter nodes also `param` (its name).
+"""
+
+from .errors import FxGraphError, ModelLoadError, UnsupportedModelError, UnsupportedOpError
+from .graph import FlatGraph
+from .loading import embedded_weights, load_ultralytics
+from .nx import to_networkx
+from .passes import fold_batchnorm
+from .tracer import data_args, trace_module
+from .yolo import check_supported, reference_outputs, trace
+
+__all__ = [
+    "FlatGraph",
+    "FxGraphError",
+    "ModelLoadError",
+    "UnsupportedModelError",
+    "UnsupportedOpError",
+    "check_supported",
+    "data_args",
+    "embedded_weights",
+    "fold_batchnorm",
+    "load_ultralytics",
+    "reference_outputs",
+    "to_networkx",
+    "trace",
+    "trace_module",
+]
