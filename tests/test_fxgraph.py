@@ -1,0 +1,227 @@
+"""fxgraph: the flat graph equals ultralytics, carries complete metadata, and refuses what it cannot handle."""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+import sys
+from pathlib import Path
+
+import networkx as nx
+import pytest
+import torch
+from torch import nn
+
+import fxgraph
+from fxgraph import ops
+from fxgraph.stats import gflops, num_params
+from tests.conftest import cached_model, cached_trace
+
+MODELS = ["yolov8n.yaml", "yolov8s.yaml", "yolov8m.yaml", "yolov8n-seg.yaml", None]  # None: the embedded YOLOv8s
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _max_diff(a: tuple[torch.Tensor, ...], b: tuple[torch.Tensor, ...]) -> float:
+    assert len(a) == len(b)
+    for x, y in zip(a, b):
+        assert x.shape == y.shape and x.dtype == y.dtype
+    return max((x - y).abs().max().item() for x, y in zip(a, b))
+
+
+@pytest.mark.parametrize("imgsz", [320, 640])
+@pytest.mark.parametrize("name", MODELS, ids=lambda n: n or "embedded")
+def test_outputs_equal_ultralytics_float32_and_float64(name, imgsz):
+    model = cached_model(name)
+    graph = cached_trace(name, imgsz)
+    torch.manual_seed(imgsz)
+    x = torch.rand(1 if imgsz == 640 else 2, 3, imgsz, imgsz)
+    assert _max_diff(fxgraph.reference_outputs(model, x), graph(x)) <= 1e-4
+
+    model64 = copy.deepcopy(model).double()
+    gm64 = copy.deepcopy(graph.module).double()
+    x64 = x.double()
+    assert _max_diff(fxgraph.reference_outputs(model64, x64), gm64(x64)) <= 1e-10
+
+
+def test_segment_outputs_are_pred_with_mask_coefficients_and_protos():
+    graph = cached_trace("yolov8n-seg.yaml", 320)
+    pred, proto = graph(torch.rand(1, 3, 320, 320))
+    anchors = sum((320 // s) ** 2 for s in (8, 16, 32))
+    assert graph.output_names == ("pred", "proto")
+    assert pred.shape == (1, 4 + graph.nc + graph.nm, anchors)
+    assert proto.shape == (1, graph.nm, 80, 80)
+
+
+def test_any_batch_size_runs_through_one_graph(yolov8n_320):
+    model = cached_model("yolov8n.yaml")
+    for batch in (1, 3):
+        x = torch.rand(batch, 3, 320, 320)
+        assert _max_diff(fxgraph.reference_outputs(model, x), yolov8n_320(x)) <= 1e-4
+
+
+def test_tracing_twice_gives_the_same_graph():
+    model = cached_model("yolov8n.yaml")
+    a, b = fxgraph.trace(model, 160), fxgraph.trace(model, 160)
+    sig = lambda g: [(n.name, n.op, str(n.target), n.meta["kind"], n.meta["layer"], n.meta["shape"]) for n in g.nodes()]
+    assert sig(a) == sig(b)
+    assert str(a.module.code) == str(b.module.code)
+
+
+def test_trace_leaves_the_callers_model_untouched():
+    model = fxgraph.load_ultralytics("yolov8n.yaml")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    head = model.model[-1]
+    fxgraph.trace(model, 160, fold_bn=True, dtype=torch.float64)
+    assert head.export is False and head.shape is None
+    assert next(model.parameters()).dtype == torch.float32
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+@pytest.mark.parametrize("name", ["yolov8n.yaml", "yolov8n-seg.yaml"])
+def test_fold_batchnorm_keeps_outputs(name):
+    model = cached_model(name)
+    folded = cached_trace(name, 320, fold_bn=True)
+    assert not list(folded.nodes("batchnorm"))
+    convs = list(folded.nodes("conv"))
+    assert sum(1 for c in convs if c.meta.get("folded_bn")) == len(list(cached_trace(name, 320).nodes("batchnorm")))
+    x = torch.rand(2, 3, 320, 320)
+    assert _max_diff(fxgraph.reference_outputs(model, x), folded(x)) <= 1e-4
+    folded64 = fxgraph.trace(model, 320, fold_bn=True, dtype=torch.float64)
+    ref64 = fxgraph.reference_outputs(copy.deepcopy(model).double(), x.double())
+    assert _max_diff(ref64, folded64(x.double())) <= 1e-10
+
+
+@pytest.mark.parametrize("name", ["yolov8n.yaml", "yolov8n-seg.yaml", None], ids=lambda n: n or "embedded")
+def test_every_node_has_metadata_that_maps_back_to_the_model(name):
+    graph = cached_trace(name, 320)
+    state = graph.model.state_dict()
+    get = graph.model.get_submodule  # not named_modules(): Conv shares one SiLU instance, listed once there
+    for node in graph.nodes():
+        meta = node.meta
+        assert meta["kind"] in ops.ALL_KINDS, node
+        if meta["kind"] in (ops.INPUT, ops.OUTPUT, ops.SIZE):  # the graph's ends and the batch-size read
+            continue
+        assert isinstance(meta["layer"], int) and 0 <= meta["layer"] < len(graph.model.model), node
+        assert isinstance(get(meta["module_path"]), nn.Module), node
+        assert meta["module_type"], node
+        if meta["kind"] == ops.PARAM:
+            assert tuple(state[meta["param"]].shape) == meta["shape"], node
+        elif meta["kind"] in ops.TENSOR_KINDS and meta["kind"] != "getitem" and meta["shape"] is not None:
+            if len(meta["shape"]) >= 2:
+                assert meta["channels"] == meta["shape"][1], node
+    for conv in graph.nodes("conv"):
+        weight = conv.args[1]
+        module = get(conv.meta["module_path"])
+        assert isinstance(module, nn.Conv2d) and module.out_channels == conv.meta["channels"]
+        assert weight.meta["param"] == conv.meta["module_path"] + ".weight"
+
+
+def test_networkx_view_has_every_node_edge_and_attribute(yolov8n_320):
+    dg = fxgraph.to_networkx(yolov8n_320)
+    fx_nodes = list(yolov8n_320.nodes())
+    assert isinstance(dg, nx.DiGraph) and dg.number_of_nodes() == len(fx_nodes)
+    assert dg.number_of_edges() == sum(len(n.all_input_nodes) for n in fx_nodes)
+    assert nx.is_directed_acyclic_graph(dg)
+    for n in fx_nodes:
+        assert dg.nodes[n.name]["kind"] == n.meta["kind"]
+    cat = next(n for n in yolov8n_320.nodes("cat") if n.meta["layer"] == 11)
+    preds = sorted(dg.predecessors(cat.name), key=lambda p: dg.edges[p, cat.name]["arg"])
+    assert preds == [a.name for a in cat.args[0]]
+
+
+@pytest.mark.parametrize("name", ["yolov8n.yaml", "yolov8n-seg.yaml", "yolov8m.yaml", None], ids=lambda n: n or "embedded")
+def test_totals_match_ultralytics_model_info(name):
+    from ultralytics.utils.torch_utils import get_flops, get_num_params
+
+    model = cached_model(name)
+    graph = cached_trace(name, 640)
+    assert num_params(graph) == get_num_params(model)
+    assert gflops(graph) == pytest.approx(get_flops(model, 640), rel=1e-9)
+
+
+def test_generic_module_traces_to_known_ops():
+    class TinyCNN(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.pool, self.fc = nn.Conv2d(3, 4, 3), nn.MaxPool2d(2), nn.Linear(4 * 3 * 3, 2)
+
+        def forward(self, x):
+            return self.fc(torch.relu(self.pool(self.conv(x))).flatten(1))
+
+    net = TinyCNN().eval()
+    gm = fxgraph.trace_module(net, torch.rand(2, 3, 8, 8))
+    kinds = [n.meta["kind"] for n in gm.graph.nodes if n.meta["kind"] in ops.TENSOR_KINDS]
+    assert kinds == ["conv", "maxpool", "relu", "reshape", "linear"]
+    x = torch.rand(5, 3, 8, 8)
+    assert torch.allclose(gm(x)[0], net(x), atol=1e-6)
+
+
+# ---- refusing bad input with our own errors ----------------------------------------------------------------
+
+
+def test_missing_file_is_a_load_error(tmp_path):
+    with pytest.raises(fxgraph.ModelLoadError, match="no such weights file"):
+        fxgraph.trace(tmp_path / "missing.pt")
+
+
+def test_corrupt_checkpoint_is_a_load_error(tmp_path):
+    bad = tmp_path / "corrupt.pt"
+    bad.write_bytes(b"this is not a checkpoint" * 10)
+    before = bad.read_bytes()
+    with pytest.raises(fxgraph.ModelLoadError, match="corrupt.pt: not a readable ultralytics checkpoint"):
+        fxgraph.trace(bad)
+    assert bad.read_bytes() == before
+
+
+def test_wrong_suffix_is_a_load_error(tmp_path):
+    with pytest.raises(fxgraph.ModelLoadError, match="expected a .pt checkpoint or a .yaml"):
+        fxgraph.trace(tmp_path / "model.onnx")
+
+
+def test_classifier_is_refused():
+    with pytest.raises(fxgraph.UnsupportedModelError, match="Classify"):
+        fxgraph.trace("yolov8n-cls.yaml", imgsz=64)
+
+
+def test_rtdetr_is_refused():
+    with pytest.raises(fxgraph.UnsupportedModelError, match="RTDETRDecoder"):
+        fxgraph.trace("rtdetr-l.yaml", imgsz=64)
+
+
+def test_unknown_op_names_the_module_yolo11_attention():
+    with pytest.raises(fxgraph.UnsupportedOpError, match=r"aten.matmul.* in model\.10\.m\.0\.attn \(Attention\)"):
+        fxgraph.trace("yolo11n.yaml", imgsz=64)
+
+
+def test_not_a_model_is_refused():
+    with pytest.raises(fxgraph.UnsupportedModelError, match="got Linear"):
+        fxgraph.trace(nn.Linear(2, 2))
+
+
+def test_imgsz_must_be_a_multiple_of_the_stride():
+    with pytest.raises(fxgraph.UnsupportedModelError, match="multiples of the model stride 32"):
+        fxgraph.trace(cached_model("yolov8n.yaml"), imgsz=100)
+
+
+# ---- command line ------------------------------------------------------------------------------------------
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "fxgraph", *args], cwd=REPO, capture_output=True, text=True, timeout=300)
+
+
+def test_cli_summary_prints_layers_and_totals_and_writes_dot(tmp_path):
+    dot = tmp_path / "g.dot"
+    res = _cli("summary", "yolov8n.yaml", "--imgsz", "320", "--dot", str(dot))
+    assert res.returncode == 0, res.stderr
+    model = cached_model("yolov8n.yaml")
+    assert "C2f" in res.stdout and "SPPF" in res.stdout and "Detect" in res.stdout
+    assert f"{sum(p.numel() for p in model.parameters()):,} parameters" in res.stdout
+    text = dot.read_text()
+    assert text.startswith("digraph") and "cluster_22" in text and "->" in text
+
+
+def test_cli_reports_a_missing_file_without_a_traceback(tmp_path):
+    res = _cli("summary", str(tmp_path / "nope.pt"))
+    assert res.returncode == 2
+    assert "no such weights file" in res.stderr and "Traceback" not in res.stderr
