@@ -1,0 +1,38 @@
+"""The pipeline report: a markdown row per step, JSON with every number, and a trend plot."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+
+from pruning.measure import cpu_latency_ms
+from pruning.report import markdown_table, write_report
+
+ROWS = [
+    {"step": 0, "criterion": "-", "params": 1000, "gflops": 2.0, "latency_ms": 5.0, "map50": 0.9, "map50_95": 0.6,
+     "recall": 0.8, "f1": 0.85},
+    {"step": 1, "criterion": "l1", "params": 700, "gflops": 1.5, "latency_ms": 4.0, "map50": 0.85, "map50_95": 0.55,
+     "recall": 0.75, "f1": 0.8},
+]
+
+
+def test_markdown_has_a_row_per_step_with_formatted_numbers():
+    table = markdown_table(ROWS).splitlines()
+    assert len(table) == 2 + len(ROWS)
+    assert table[3].startswith("| 1 | l1 | 700 | 1.500 | 4.0 | 0.850 | 0.550 |")
+
+
+def test_report_files_are_written(tmp_path):
+    write_report(tmp_path, ROWS, {"criterion": "l1", "model": "m.yaml"})
+    data = json.loads((tmp_path / "report.json").read_text())
+    assert data["steps"][1]["params"] == 700
+    md = (tmp_path / "report.md").read_text()
+    assert "Removed 30.0% of parameters and 25.0% of GFLOPs" in md
+    assert (tmp_path / "trend.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_latency_is_positive_and_leaves_the_model_alone():
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3)).double().train()
+    assert cpu_latency_ms(net, 32, runs=3, warmup=1) > 0
+    assert net.training and next(net.parameters()).dtype == torch.float64
