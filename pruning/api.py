@@ -1,0 +1,164 @@
+"""The public entry points: analyze a model's channel coupling, plan, dry-run and prune.
+
+    g = fxgraph.trace("best.pt", imgsz=640)
+    plan = pruning.plan(g, ratio=0.3, criterion="l2")     # or layer_ratios={4: 0.5}, scope="backbone"
+    print(pruning.dry_run(g, plan))                        # params / GFLOPs the plan would leave
+    pruned = pruning.prune(g, plan)                        # the input is never modified
+    pruned.save("best-pruned.pt")                          # loads with plain ultralytics: YOLO("best-pruned.pt")
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import torch
+from torch import nn
+
+import fxgraph
+from fxgraph import stats
+
+from . import surgery
+from .checkpoint import save_checkpoint
+from .coupling import Coupling
+from .coupling import analyze as analyze_graph
+from .criteria import Criterion
+from .plan import Plan, make_plan
+from .yolo import protector
+
+
+@dataclass
+class Report:
+    """What a plan does to the model: parameters and GFLOPs (fxgraph.stats) before and after."""
+
+    params_before: int
+    params_after: int
+    gflops_before: float
+    gflops_after: float
+    units_removed: int
+    imgsz: tuple[int, int]
+
+    @property
+    def params_ratio(self) -> float:
+        return self.params_after / self.params_before
+
+    @property
+    def gflops_ratio(self) -> float:
+        return self.gflops_after / self.gflops_before
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def __str__(self) -> str:
+        return (f"params {self.params_before:,} -> {self.params_after:,} ({self.params_ratio:.1%}), "
+                f"GFLOPs@{self.imgsz[0]}x{self.imgsz[1]} {self.gflops_before:.2f} -> {self.gflops_after:.2f} "
+                f"({self.gflops_ratio:.1%}), {self.units_removed} channel units removed")
+
+
+@dataclass
+class Pruned:
+    """A pruned model: `graph` (its FlatGraph, whose `model` is the pruned ultralytics model), the plan and report."""
+
+    graph: fxgraph.FlatGraph
+    plan: Plan
+    report: Report
+    source: Path | None = None
+    seconds: float = 0.0  # wall time of analysis + planning + surgery (tracing excluded)
+
+    @property
+    def model(self) -> nn.Module:
+        """The pruned ultralytics DetectionModel/SegmentationModel (ultralytics classes only)."""
+        return self.graph.model
+
+    def save(self, path: str | os.PathLike, *, overwrite: bool = False, half: bool = True) -> Path:
+        """Save as an ultralytics checkpoint; refuses to overwrite files, and always the source weights."""
+        record = {"plan": self.plan.to_json(), "report": self.report.as_dict(),
+                  "source": str(self.source) if self.source else None}
+        return save_checkpoint(self.model, path, overwrite=overwrite, never=[self.source] if self.source else [],
+                               half=half, record=record)
+
+
+def _graph(model: Any, imgsz: int | tuple[int, int]) -> fxgraph.FlatGraph:
+    return model if isinstance(model, fxgraph.FlatGraph) else fxgraph.trace(model, imgsz=imgsz)
+
+
+def _source_path(model: Any) -> Path | None:
+    if isinstance(model, (str, os.PathLike)) and str(model).endswith(".pt"):
+        return Path(model)
+    if model is None:
+        try:
+            return fxgraph.embedded_weights()
+        except fxgraph.ModelLoadError:
+            return None
+    path = getattr(model, "ckpt_path", None) or getattr(getattr(model, "model", None), "pt_path", None) \
+        or getattr(model, "pt_path", None)
+    return Path(path) if path else None
+
+
+def analyze(model: Any, imgsz: int | tuple[int, int] = 640) -> Coupling:
+    """The channel groups of a YOLO model (a FlatGraph, or anything fxgraph.trace accepts)."""
+    g = _graph(model, imgsz)
+    return analyze_graph(g, protect=protector(g))
+
+
+def plan(
+    model: Any,
+    *,
+    ratio: float | None = None,
+    layer_ratios: Mapping[int | str, float] | None = None,
+    scope: str | Iterable[int] = "all",
+    criterion: str | Criterion = "l2",
+    min_channels: int = 1,
+    round_to: int = 1,
+    global_ranking: bool = True,
+    imgsz: int | tuple[int, int] = 640,
+    coupling: Coupling | None = None,
+) -> Plan:
+    """Make a pruning plan for `model` (see pruning.plan.make_plan for the options)."""
+    g = _graph(model, imgsz)
+    coupling = coupling or analyze(g)
+    return make_plan(g, coupling, ratio=ratio, layer_ratios=layer_ratios, scope=scope, criterion=criterion,
+                     min_channels=min_channels, round_to=round_to, global_ranking=global_ranking)
+
+
+def _example(g: fxgraph.FlatGraph) -> torch.Tensor:
+    return torch.zeros(2, 3, *g.imgsz, device=g.device, dtype=g.dtype)
+
+
+def dry_run(model: Any, plan_: Plan | None = None, *, imgsz: int | tuple[int, int] = 640, **options) -> Report:
+    """The params and GFLOPs `plan_` (or a plan made from `options`) would leave, without touching `model`."""
+    g = _graph(model, imgsz)
+    coupling = analyze(g)
+    plan_ = plan_ or plan(g, coupling=coupling, **options)
+    drop = surgery.removals(coupling, plan_)
+    gm = copy.deepcopy(g.module)
+    surgery.apply(gm, None, drop, _example(g))
+    return Report(stats.num_params(g), stats.num_params(gm), stats.gflops(g), stats.gflops(gm),
+                  plan_.num_removed, g.imgsz)
+
+
+def prune(model: Any, plan_: Plan | None = None, *, imgsz: int | tuple[int, int] = 640, inplace: bool = False,
+          **options) -> Pruned:
+    """Remove the channels of `plan_` (or of a plan made from `options`: ratio=..., criterion=...).
+
+    `model`: a FlatGraph, a `YOLO`, an ultralytics model, a .pt/.yaml path, or None (the embedded model).  The
+    caller's objects and files are not modified (unless `inplace` with a FlatGraph).  Returns a `Pruned` whose
+    graph module and ultralytics model are both cut.
+    """
+    g = _graph(model, imgsz)
+    if isinstance(model, fxgraph.FlatGraph) and not inplace:
+        g = dataclasses.replace(g, module=copy.deepcopy(g.module), model=copy.deepcopy(g.model))
+    start = time.perf_counter()
+    params_before, gflops_before = stats.num_params(g), stats.gflops(g)
+    coupling = analyze(g)
+    plan_ = plan_ or plan(g, coupling=coupling, **options)
+    drop = surgery.removals(coupling, plan_)
+    surgery.apply(g.module, g.model, drop, _example(g))
+    seconds = time.perf_counter() - start
+    report = Report(params_before, stats.num_params(g), gflops_before, stats.gflops(g), plan_.num_removed, g.imgsz)
+    return Pruned(graph=g, plan=plan_, report=report, source=_source_path(model), seconds=seconds)

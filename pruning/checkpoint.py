@@ -1,0 +1,80 @@
+"""Saving a pruned ultralytics model as an ordinary ultralytics checkpoint, never over the user's weights.
+
+ultralytics checkpoints pickle the whole model object, so a pruned model made only of ultralytics and torch
+classes loads with plain `YOLO(path)` in a process where this project is not installed.  Nothing of ours is
+pickled: the pruning record is stored as plain Python data.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import tempfile
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Iterable
+
+import torch
+from torch import nn
+
+from .errors import OverwriteError
+
+
+def save_checkpoint(
+    model: nn.Module,
+    path: str | os.PathLike,
+    *,
+    overwrite: bool = False,
+    never: Iterable[str | os.PathLike] = (),
+    half: bool = True,
+    record: dict[str, Any] | None = None,
+) -> Path:
+    """Write `model` to `path` the way ultralytics's trainer writes its final weights.
+
+    Refuses (OverwriteError) to replace an existing file unless `overwrite`, and always refuses the files in
+    `never` (the weights the model was loaded from).  The write is atomic (temporary file, then rename).
+    `half` stores FP16 tensors as ultralytics does; `record` (plain data) is stored under the key 'pruning'.
+    """
+    import ultralytics
+
+    path = Path(path)
+    if path.suffix != ".pt":
+        raise ValueError(f"{path}: ultralytics checkpoints end in .pt")
+    target = path.resolve()
+    for p in never:
+        if p is not None and Path(p).resolve() == target:
+            raise OverwriteError(f"{path} holds the weights this model was pruned from; save it under a new name")
+    if path.exists() and not overwrite:
+        raise OverwriteError(f"{path} exists; choose another name or pass overwrite=True")
+    snapshot = copy.deepcopy(model).to("cpu").eval()
+    if half:
+        snapshot = snapshot.half()
+    for p in snapshot.parameters():
+        p.requires_grad_(False)
+    args = getattr(model, "args", None)
+    ckpt = {
+        "date": datetime.now().isoformat(),
+        "version": ultralytics.__version__,
+        "license": "AGPL-3.0 License (https://ultralytics.com/license)",
+        "docs": "https://docs.ultralytics.com",
+        "epoch": -1,
+        "best_fitness": None,
+        "model": snapshot,
+        "ema": None,
+        "updates": None,
+        "optimizer": None,
+        "train_args": dict(args) if isinstance(args, dict) else {"task": getattr(model, "task", "detect")},
+        "train_metrics": None,
+        "train_results": None,
+        "pruning": record or {},
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".pt.tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(ckpt, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path

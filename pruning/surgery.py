@@ -1,0 +1,104 @@
+"""Surgery: physically remove the planned channels from the fx GraphModule and the ultralytics model.
+
+A plan becomes a set of (parameter name, dim) -> indices to drop; the same slicing is applied to every module
+holding tensors of those names (the GraphModule and the ultralytics model use the same names), then each
+ultralytics module's own attributes are synced and the graph's shape metadata is recomputed, so parameter and
+FLOP counts (fxgraph.stats) describe the pruned network.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+import torch
+from torch import fx, nn
+
+from .coupling import Coupling
+from .plan import Plan, check_plan
+
+Removals = dict[str, dict[int, list[int]]]  # parameter name -> dim -> sorted indices to drop
+
+
+def removals(coupling: Coupling, plan: Plan) -> Removals:
+    """Every tensor slice the plan drops, after validating the plan against the coupling."""
+    check_plan(plan, coupling)
+    drop: dict[str, dict[int, set[int]]] = defaultdict(lambda: defaultdict(set))
+    for name, indices in plan.remove.items():
+        group = coupling.groups[name]
+        for i in indices:
+            for t in group.units[i].touches:
+                drop[t.param][t.dim].add(t.index)
+    return {p: {d: sorted(ix) for d, ix in dims.items()} for p, dims in drop.items()}
+
+
+def slice_tensors(module: nn.Module, drop: Removals, strict: bool = True) -> None:
+    """Replace each named parameter/buffer of `module` by its slice without the dropped indices."""
+    for name, dims in drop.items():
+        path, _, leaf = name.rpartition(".")
+        try:
+            owner = module.get_submodule(path) if path else module
+        except AttributeError:
+            if strict:
+                raise
+            continue
+        if leaf in owner._parameters and owner._parameters[leaf] is not None:
+            old = owner._parameters[leaf]
+            new = _keep(old.detach(), dims)
+            owner._parameters[leaf] = nn.Parameter(new, requires_grad=old.requires_grad)
+        elif leaf in owner._buffers and owner._buffers[leaf] is not None:
+            owner._buffers[leaf] = _keep(owner._buffers[leaf], dims)
+        elif strict:
+            raise KeyError(f"{type(module).__name__} has no tensor named {name}")
+
+
+def _keep(tensor: torch.Tensor, dims: dict[int, list[int]]) -> torch.Tensor:
+    for dim, drop in dims.items():
+        mask = torch.ones(tensor.shape[dim], dtype=torch.bool)
+        mask[drop] = False
+        tensor = tensor.index_select(dim, mask.nonzero().flatten().to(tensor.device))
+    return tensor.contiguous()
+
+
+class ShapeRefresh(fx.Interpreter):
+    """Run the graph once on meta tensors (shapes only, no arithmetic) and write each node's new `shape` and
+    `channels` into its metadata.
+
+    The batch dimension keeps its symbolic `None`; the export's fake value `val`, now stale, is dropped.
+    Parameter nodes get their tensor's shape, which is what fxgraph.stats reads for FLOPs.
+    """
+
+    def fetch_attr(self, target: str) -> Any:
+        value = super().fetch_attr(target)
+        return value.to("meta") if isinstance(value, torch.Tensor) else value
+
+    def run_node(self, n: fx.Node) -> Any:
+        result = super().run_node(n)
+        if isinstance(result, torch.Tensor):
+            old = n.meta.get("shape")
+            shape = tuple(result.shape)
+            if n.op != "get_attr" and old is not None and len(old) == len(shape) and old[0] is None:
+                shape = (None, *shape[1:])
+            n.meta["shape"] = shape
+            n.meta.pop("val", None)
+            if n.op != "get_attr" and n.meta.get("channels") is not None and len(shape) >= 2:
+                n.meta["channels"] = shape[1]
+        return result
+
+
+def refresh_shapes(gm: fx.GraphModule, example: torch.Tensor) -> None:
+    """Recompute every node's shape metadata from one shape-only run on `example` (moved to the meta device)."""
+    with torch.no_grad():
+        ShapeRefresh(gm).run(example.to("meta"))
+
+
+def apply(gm: fx.GraphModule, model: nn.Module | None, drop: Removals, example: torch.Tensor) -> None:
+    """Cut `drop` from the GraphModule (and from the ultralytics `model`, if given), in place."""
+    from .yolo import sync_modules
+
+    slice_tensors(gm, drop)
+    gm.recompile()
+    refresh_shapes(gm, example)
+    if model is not None:
+        slice_tensors(model, drop)
+        sync_modules(model)
