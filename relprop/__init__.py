@@ -1,0 +1,26 @@
+"""relprop: DeepSHAP relevance for YOLOv8 detections with exact conservation (DetDSHAP, Hogan & Aouf 2025).
+
+    ex = relprop.explain(model, "bus.jpg", box=(x1, y1, x2, y2))   # Explanation: heatmap, channels, delta, save_png
+    exs = relprop.explain(model, "bus.jpg")                        # every detection after NMS
+    attr, delta = relprop.attribute(module, inputs, baselines, target_fn)   # the generic layer, any fx-traceable net
+
+How: the flat fx graph of `fxgraph` is rewritten so that each nonlinear op runs through an autograd Function whose
+backward is its DeepLIFT/DeepSHAP rule (`relprop.rules`, chosen per op kind or node by a `Composite`); one ordinary
+backward pass then yields multipliers whose product with (x − x0) sums exactly to f(x) − f(x0).
+"""
+
+from .attribute import attribute
+from .composites import Composite, deepshap_rules, detdshap_paper, resolve
+from .engine import References, Relevance, RelevanceGraph
+from .errors import BaselineError, BoxError, ImageError, NoMatchError, RelpropError, RuleError
+from .explain import Explainer, explain, explainer
+from .explanation import Explanation
+from .image import Letterbox
+from .rules import AlphaBeta, Gradient, MaxPool, Rescale, Rule, Shapley, Softmax
+
+__all__ = [
+    "AlphaBeta", "BaselineError", "BoxError", "Composite", "Explainer", "Explanation", "Gradient", "ImageError",
+    "Letterbox", "MaxPool", "NoMatchError", "References", "Relevance", "RelevanceGraph", "RelpropError", "Rescale",
+    "Rule", "RuleError", "Shapley", "Softmax", "attribute", "deepshap_rules", "detdshap_paper", "explain",
+    "explainer", "resolve",
+]

@@ -1,0 +1,269 @@
+"""The rule engine: rewrite an annotated fx graph so that one ordinary backward pass computes DeepSHAP relevance.
+
+`RelevanceGraph(gm, rules)` copies the graph and replaces the target of every node that needs a rule with a small
+caller of that rule's autograd Function (linear ops keep their ATen op: their gradient is the rule).  It also inserts
+a *tap* after every filter op (conv, transposed conv, linear) whose backward reports relevance per output channel.
+The copy shares the parameters of `gm`; `gm` itself is not modified.
+
+The rewritten module runs in one of three modes:
+
+* record  — on the reference x0, without autograd: each rewritten node keeps what its rule needs of the reference
+            (its input, output, argmax indices).  The result, `References`, can be cached and reused: explaining
+            against a fixed reference costs one forward and one backward of the input only.
+* explain — on the input x, with autograd: each rewritten node runs its Function against the recorded reference.
+* plain   — the original ops (what `module(x)` does outside the two passes).
+
+There is no Python loop over layers at run time and no module hook: the generated forward calls the rules.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+import torch
+from torch import fx
+
+from fxgraph import ops
+
+from .composites import RulesSpec, resolve
+from .errors import RelpropError, RuleError
+from .functions import TapFn
+from .rules import Bound
+
+PLAIN, RECORD, EXPLAIN = "plain", "record", "explain"
+
+# |Δx| below which a secant Δy/Δx is replaced by the derivative at the midpoint; about sqrt(machine epsilon).
+_EPS = {torch.float64: 1e-9, torch.float32: 1e-5, torch.float16: 1e-3, torch.bfloat16: 1e-2}
+
+
+def secant_eps(dtype: torch.dtype) -> float:
+    """The |Δx| threshold of the rescale rules for a dtype."""
+    return _EPS.get(dtype, 1e-5)
+
+
+@dataclass
+class References:
+    """One reference pass: the reference input (batch R), its outputs, and what each rewritten node kept of it."""
+
+    input: torch.Tensor
+    outputs: tuple[torch.Tensor, ...]
+    saved: dict[str, tuple] = field(repr=False)
+
+    @property
+    def batch(self) -> int:
+        return self.input.shape[0]
+
+    def nbytes(self) -> int:
+        """Memory held by this reference pass (for cache budgeting and benchmarks)."""
+        seen = {}
+        for values in [(self.input,), self.outputs, *self.saved.values()]:
+            for t in values:
+                if isinstance(t, torch.Tensor):
+                    seen[t.data_ptr()] = t.numel() * t.element_size()
+        return sum(seen.values())
+
+
+@dataclass
+class Relevance:
+    """The result of one pass for D targets on a batch of B inputs.
+
+    `attribution` (B, D, *input): multipliers × (x − x0);  `score` / `reference_score` (B, D): the targets at x and x0;
+    `delta` (B, D): Σ attribution − (score − reference_score);  `channels`: tap key → (B, D, C) relevance per filter;
+    `outputs`: the graph's outputs at x (detached).
+    """
+
+    attribution: torch.Tensor
+    score: torch.Tensor
+    reference_score: torch.Tensor
+    delta: torch.Tensor
+    channels: dict[str, torch.Tensor]
+    outputs: tuple[torch.Tensor, ...]
+
+
+@dataclass
+class _Tape:
+    mode: str = PLAIN
+    saved: dict[str, tuple] = field(default_factory=dict)
+    sinks: dict[int, torch.Tensor] = field(default_factory=dict)
+    eps: float = 1e-5
+
+
+class RelevanceGraph:
+    """An annotated fx GraphModule rewritten with relevance rules (see the module docstring).
+
+    `channels=True` taps every filter op so that `Relevance.channels` holds relevance per output filter, keyed by the
+    op's module path (e.g. ``model.4.m.0.cv1.conv``) or, for a functional op, its node name.
+    """
+
+    def __init__(self, gm: fx.GraphModule, rules: RulesSpec = None, *, channels: bool = True):
+        self.composite = resolve(rules)
+        self._tape = _Tape()
+        graph = fx.Graph()
+        value_map: dict[fx.Node, fx.Node] = {}
+        out = graph.graph_copy(gm.graph, value_map)
+        graph.output(out)
+        self.bound: dict[str, Bound] = {}
+        self.tap_keys: list[str] = []
+        for node in list(graph.nodes):
+            if node.op in ("placeholder", "get_attr", "output"):
+                continue
+            if node.op != "call_function":
+                raise RuleError(f"node {node.name} ({node.op} {node.target}) is not a call of an op; trace the model "
+                                "into a flat graph of ATen ops first (fxgraph.trace_module)")
+            rule = self.composite.rule_for(node)
+            bound = rule.bind(node) if rule is not None else None
+            if bound is not None:
+                self.bound[node.name] = bound
+                node.target = self._caller(bound)
+            if channels and node.meta.get("kind") in ops.FILTER_KINDS:
+                self._insert_tap(graph, node)
+        graph.lint()
+        self.module = fx.GraphModule(gm, graph, class_name="RelevanceGraphModule")
+        self.outputs_are_tuple = isinstance(out, (tuple, list))
+
+    # -- rewriting -------------------------------------------------------------------------------------------------
+
+    def _caller(self, bound: Bound) -> Callable:
+        tape = self._tape
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            if tape.mode == EXPLAIN:
+                try:
+                    saved = tape.saved[bound.name]
+                except KeyError:
+                    raise RelpropError(f"no reference recorded for node {bound.name}; run reference() first") from None
+                return bound.explain(args, kwargs, saved, tape.eps)
+            if tape.mode == RECORD:
+                out, saved = bound.record(args, kwargs)
+                tape.saved[bound.name] = saved
+                return out
+            return bound.target(*args, **kwargs)
+
+        call.__name__ = call.__qualname__ = f"relprop_{type(bound.rule).__name__.lower()}"
+        return call
+
+    def _insert_tap(self, graph: fx.Graph, node: fx.Node) -> None:
+        index = len(self.tap_keys)
+        key = node.meta.get("module_path") or node.name
+        self.tap_keys.append(key)
+        channel_dim = -1 if node.meta.get("kind") == "linear" else 1
+        tape = self._tape
+
+        def tap(y: torch.Tensor) -> torch.Tensor:
+            if tape.mode == EXPLAIN:
+                sink = torch.zeros(y.shape[0], y.shape[channel_dim], dtype=y.dtype, device=y.device,
+                                   requires_grad=True)
+                tape.sinks[index] = sink
+                return TapFn.apply(y, tape.saved[f"tap:{index}"][0], sink, channel_dim)
+            if tape.mode == RECORD:
+                tape.saved[f"tap:{index}"] = (y,)
+            return y
+
+        tap.__name__ = tap.__qualname__ = "relprop_tap"
+        with graph.inserting_after(node):
+            new = graph.call_function(tap, (node,))
+        new.meta.update(node.meta)
+        new.meta["kind"] = "identity"
+        node.replace_all_uses_with(new, delete_user_cb=lambda user: user is not new)
+
+    @contextlib.contextmanager
+    def _mode(self, mode: str, saved: dict | None = None, eps: float = 1e-5) -> Iterator[_Tape]:
+        tape = self._tape
+        if tape.mode != PLAIN:
+            raise RelpropError("this RelevanceGraph is already running a pass (it is not re-entrant)")
+        tape.mode, tape.saved, tape.sinks, tape.eps = mode, saved if saved is not None else {}, {}, eps
+        try:
+            yield tape
+        finally:
+            tape.mode, tape.saved, tape.sinks = PLAIN, {}, {}
+
+    # -- passes ----------------------------------------------------------------------------------------------------
+
+    def _outputs(self, result: Any) -> tuple[torch.Tensor, ...]:
+        return tuple(result) if self.outputs_are_tuple else (result,)
+
+    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The plain forward (original ops)."""
+        return self._outputs(self.module(x))
+
+    def reference(self, x0: torch.Tensor) -> References:
+        """Record the reference pass on x0 (batch R; R = 1 broadcasts over any input batch)."""
+        with self._mode(RECORD) as tape, torch.no_grad():
+            outputs = self._outputs(self.module(x0))
+            saved = dict(tape.saved)
+        return References(x0.detach(), tuple(o.detach() for o in outputs), saved)
+
+    def relevance(
+        self,
+        x: torch.Tensor,
+        refs: References,
+        target: Callable[[tuple[torch.Tensor, ...]], torch.Tensor],
+        *,
+        chunk: int = 16,
+    ) -> Relevance:
+        """One forward of x against `refs` and one (batched) backward for the targets.
+
+        `target(outputs)` must return (B,) or (B, D): D scalar targets per example, each *linear* in the outputs (a
+        selection or sum: DeepLIFT's completeness is stated for the graph's outputs).  The D backward passes run
+        batched with `vmap`, `chunk` targets at a time, over the one forward.
+        """
+        if refs.batch not in (1, x.shape[0]):
+            raise RelpropError(f"reference batch {refs.batch} must be 1 or the input batch {x.shape[0]}")
+        x = x.detach().requires_grad_(True)
+        with torch.enable_grad(), self._mode(EXPLAIN, refs.saved, secant_eps(x.dtype)) as tape:
+            outputs = self._outputs(self.module(x))
+            sinks = [tape.sinks[i] for i in range(len(self.tap_keys))]
+        with torch.enable_grad():
+            t = target(outputs)
+        squeeze = t.dim() == 1
+        t = t.unsqueeze(1) if squeeze else t
+        if t.dim() != 2 or t.shape[0] != x.shape[0]:
+            raise RelpropError(f"target must return shape (B,) or (B, D) with B={x.shape[0]}; got {tuple(t.shape)}")
+        with torch.no_grad():
+            t0 = target(refs.outputs)
+            t0 = (t0.unsqueeze(1) if t0.dim() == 1 else t0).expand_as(t)
+        n = t.shape[1]
+        grads_x, grads_s = [], []
+        inputs = [x, *sinks]
+        for start in range(0, n, chunk):
+            stop = min(n, start + chunk)
+            seeds = torch.zeros(stop - start, *t.shape, dtype=t.dtype, device=t.device)
+            seeds[torch.arange(stop - start), :, torch.arange(start, stop)] = 1
+            retain = stop < n
+            if stop - start == 1:
+                grads = torch.autograd.grad(t, inputs, seeds[0], retain_graph=retain, allow_unused=True)
+                grads = [g.unsqueeze(0) if g is not None else None for g in grads]
+            else:
+                grads = torch.autograd.grad(t, inputs, seeds, retain_graph=retain, allow_unused=True,
+                                            is_grads_batched=True)
+            grads_x.append(grads[0] if grads[0] is not None else torch.zeros(stop - start, *x.shape, dtype=x.dtype,
+                                                                              device=x.device))
+            grads_s.append(grads[1:])
+        with torch.no_grad():
+            mult = torch.cat(grads_x).movedim(0, 1)  # (B, D, *input)
+            dx = (x - refs.input).unsqueeze(1)
+            attribution = mult * dx
+            score, reference_score = t.detach(), t0.detach()
+            delta = attribution.flatten(2).sum(-1) - (score - reference_score)
+            channels: dict[str, torch.Tensor] = {}
+            for i, key in enumerate(self.tap_keys):
+                parts = [
+                    g[i] if g[i] is not None else torch.zeros(stop_ - start_, *sinks[i].shape, dtype=x.dtype,
+                                                              device=x.device)
+                    for g, (start_, stop_) in zip(grads_s, _chunks(n, chunk))
+                ]
+                value = torch.cat(parts).movedim(0, 1)  # (B, D, C)
+                channels[key] = channels[key] + value if key in channels else value
+        outputs = tuple(o.detach() for o in outputs)
+        if squeeze:
+            attribution, score, reference_score, delta = (
+                attribution[:, 0], score[:, 0], reference_score[:, 0], delta[:, 0]
+            )
+            channels = {k: v[:, 0] for k, v in channels.items()}
+        return Relevance(attribution, score, reference_score, delta, channels, outputs)
+
+
+def _chunks(n: int, chunk: int) -> list[tuple[int, int]]:
+    return [(s, min(n, s + chunk)) for s in range(0, n, chunk)]

@@ -1,0 +1,272 @@
+"""`explain(model, image, box)`: DetDSHAP relevance for detected boxes (Algorithm 1 of Hogan & Aouf, 2025).
+
+    ex = relprop.explain("best.pt", "bus.jpg", box=(x1, y1, x2, y2))   # one box → Explanation
+    exs = relprop.explain("best.pt", "bus.jpg")                          # every detection after NMS → list
+
+An `Explainer` holds the traced, rule-rewritten graph of one model at one input size and a small cache of reference
+passes; `explain()` keeps a few Explainers alive between calls so repeated calls trace once and reuse the reference.
+All boxes of one image share one forward pass; each box then costs one backward pass over it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+import fxgraph
+
+from .composites import RulesSpec
+from .engine import References, Relevance, RelevanceGraph
+from .errors import RelpropError
+from .explanation import Explanation
+from .image import Letterbox, read_image, reference_inputs, to_input
+from .target import TARGETS, Target, check_inside, detections, match, parse_box
+
+os.environ.setdefault("YOLO_OFFLINE", "1")
+
+
+class Explainer:
+    """A detector traced at one input size and rewritten with relevance rules, ready to explain images.
+
+    `model`: weights path, .yaml, `YOLO`, ultralytics model, None (the embedded model) or an `fxgraph.FlatGraph`.
+    BatchNorm is folded into the convolutions (`fold_bn`, exact up to rounding; channel keys are the conv paths),
+    which makes both the forward and the backward cheaper.  `dtype=torch.float64` gives exact completeness checks.
+    """
+
+    def __init__(self, model: Any = None, imgsz: int | tuple[int, int] = 640, *, rules: RulesSpec = None,
+                 device: str | torch.device | None = None, dtype: torch.dtype | None = None, fold_bn: bool = True,
+                 cache_size: int = 4):
+        if isinstance(model, fxgraph.FlatGraph):
+            graph = model
+            if device is not None or dtype is not None:
+                graph.to(device=device, dtype=dtype)
+        else:
+            graph = fxgraph.trace(model, imgsz, fold_bn=fold_bn, dtype=dtype, device=device)
+        self.graph = graph
+        self.engine = RelevanceGraph(graph.module, rules)
+        self.cache_size = cache_size
+        self._refs: OrderedDict[tuple, References] = OrderedDict()
+
+    @property
+    def imgsz(self) -> tuple[int, int]:
+        return self.graph.imgsz
+
+    def reference(self, x0: torch.Tensor) -> References:
+        """The reference pass for x0, from the cache when the same reference was seen before."""
+        key = (tuple(x0.shape), str(x0.dtype), str(x0.device),
+               hashlib.blake2b(x0.detach().cpu().contiguous().numpy().tobytes(), digest_size=16).hexdigest())
+        refs = self._refs.get(key)
+        if refs is None:
+            refs = self.engine.reference(x0)
+            self._refs[key] = refs
+            while len(self._refs) > self.cache_size:
+                self._refs.popitem(last=False)
+        else:
+            self._refs.move_to_end(key)
+        return refs
+
+    def explain(
+        self,
+        image: Any,
+        box: Sequence[float] | str | None = None,
+        *,
+        target: str = "class",
+        iou: float = 0.7,
+        cls: int | None = None,
+        baseline: Any = "black",
+        conf: float = 0.25,
+        max_det: int = 300,
+        batch: int = 4,
+    ) -> Explanation | list[Explanation]:
+        """Explain one box (→ Explanation) or, with `box=None`, every detection after NMS (→ list, maybe empty).
+
+        See `relprop.explain` for the arguments.
+        """
+        if target not in TARGETS:
+            raise RelpropError(f"target must be one of {TARGETS}; got '{target}'")
+        array = read_image(image)
+        lb = Letterbox.fit(array.shape[:2], self.imgsz)
+        given = None
+        if box is not None:
+            given = parse_box(box)
+            check_inside(given, array.shape[:2])
+        g = self.graph
+        x = to_input(array, lb, g.dtype, g.device)
+        x0 = reference_inputs(baseline, array, lb, g.dtype, g.device)
+        found: dict[str, Any] = {}
+
+        def targets(outputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
+            pred = outputs[0]
+            if "targets" not in found:
+                found["targets"], found["confs"] = self._targets(pred[0], lb, given, target, iou, cls, conf, max_det)
+            if not found["targets"]:
+                raise _NoTargets
+            w = torch.stack([t.weights(pred.shape[1], pred.shape[2], pred.dtype, pred.device) for t in found["targets"]])
+            return torch.einsum("bca,dca->bd", pred, w)
+
+        total: Relevance | None = None
+        k = x0.shape[0]
+        for start in range(0, k, batch):
+            chunk = x0[start:start + batch]
+            refs = self.reference(chunk)
+            try:
+                part = self.engine.relevance(x.expand(chunk.shape[0], *x.shape[1:]), refs, targets)
+            except _NoTargets:
+                return []  # no detection to explain (box=None only)
+            total = _accumulate(total, part)
+        assert total is not None
+        return self._explanations(total, k, found["targets"], found["confs"], array, lb, given, baseline)
+
+    def _targets(self, pred: torch.Tensor, lb: Letterbox, given: np.ndarray | None, kind: str, iou: float,
+                 cls: int | None, conf: float, max_det: int) -> tuple[list[Target], list[float]]:
+        nc = self.graph.nc
+        if given is not None:
+            t = match(pred, lb.box_to_input(given), nc, iou=iou, cls=cls, kind=kind)
+            best = pred[4 + t.cls, torch.as_tensor(t.candidates, device=pred.device)].max()
+            return [t], [float(best.detach())]
+        dets = detections(pred, nc, conf=conf, iou=iou, max_det=max_det)
+        if cls is not None:
+            dets = [d for d in dets if d.cls == int(cls)]
+        found = [match(pred, lb.box_to_input(lb.box_to_original(d.box, clip=False)), nc, iou=iou, cls=d.cls,
+                       kind=kind) for d in dets]
+        return found, [d.conf for d in dets]
+
+    def _explanations(self, total: Relevance, k: int, found: list[Target], confs: list[float], array: np.ndarray,
+                      lb: Letterbox, given: np.ndarray | None, baseline: Any) -> Explanation | list[Explanation]:
+        attribution = total.attribution.sum(0) / k             # (D, 3, h, w): the mean over the K references
+        score = total.score[0]
+        reference_score = total.reference_score.sum(0) / k
+        delta = attribution.flatten(1).sum(-1) - (score - reference_score)
+        channels = {key: (v.sum(0) / k) for key, v in total.channels.items()}
+        out = []
+        for d, t in enumerate(found):
+            rel = attribution[d].detach().cpu()
+            heat = lb.map_to_original(rel.sum(0).double().numpy())
+            box = given if given is not None else lb.box_to_original(t.box, clip=False)
+            out.append(Explanation(
+                heatmap=heat,
+                input_relevance=rel,
+                channels={key: v[d].detach().cpu().double().numpy() for key, v in channels.items()},
+                score=float(score[d]),
+                reference_score=float(reference_score[d]),
+                delta=float(delta[d]),
+                box=np.asarray(box, dtype=np.float64),
+                box_input=t.box,
+                cls=t.cls,
+                name=str(self.graph.names.get(t.cls, t.cls)),
+                target=t.kind,
+                candidates=t.candidates,
+                ious=t.ious,
+                conf=confs[d],
+                baseline=_describe(baseline, k),
+                image=array.astype(np.uint8),
+            ))
+        return out[0] if given is not None else out
+
+
+class _NoTargets(Exception):
+    """Raised from inside the forward when NMS keeps no detection: nothing to differentiate."""
+
+
+def _accumulate(total: Relevance | None, part: Relevance) -> Relevance:
+    """Sum the per-reference results of one chunk of references (batch dim) into the running total."""
+    attribution = part.attribution.sum(0, keepdim=True)
+    reference_score = part.reference_score.sum(0, keepdim=True)
+    channels = {k: v.sum(0, keepdim=True) for k, v in part.channels.items()}
+    if total is None:
+        return Relevance(attribution, part.score[:1], reference_score, part.delta, channels, part.outputs)
+    return Relevance(
+        total.attribution + attribution, total.score, total.reference_score + reference_score, total.delta,
+        {k: total.channels[k] + v for k, v in channels.items()}, total.outputs,
+    )
+
+
+def _describe(baseline: Any, k: int) -> str:
+    if baseline is None or isinstance(baseline, str):
+        return baseline or "black"
+    if isinstance(baseline, (int, float)):
+        return f"constant {baseline}"
+    return f"{k} reference(s)"
+
+
+# -- the function most users call ---------------------------------------------------------------------------------
+
+_EXPLAINERS: OrderedDict[tuple, Explainer] = OrderedDict()
+_MAX_EXPLAINERS = 2
+
+
+def _model_key(model: Any) -> tuple:
+    if model is None:
+        model = fxgraph.embedded_weights()
+    if isinstance(model, (str, Path)):
+        p = Path(model)
+        stat = p.stat() if p.is_file() else None
+        return ("path", str(p.resolve()) if stat else str(p), stat.st_mtime_ns if stat else None)
+    params = tuple((t.data_ptr(), t._version) for t in model.parameters()) if hasattr(model, "parameters") else ()
+    return ("object", id(model), params)
+
+
+def explainer(model: Any = None, imgsz: int | tuple[int, int] = 640, *, rules: RulesSpec = None,
+              device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> Explainer:
+    """A cached Explainer for (model, imgsz, rules, device, dtype): traced once, reused while the weights are unchanged
+    (a path is re-read when its file changes; an in-memory model when any parameter is replaced or updated in place)."""
+    if isinstance(model, Explainer):
+        return model
+    if isinstance(model, fxgraph.FlatGraph):
+        return Explainer(model, rules=rules, device=device, dtype=dtype)
+    rules_key = rules if (rules is None or isinstance(rules, str)) else ("id", id(rules))
+    key = (_model_key(model), imgsz if isinstance(imgsz, int) else tuple(imgsz), rules_key, str(device), str(dtype))
+    ex = _EXPLAINERS.get(key)
+    if ex is None:
+        ex = Explainer(model, imgsz, rules=rules, device=device, dtype=dtype)
+        _EXPLAINERS[key] = ex
+        while len(_EXPLAINERS) > _MAX_EXPLAINERS:
+            _EXPLAINERS.popitem(last=False)
+    else:
+        _EXPLAINERS.move_to_end(key)
+    return ex
+
+
+def explain(
+    model: Any,
+    image: Any,
+    box: Sequence[float] | str | None = None,
+    *,
+    target: str = "class",
+    iou: float = 0.7,
+    cls: int | None = None,
+    baseline: Any = "black",
+    conf: float = 0.25,
+    max_det: int = 300,
+    imgsz: int | tuple[int, int] = 640,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+    rules: RulesSpec = None,
+    batch: int = 4,
+) -> Explanation | list[Explanation]:
+    """Explain why `model` predicts `box` in `image` (DeepSHAP relevance, exactly conserved).
+
+    model     weights path / .yaml / `YOLO` / ultralytics model / None (embedded) / FlatGraph / Explainer
+    image     path, numpy HWC BGR array (as cv2 reads), PIL image, or tensor (3, H, W) RGB in [0, 1]
+    box       (x1, y1, x2, y2) in original-image pixels (or "x1,y1,x2,y2"); None → every detection after NMS
+    target    "class": Σ over matched candidates of the probability of the box's class; "box": Σ of their x, y, w, h
+              outputs (input pixels); "all": both (see `relprop.target`)
+    iou       candidates with IoU ≥ iou with the box are matched (and the NMS IoU threshold when box is None)
+    cls       explain this class, counting only candidates whose most probable class it is (default: the class of
+              the most probable matched candidate; with box=None: keep only detections of this class)
+    baseline  "black" (default), "blur", a constant in [0, 1], a tensor (3, h, w) / (K, 3, h, w) at the network input,
+              or a list of K background images: the attribution is averaged over the K references, `batch` at a time
+    conf, max_det  NMS settings, as ultralytics names them (box=None only)
+    imgsz     network input size (int or (h, w), multiples of 32); the image is letterboxed like ultralytics does
+    rules     None / "deepshap" (default), "detdshap-paper", a dict {kind or node name or module-path pattern: Rule},
+              or a `relprop.Composite`
+    """
+    ex = explainer(model, imgsz, rules=rules, device=device, dtype=dtype)
+    return ex.explain(image, box, target=target, iou=iou, cls=cls, baseline=baseline, conf=conf, max_det=max_det,
+                      batch=batch)

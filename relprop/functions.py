@@ -1,0 +1,250 @@
+"""The autograd Functions behind the rules: forward is the op, backward propagates DeepLIFT multipliers.
+
+Notation.  Every Function sees the input's activation ``x`` and the reference's activation ``x0`` at the same node
+(``x0`` may have batch 1 and broadcasts over ``x``), writes ``Δx = x − x0`` and ``Δy = y − y0``, and receives the
+multiplier ``m_y = ∂target/∂y`` of the layer above.  It returns ``m_x`` such that the *conservation law*
+
+    Σ m_x · Δx  =  Σ m_y · Δy
+
+holds exactly (up to rounding) for each pair of input and reference.  Chained through ordinary autograd with the plain
+gradient on linear ops (for which the law holds trivially), the input multiplier times the input's Δ is the DeepLIFT /
+DeepSHAP attribution, and it sums to ``f(x) − f(x0)``.
+
+Every backward is written with out-of-place tensor ops only, so it also runs under ``vmap``: that is how several
+targets (boxes) share one forward and one batched backward (``torch.autograd.grad(..., is_grads_batched=True)``).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+from torch.nn import functional as F
+
+aten = torch.ops.aten
+
+
+def _sum_to(t: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
+    """Reduce a broadcast gradient back to `shape` (like autograd does for broadcasting ops)."""
+    shape = tuple(shape)
+    if tuple(t.shape) == shape:
+        return t
+    lead = t.dim() - len(shape)
+    if lead:
+        t = t.sum(dim=tuple(range(lead)))
+    dims = tuple(i for i, (a, b) in enumerate(zip(t.shape, shape)) if b == 1 and a != 1)
+    return t.sum(dim=dims, keepdim=True) if dims else t
+
+
+def secant(dy: torch.Tensor, dx: torch.Tensor, tangent: Callable[[torch.Tensor], torch.Tensor],
+           x: torch.Tensor, x0: torch.Tensor, eps: float) -> torch.Tensor:
+    """Δy/Δx elementwise, and `tangent` (the derivative) at the midpoint (x + x0)/2 where |Δx| ≤ eps.
+
+    The derivative is evaluated only where it is needed: most elements take the secant, and this runs on every
+    activation of the network.
+    """
+    slope = dy / dx
+    small = dx.abs() <= eps
+    if bool(small.any()):
+        mid = ((x + x0.expand_as(x)) / 2)[small]
+        slope = slope.masked_scatter(small, tangent(mid))
+    return slope
+
+
+class RescaleFn(torch.autograd.Function):
+    """Rescale rule of DeepLIFT for y = f(x) elementwise:  m_x = m_y · Δy/Δx  (f'((x+x0)/2) where |Δx| ≤ eps)."""
+
+    @staticmethod
+    def forward(ctx, x, x0, y0, op, derivative, eps):  # noqa: D102 - the op itself
+        y = op(x)
+        dx = x - x0
+        slope = secant(y - y0, dx, derivative, x, x0, eps)
+        ctx.save_for_backward(slope)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):  # noqa: D102
+        (slope,) = ctx.saved_tensors
+        return grad * slope, None, None, None, None, None
+
+
+class MaxPoolFn(torch.autograd.Function):
+    """Max-pool rule.  For each window with input argmax a and reference argmax b:
+
+        Δy = x_a − x0_b = t·Δx_a + (1 − t)·Δx_b,   t = (Δy − Δx_b)/(Δx_a − Δx_b) ∈ [0, 1]
+
+    (Δx_a ≥ Δy ≥ Δx_b always holds), so m_y·t goes to position a and m_y·(1 − t) to position b; overlapping windows
+    (SPPF's k5 s1) accumulate into the same input positions by scatter-add.  The law holds window by window.
+    """
+
+    @staticmethod
+    def forward(ctx, x, x0, idx0, y0, pool_args, eps):  # noqa: D102
+        y, idx = aten.max_pool2d_with_indices.default(x, *pool_args)
+        b, c = x.shape[:2]
+        idx0 = idx0.expand_as(idx)
+        dx = (x - x0).flatten(2)
+        dxa = dx.gather(2, idx.flatten(2)).view_as(y)
+        dxb = dx.gather(2, idx0.flatten(2)).view_as(y)
+        dy = y - y0
+        gap = dxa - dxb
+        tie = gap.abs() <= eps
+        t = torch.where(tie, torch.full_like(gap, 0.5), (dy - dxb) / torch.where(tie, torch.ones_like(gap), gap))
+        t = t.clamp(0.0, 1.0)
+        ctx.save_for_backward(idx, idx0, t)
+        ctx.in_shape = x.shape
+        ctx.mark_non_differentiable(idx)
+        return y, idx
+
+    @staticmethod
+    def backward(ctx, grad, _grad_idx):  # noqa: D102
+        idx, idx0, t = ctx.saved_tensors
+        b, c, h, w = ctx.in_shape
+        flat = grad.reshape(b, c, -1)
+        zeros = torch.zeros(b, c, h * w, dtype=grad.dtype, device=grad.device)
+        out = torch.scatter_add(zeros, 2, idx.reshape(b, c, -1), flat * t.reshape(b, c, -1))
+        out = torch.scatter_add(out, 2, idx0.reshape(b, c, -1), flat * (1 - t).reshape(b, c, -1))
+        return out.reshape(ctx.in_shape), None, None, None, None, None
+
+
+class SoftmaxFn(torch.autograd.Function):
+    """Softmax rule, exact by decomposition  y = e · r,  e = exp(x − c),  r = 1/Σe  (c shared by x and x0):
+
+        product (Shapley for two factors):  m_e = m_y·(r + r0)/2,   m_r = Σ m_y·(e + e0)/2
+        reciprocal (exact secant):          m_S = m_r · (−r·r0)
+        sum (linear), exp (rescale):        m_x = (m_e + m_S) · Δe/Δx
+    """
+
+    @staticmethod
+    def forward(ctx, x, x0, dim, eps):  # noqa: D102
+        x0 = x0.expand_as(x)
+        c = torch.maximum(x.amax(dim, keepdim=True), x0.amax(dim, keepdim=True))
+        e, e0 = torch.exp(x - c), torch.exp(x0 - c)
+        r, r0 = 1 / e.sum(dim, keepdim=True), 1 / e0.sum(dim, keepdim=True)
+        dx = x - x0
+        cm = c.expand_as(x)[dx.abs() <= eps]
+        slope = secant(e - e0, dx, lambda mid: torch.exp(mid - cm), x, x0, eps)
+        ctx.save_for_backward(e + e0, r, r0, slope)
+        ctx.dim = dim
+        return e * r
+
+    @staticmethod
+    def backward(ctx, grad):  # noqa: D102
+        esum, r, r0, slope = ctx.saved_tensors
+        dim = ctx.dim if ctx.dim < 0 else ctx.dim - r.dim()  # count from the end: robust under vmap
+        m_r = (grad * esum / 2).sum(dim, keepdim=True)
+        m_e = grad * (r + r0) / 2 - m_r * r * r0
+        return m_e * slope, None, None, None
+
+
+class ProductFn(torch.autograd.Function):
+    """Product of two data tensors y = u·v, Shapley split:  Δy = (v + v0)/2·Δu + (u + u0)/2·Δv  exactly."""
+
+    @staticmethod
+    def forward(ctx, u, v, u0, v0):  # noqa: D102
+        ctx.save_for_backward(u + u0, v + v0)
+        ctx.shapes = (u.shape, v.shape)
+        return u * v
+
+    @staticmethod
+    def backward(ctx, grad):  # noqa: D102
+        usum, vsum = ctx.saved_tensors
+        su, sv = ctx.shapes
+        return _sum_to(grad * vsum / 2, su), _sum_to(grad * usum / 2, sv), None, None
+
+
+class QuotientFn(torch.autograd.Function):
+    """Quotient of two data tensors y = u/v = u·w with w = 1/v:  Shapley product on (u, w), and the exact secant of
+    the reciprocal  Δw/Δv = −w·w0.
+    """
+
+    @staticmethod
+    def forward(ctx, u, v, u0, v0):  # noqa: D102
+        w, w0 = 1 / v, 1 / v0
+        ctx.save_for_backward(u + u0, w + w0, -(w * w0))
+        ctx.shapes = (u.shape, v.shape)
+        return u / v
+
+    @staticmethod
+    def backward(ctx, grad):  # noqa: D102
+        usum, wsum, dwdv = ctx.saved_tensors
+        su, sv = ctx.shapes
+        m_u = grad * wsum / 2
+        m_v = grad * usum / 2 * dwdv
+        return _sum_to(m_u, su), _sum_to(m_v, sv), None, None
+
+
+class AlphaBetaConvFn(torch.autograd.Function):
+    """LRP-αβ on differences for a convolution (DetDSHAP's rule for the last convolutions before the head), α − β = 1.
+
+    With the contributions z_ij = w_ij·Δx_i split into positive and negative parts, z⁺_j = Σ_i z⁺_ij, z⁻_j = Σ_i z⁻_ij
+    (so Δy_j = z⁺_j + z⁻_j, the bias cancels):
+
+        R_i = Σ_j ( α·z⁺_ij/z⁺_j − β·z⁻_ij/z⁻_j ) · m_yj·Δy_j,      m_x = R/Δx
+
+    Where z⁺_j or z⁻_j vanishes the plain gradient is used for output j, so the law holds exactly everywhere.
+    """
+
+    @staticmethod
+    def forward(ctx, x, x0, weight, bias, conv_args, alpha, beta, eps):  # noqa: D102
+        stride, padding, dilation, groups = conv_args
+        y = F.conv2d(x, weight, bias, stride, padding, dilation, groups)
+        dx = x - x0
+        pos, neg = dx.clamp(min=0), dx.clamp(max=0)
+        wp, wn = weight.clamp(min=0), weight.clamp(max=0)
+
+        def conv(a, w):
+            return F.conv2d(a, w, None, stride, padding, dilation, groups)
+
+        zp = conv(pos, wp) + conv(neg, wn)
+        zn = conv(pos, wn) + conv(neg, wp)
+        fallback = (zp <= eps) | (zn >= -eps)
+        ctx.save_for_backward(weight, zp, zn, fallback, dx > 0, dx < 0)
+        ctx.conv_args, ctx.alpha, ctx.beta, ctx.in_shape = conv_args, alpha, beta, x.shape
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):  # noqa: D102
+        weight, zp, zn, fallback, is_pos, is_neg = ctx.saved_tensors
+        stride, padding, dilation, groups = ctx.conv_args
+        shape = ctx.in_shape[-3:]
+        lead = grad.shape[:-3]
+
+        def back(g, w):
+            g4 = g.reshape(-1, *g.shape[-3:])
+            out = torch.nn.grad.conv2d_input((g4.shape[0], *shape), w, g4, stride, padding, dilation, groups)
+            return out.reshape(*lead, *shape)
+
+        relevance = grad * (zp + zn)
+        keep = ~fallback
+        one = torch.ones_like(zp)
+        sp = torch.where(keep, ctx.alpha * relevance / torch.where(keep, zp, one), torch.zeros_like(zp))
+        sn = torch.where(keep, ctx.beta * relevance / torch.where(keep, zn, one), torch.zeros_like(zn))
+        wp, wn = weight.clamp(min=0), weight.clamp(max=0)
+        m_pos = back(sp, wp) - back(sn, wn)
+        m_neg = back(sp, wn) - back(sn, wp)
+        m = torch.where(is_pos, m_pos, torch.where(is_neg, m_neg, torch.zeros_like(m_pos)))
+        m = m + back(torch.where(fallback, grad, torch.zeros_like(grad)), weight)
+        return m, None, None, None, None, None, None, None
+
+
+class TapFn(torch.autograd.Function):
+    """Identity on a tensor y that also sends its relevance per channel, Σ m_y·Δy over every dim but batch and
+    `channel_dim`, into the gradient of `sink` (a zero (B, C) leaf): how per-filter relevance is read off the one
+    backward pass without hooks.
+    """
+
+    @staticmethod
+    def forward(ctx, y, y0, sink, channel_dim):  # noqa: D102
+        ctx.save_for_backward(y - y0)
+        ctx.channel_dim = channel_dim
+        return y.view_as(y)
+
+    @staticmethod
+    def backward(ctx, grad):  # noqa: D102
+        (dy,) = ctx.saved_tensors
+        rel = grad * dy
+        if rel.dim() > 2:
+            cd = ctx.channel_dim % rel.dim()
+            rel = rel.sum(dim=tuple(d for d in range(1, rel.dim()) if d != cd))
+        channel = rel
+        return grad, None, channel, None

@@ -1,0 +1,166 @@
+"""Images in, network inputs out: reading, ultralytics-style letterboxing and its inverse, and references.
+
+Everything is converted to one form first, a float32 HWC BGR array in [0, 255] (what cv2 reads), so paths, numpy
+arrays, PIL images and tensors share one letterbox.  The letterbox is ultralytics's `LetterBox(auto=False)`: scale
+to fit, centre, pad with grey 114, exactly, so boxes and candidates agree with `YOLO.predict` on the same size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import cv2
+import numpy as np
+import torch
+
+from .errors import BaselineError, ImageError
+
+PAD_VALUE = 114.0
+
+
+@dataclass(frozen=True)
+class Letterbox:
+    """The geometry of one letterbox: original (H, W) → input (h, w), scale `ratio`, padding `top`/`left`."""
+
+    orig_shape: tuple[int, int]
+    new_shape: tuple[int, int]
+    ratio: float
+    new_unpad: tuple[int, int]  # (w, h) of the resized image, as cv2 wants it
+    top: int
+    bottom: int
+    left: int
+    right: int
+
+    @classmethod
+    def fit(cls, orig_shape: tuple[int, int], new_shape: tuple[int, int]) -> "Letterbox":
+        """The letterbox ultralytics computes for an image of `orig_shape` and a network input of `new_shape`."""
+        h0, w0 = orig_shape
+        r = min(new_shape[0] / h0, new_shape[1] / w0)
+        new_unpad = (max(round(w0 * r), 1), max(round(h0 * r), 1))
+        dw, dh = (new_shape[1] - new_unpad[0]) / 2, (new_shape[0] - new_unpad[1]) / 2
+        return cls(tuple(orig_shape), tuple(new_shape), r, new_unpad,
+                   round(dh - 0.1), round(dh + 0.1), round(dw - 0.1), round(dw + 0.1))
+
+    def apply(self, image: np.ndarray, pad_value: float = PAD_VALUE) -> np.ndarray:
+        """Resize and pad an HWC image (any number of channels) like ultralytics."""
+        if image.shape[:2] != self.orig_shape:
+            raise ImageError(f"letterbox made for {self.orig_shape}, got an image of {image.shape[:2]}")
+        if image.shape[1::-1] != self.new_unpad:
+            image = cv2.resize(image, self.new_unpad, interpolation=cv2.INTER_LINEAR)
+        if image.ndim == 2:
+            image = image[..., None]
+        out = np.full((*self.new_shape, image.shape[2]), pad_value, dtype=image.dtype)
+        out[self.top:self.top + image.shape[0], self.left:self.left + image.shape[1]] = image
+        return out
+
+    def box_to_input(self, box: Sequence[float]) -> np.ndarray:
+        """xyxy in original pixels → xyxy in network-input pixels."""
+        b = np.asarray(box, dtype=np.float64).copy()
+        b[[0, 2]] = b[[0, 2]] * self.ratio + self.left
+        b[[1, 3]] = b[[1, 3]] * self.ratio + self.top
+        return b
+
+    def box_to_original(self, box: Sequence[float], clip: bool = True) -> np.ndarray:
+        """xyxy in network-input pixels → xyxy in original pixels, clipped to the image like ultralytics unless
+        `clip=False` (then it maps back exactly with `box_to_input`)."""
+        b = np.asarray(box, dtype=np.float64).copy()
+        b[[0, 2]] = (b[[0, 2]] - self.left) / self.ratio
+        b[[1, 3]] = (b[[1, 3]] - self.top) / self.ratio
+        if clip:
+            b[[0, 2]] = b[[0, 2]].clip(0, self.orig_shape[1])
+            b[[1, 3]] = b[[1, 3]].clip(0, self.orig_shape[0])
+        return b
+
+    def map_to_original(self, values: np.ndarray) -> np.ndarray:
+        """An (h, w) map at the network input → (H, W) in original pixels: crop the padding, resize back, and scale
+        by the area ratio so that sums are kept (a pixel of the input covers 1/ratio² original pixels)."""
+        h, w = self.new_unpad[1], self.new_unpad[0]
+        crop = np.ascontiguousarray(values[self.top:self.top + h, self.left:self.left + w], dtype=np.float64)
+        out = cv2.resize(crop, (self.orig_shape[1], self.orig_shape[0]), interpolation=cv2.INTER_LINEAR)
+        return out * (h * w) / (self.orig_shape[0] * self.orig_shape[1])
+
+
+def read_image(image: Any) -> np.ndarray:
+    """A path, numpy HWC BGR array (uint8 or float in [0, 255]), PIL image, or tensor (CHW or 1CHW RGB in [0, 1], as
+    ultralytics takes tensors) → float32 HWC BGR array in [0, 255]."""
+    if isinstance(image, (str, Path)):
+        path = Path(image)
+        if not path.is_file():
+            raise ImageError(f"{path}: no such image file")
+        array = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if array is None:
+            raise ImageError(f"{path}: not a readable image (cv2 could not decode it)")
+        return array.astype(np.float32)
+    if isinstance(image, torch.Tensor):
+        t = image.detach().cpu()
+        if t.dim() == 4 and t.shape[0] == 1:
+            t = t[0]
+        if t.dim() != 3 or t.shape[0] != 3:
+            raise ImageError(f"an image tensor must be (3, H, W) or (1, 3, H, W) RGB in [0, 1]; got {tuple(image.shape)}")
+        return np.ascontiguousarray(t.flip(0).permute(1, 2, 0).float().numpy() * 255.0)
+    if type(image).__module__.startswith("PIL."):
+        rgb = np.asarray(image.convert("RGB"), dtype=np.float32)
+        return np.ascontiguousarray(rgb[..., ::-1])
+    if isinstance(image, np.ndarray):
+        if image.ndim == 2:
+            image = np.repeat(image[..., None], 3, axis=2)
+        if image.ndim != 3 or image.shape[2] not in (3, 4) or image.size == 0:
+            raise ImageError(f"a numpy image must be HWC BGR with 3 channels; got shape {image.shape}")
+        return np.ascontiguousarray(image[..., :3], dtype=np.float32)
+    raise ImageError(f"cannot read an image from {type(image).__name__}; give a path, numpy array, PIL image or tensor")
+
+
+def to_input(array: np.ndarray, box: Letterbox, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """Letterboxed float HWC BGR [0, 255] → network input (1, 3, h, w) RGB in [0, 1]."""
+    lb = box.apply(array)
+    t = torch.from_numpy(np.ascontiguousarray(lb[..., ::-1].transpose(2, 0, 1))) / 255.0
+    return t.unsqueeze(0).to(device=device, dtype=dtype)
+
+
+def reference_inputs(baseline: Any, array: np.ndarray, box: Letterbox, dtype: torch.dtype,
+                     device: torch.device) -> torch.Tensor:
+    """The K reference inputs (K, 3, h, w) for an image (DeepSHAP averages the attribution over them).
+
+    `baseline`: "black" (the default) — the image content replaced by black, the letterbox padding kept, so the
+    padding gets no relevance; "blur" — a Gaussian blur of the image (σ = max(H, W)/20); a float in [0, 1] — a
+    constant grey; a tensor (3, h, w) or (K, 3, h, w) — reference inputs as they are; a list of images — K background
+    images, each resized to the image's size and letterboxed like it.
+    """
+    h0, w0 = array.shape[:2]
+    if baseline is None or (isinstance(baseline, str) and baseline == "black"):
+        return to_input(np.zeros_like(array), box, dtype, device)
+    if isinstance(baseline, str):
+        if baseline == "blur":
+            sigma = max(h0, w0) / 20
+            return to_input(cv2.GaussianBlur(array, (0, 0), sigmaX=sigma, sigmaY=sigma), box, dtype, device)
+        try:
+            value = float(baseline)
+        except ValueError:
+            raise BaselineError(f"unknown baseline '{baseline}'; use 'black', 'blur', a number in [0, 1], a tensor "
+                                "or a list of background images") from None
+        return reference_inputs(value, array, box, dtype, device)
+    if isinstance(baseline, (int, float)) and not isinstance(baseline, bool):
+        if not 0.0 <= float(baseline) <= 1.0:
+            raise BaselineError(f"a constant baseline must be in [0, 1] (input scale); got {baseline}")
+        return to_input(np.full_like(array, float(baseline) * 255.0), box, dtype, device)
+    if isinstance(baseline, torch.Tensor):
+        t = baseline.detach()
+        if t.dim() == 3:
+            t = t.unsqueeze(0)
+        if t.dim() != 4 or tuple(t.shape[1:]) != (3, *box.new_shape):
+            raise BaselineError(f"a baseline tensor must be (3, h, w) or (K, 3, h, w) with (h, w) = {box.new_shape}; "
+                                f"got {tuple(baseline.shape)}")
+        return t.to(device=device, dtype=dtype)
+    if isinstance(baseline, (list, tuple)):
+        if not baseline:
+            raise BaselineError("an empty list of background images")
+        refs = []
+        for item in baseline:
+            bg = read_image(item)
+            if bg.shape[:2] != (h0, w0):  # same geometry as the input, so the padding stays relevance-free
+                bg = cv2.resize(bg, (w0, h0), interpolation=cv2.INTER_LINEAR)
+            refs.append(to_input(bg, box, dtype, device))
+        return torch.cat(refs)
+    raise BaselineError(f"cannot make a baseline from {type(baseline).__name__}")
