@@ -28,10 +28,11 @@ from .errors import (
     UnknownLayerError,
 )
 from .plan import Plan, check_plan, make_plan
+from .train import PrunedDetectionTrainer, PrunedSegmentationTrainer, finetune, trainer_for
 
 __all__ = [
     "CRITERIA", "Coupling", "Criterion", "EmptyLayerError", "Group", "Magnitude", "OverwriteError", "Plan",
-    "PlanError", "ProtectedChannelError", "Pruned", "PruningError", "RandomCriterion", "RatioError", "Report",
+    "PlanError", "ProtectedChannelError", "Pruned", "PrunedDetectionTrainer", "PrunedSegmentationTrainer", "PruningError", "RandomCriterion", "RatioError", "Report",
     "SplitConstraintError", "StalePlanError", "Touch", "Unit", "UnknownLayerError", "analyze", "check_plan",
-    "dry_run", "get_criterion", "make_plan", "plan", "prune", "save_checkpoint",
+    "dry_run", "finetune", "get_criterion", "make_plan", "plan", "prune", "save_checkpoint", "trainer_for",
 ]

@@ -211,6 +211,9 @@ def _resolve_layer_ratios(layer_ratios, graph, coupling: Coupling, layers_in_sco
         if isinstance(key, int) and not 0 <= key < num_layers:
             raise UnknownLayerError(f"layer {key} does not exist: the model has layers 0-{num_layers - 1}")
         matched = [g for g in coupling.groups.values() if _matches(g, key)]
+        if not matched and isinstance(key, int):
+            raise PlanError(f"layer {key} ({type(graph.model.model[key]).__name__}) has no filters of its own to "
+                            "prune; its channels belong to the layers that produce them")
         if not matched:
             hint = difflib.get_close_matches(str(key), list(coupling.groups), n=3)
             raise UnknownLayerError(f"no channel group matches {key!r}" + (f"; did you mean {hint}?" if hint else ""))

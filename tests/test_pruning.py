@@ -1,0 +1,351 @@
+"""pruning: coupling analysis, plans, surgery and their errors (fast; the file/subprocess/training tests are in
+test_pruning_io.py)."""
+
+from __future__ import annotations
+
+import copy
+import functools
+import random
+from collections import Counter
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+import fxgraph
+import pruning
+from fxgraph import stats
+from pruning.coupling import NORM, OUT, Coupling
+from tests.conftest import cached_model
+
+IMGSZ = 64
+
+
+def sensitize(model: nn.Module, seed: int = 0) -> nn.Module:
+    """A randomly initialised YOLO barely reacts to its features (BN is identity, class logits sit near -11);
+    give BN random statistics and the output convs zero bias so that cutting a live channel shows."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                n = m.num_features
+                m.weight.copy_(0.5 + torch.rand(n, generator=gen))
+                m.bias.copy_(0.2 * torch.randn(n, generator=gen))
+                m.running_mean.copy_(0.2 * torch.randn(n, generator=gen))
+                m.running_var.copy_(0.5 + torch.rand(n, generator=gen))
+        head = model.model[-1]
+        for branch in list(head.cv2) + list(head.cv3) + list(getattr(head, "cv4", [])):
+            branch[-1].bias.zero_()
+    return model
+
+
+@functools.lru_cache(maxsize=None)
+def graph64(name: str | None) -> fxgraph.FlatGraph:
+    """A float64 trace (exactness is the point of these tests) of a sensitized copy; do not mutate it."""
+    model = cached_model(name)
+    if name is not None:
+        model = sensitize(copy.deepcopy(model))
+    return fxgraph.trace(model, imgsz=IMGSZ, dtype=torch.float64)
+
+
+@functools.lru_cache(maxsize=None)
+def coupling_of(name: str | None) -> Coupling:
+    return pruning.analyze(graph64(name))
+
+
+def fresh(name: str | None) -> fxgraph.FlatGraph:
+    g = graph64(name)
+    return fxgraph.FlatGraph(**{**g.__dict__, "module": copy.deepcopy(g.module), "model": copy.deepcopy(g.model)})
+
+
+def run(g: fxgraph.FlatGraph, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    with torch.no_grad():
+        return g.module(x)
+
+
+def max_diff(a, b) -> float:
+    return max(float((u - v).abs().max()) for u, v in zip(a, b))
+
+
+# ---------------------------------------------------------------------------------------------- coupling
+
+
+def test_every_filter_channel_is_in_exactly_one_unit():
+    coupling = coupling_of("yolov8n.yaml")
+    g = graph64("yolov8n.yaml")
+    seen = Counter()
+    for group in coupling.groups.values():
+        for unit in group.units:
+            for t in unit.touches:
+                seen[t.param, t.dim, t.index] += 1
+    assert max(seen.values()) == 1, "a tensor slice belongs to two units"
+    for node in g.nodes("conv"):
+        weight = node.args[1].meta["param"]
+        out = node.meta["shape"][1]
+        assert all(seen[weight, 0, i] == 1 for i in range(out)), f"{weight}: output channels missing from units"
+
+
+def test_c2f_shortcut_ties_bottlenecks_and_halves_form_blocks():
+    coupling = coupling_of("yolov8n.yaml")
+    second_half = coupling.groups["model.2.cv1.conv[16:32]"]
+    assert "model.2.m.0.cv2.conv" in second_half.sources  # the residual add ties cv1's second half to m.0.cv2
+    assert ("model.2.cv1.conv[0:16]", "model.2.cv1.conv[16:32]") in coupling.blocks
+    assert "model.12.m.0.cv2.conv" in coupling.groups  # head C2f has no shortcut: m.0.cv2 is a group of its own
+    c2f_layers = {i for i, m in enumerate(graph64("yolov8n.yaml").model.model) if type(m).__name__ == "C2f"}
+    assert {coupling.groups[b[0]].layer for b in coupling.blocks} == c2f_layers
+
+
+@pytest.mark.parametrize("name", ["yolov8n.yaml", "yolov8n-seg.yaml"])
+def test_head_outputs_are_protected(name):
+    coupling = coupling_of(name)
+    protected = {g.name for g in coupling.groups.values() if not g.prunable}
+    head = graph64(name).model.model[-1]
+    expected = {f"model.22.cv2.{i}.2" for i in range(3)} | {f"model.22.cv3.{i}.2" for i in range(3)}
+    expected |= {"model.22.dfl.conv"}
+    if name.endswith("-seg.yaml"):
+        expected |= {f"model.22.cv4.{i}.2" for i in range(3)} | {"model.22.proto.cv3.conv"}
+        assert coupling.groups["model.22.proto.upsample"].prunable  # ConvTranspose2d outputs can go
+    assert protected == expected
+    assert head.nc == len(coupling.groups["model.22.cv3.0.2"])
+
+
+def test_generic_toy_cnn_without_yolo_policy():
+    """The analysis knows ops, not YOLO: a toy CNN with a residual add and a concat."""
+
+    class Toy(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Conv2d(3, 8, 3, padding=1)
+            self.b = nn.Conv2d(8, 8, 3, padding=1)
+            self.c = nn.Conv2d(16, 4, 1)
+
+        def forward(self, x):
+            a = torch.relu(self.a(x))
+            b = torch.relu(self.b(a)) + a
+            return self.c(torch.cat([a, b], 1))
+
+    gm = fxgraph.trace_module(Toy(), torch.rand(2, 3, 16, 16))
+    coupling = pruning.coupling.analyze(gm)
+    assert sorted(coupling.groups) == ["a", "c"]
+    assert coupling.groups["a"].sources == ("a", "b") and coupling.groups["a"].prunable
+    consumer = {(t.param, t.index) for t in coupling.groups["a"].units[3].touches if t.role == "in"}
+    assert consumer == {("b.weight", 3), ("c.weight", 3), ("c.weight", 11)}  # cat offsets 3 and 8 + 3
+    assert not coupling.groups["c"].prunable  # model output
+
+
+# ---------------------------------------------------------------------------------------------- surgery
+
+
+def zero_units(g: fxgraph.FlatGraph, coupling: Coupling, remove: dict[str, tuple[int, ...]]) -> None:
+    """Make the chosen units contribute exactly nothing: zero their filters, biases and BN gamma and beta
+    (a channel after BN is beta when gamma is 0, so both must go; silu(0) = 0)."""
+    for module in (g.module, g.model):
+        params = {**dict(module.named_parameters()), **dict(module.named_buffers())}
+        with torch.no_grad():
+            for name, units in remove.items():
+                for u in units:
+                    for t in coupling.groups[name].units[u].touches:
+                        if t.role in (OUT, NORM):
+                            params[t.param].select(t.dim, t.index).zero_()
+
+
+def random_removal(coupling: Coupling, seed: int, fraction: float) -> dict[str, tuple[int, ...]]:
+    """Random units of random prunable groups; groups of a block lose equally many."""
+    rng = random.Random(seed)
+    remove = {}
+    for block in coupling.all_blocks():
+        groups = [coupling.groups[n] for n in block]
+        if not all(g.prunable for g in groups) or rng.random() > fraction:
+            continue
+        n = rng.randint(1, len(groups[0]) - 1)
+        for g in groups:
+            remove[g.name] = tuple(sorted(rng.sample(range(len(g)), n)))
+    return remove
+
+
+def check_zero_equivalence(name: str | None, seed: int, fraction: float = 0.5) -> None:
+    g = fresh(name)
+    coupling = pruning.analyze(g)
+    remove = random_removal(coupling, seed, fraction)
+    assert remove
+    zero_units(g, coupling, remove)
+    x = torch.rand(2, 3, IMGSZ, IMGSZ, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
+    before = run(g, x)
+    pruned = pruning.prune(g, pruning.Plan(remove=remove))
+    assert pruned.report.params_after < pruned.report.params_before
+    # float64: exact up to rounding; the issue's bound is 1e-5, cutting live channels moves outputs by > 1e-3
+    assert max_diff(run(pruned.graph, x), before) <= 1e-9
+    assert max_diff(fxgraph.reference_outputs(pruned.model, x), before) <= 1e-9  # ultralytics's own forward
+
+
+@settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10_000), fraction=st.floats(0.2, 1.0))
+def test_zero_channel_equivalence_yolov8n(seed, fraction):
+    check_zero_equivalence("yolov8n.yaml", seed, fraction)
+
+
+@pytest.mark.parametrize("name", ["yolov8n-seg.yaml", None], ids=["yolov8n-seg", "embedded"])
+def test_zero_channel_equivalence_other_families(name):
+    check_zero_equivalence(name, seed=1)
+
+
+def test_pruning_nonzero_channels_changes_outputs():
+    """The control that shows the equivalence test can fail: the same cut without zeroing changes outputs."""
+    g = fresh("yolov8n.yaml")
+    remove = random_removal(pruning.analyze(g), 1, 0.5)
+    x = torch.rand(1, 3, IMGSZ, IMGSZ, dtype=torch.float64)
+    assert max_diff(run(pruning.prune(g, pruning.Plan(remove=remove)).graph, x), run(g, x)) > 1e-3
+    single = {"model.4.m.0.cv1.conv": (5,)}  # one live channel deep in the backbone is enough to show
+    assert max_diff(run(pruning.prune(g, pruning.Plan(remove=single)).graph, x), run(g, x)) > 1e-6
+
+
+def test_shapes_after_surgery_and_modules_stay_ultralytics():
+    g = graph64("yolov8n.yaml")
+    pruned = pruning.prune(g, layer_ratios={2: 0.5, 9: 0.25, 22: 0.5}, criterion="l1")
+    model = pruned.model
+    c2f = model.model[2]
+    assert type(c2f).__name__ == "C2f" and c2f.c == 8 and c2f.cv1.conv.out_channels == 16
+    assert c2f.m[0].cv1.conv.in_channels == 8 and c2f.m[0].cv1.conv.out_channels == 8
+    assert c2f.cv2.conv.in_channels == 24 and c2f.cv2.conv.out_channels == 16
+    assert model.model[3].conv.in_channels == 16
+    assert model.model[9].cv1.conv.out_channels == 96 and model.model[9].cv2.conv.in_channels == 4 * 96
+    head = model.model[22]
+    assert head.cv2[0][0].conv.out_channels == 32 and head.cv2[0][2].out_channels == 64  # output conv kept
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            assert module.weight.shape[:2] == (module.out_channels, module.in_channels // module.groups)
+        if isinstance(module, nn.BatchNorm2d):
+            assert module.weight.shape == module.running_mean.shape == (module.num_features,)
+    assert {type(m).__module__.split(".")[0] for m in model.modules()} <= {"ultralytics", "torch"}
+    assert stats.num_params(pruned.graph) == sum(p.numel() for p in model.parameters())
+    x = torch.rand(2, 3, IMGSZ, IMGSZ, dtype=torch.float64)
+    assert max_diff(run(pruned.graph, x), fxgraph.reference_outputs(model, x)) <= 1e-9
+    assert max_diff(run(g, x), fxgraph.reference_outputs(graph64("yolov8n.yaml").model, x)) <= 1e-9  # g untouched
+
+
+def test_stats_of_pruned_graph_match_ultralytics_flops():
+    from ultralytics.utils.torch_utils import get_flops
+
+    pruned = pruning.prune(graph64("yolov8n.yaml"), ratio=0.4)
+    model = copy.deepcopy(pruned.model).float()
+    assert stats.gflops(pruned.graph) == pytest.approx(get_flops(model, IMGSZ), rel=1e-3)
+    assert pruned.report.gflops_after < pruned.report.gflops_before
+
+
+# ---------------------------------------------------------------------------------------------- plans
+
+
+def test_global_plan_respects_min_channels_round_to_and_blocks():
+    g = graph64("yolov8n.yaml")
+    coupling = coupling_of("yolov8n.yaml")
+    plan = pruning.make_plan(g, coupling, ratio=0.6, min_channels=8, round_to=8)
+    assert plan.num_removed > 0
+    for name, removed in plan.remove.items():
+        kept = len(coupling.groups[name]) - len(removed)
+        assert kept >= 8 and kept % 8 == 0, (name, kept)
+    for block in coupling.blocks:
+        assert len({len(plan.remove.get(n, ())) for n in block}) == 1
+    plan_all = pruning.make_plan(g, coupling, ratio=0.6)
+    prunable = sum(len(coupling.groups[n]) for b in coupling.all_blocks() for n in b
+                   if all(coupling.groups[m].prunable for m in b))
+    assert plan_all.num_removed == pytest.approx(0.6 * prunable, abs=4)
+    assert plan_all.num_removed > plan.num_removed
+
+
+def test_global_ranking_differs_from_uniform_and_criteria_differ():
+    g = graph64(None)  # trained weights: magnitudes vary across layers
+    coupling = coupling_of(None)
+    ranked = pruning.make_plan(g, coupling, ratio=0.3)
+    uniform = pruning.make_plan(g, coupling, ratio=0.3, global_ranking=False)
+    sizes = lambda p: {k: len(v) for k, v in p.remove.items()}  # noqa: E731
+    assert sizes(ranked) != sizes(uniform)
+    for name, removed in uniform.remove.items():
+        assert len(removed) == int(0.3 * len(coupling.groups[name]) + 1e-9)
+    assert pruning.make_plan(g, coupling, ratio=0.3, criterion="random").remove != ranked.remove
+    assert pruning.make_plan(g, coupling, ratio=0.3, criterion="l1").remove != \
+        pruning.make_plan(g, coupling, ratio=0.3, criterion="random").remove
+
+
+def test_magnitude_keeps_strong_filters():
+    g = fresh("yolov8n.yaml")
+    coupling = pruning.analyze(g)
+    with torch.no_grad():
+        g.module.get_parameter("model.3.conv.weight")[:10] *= 1e-3  # ten weak filters
+    plan = pruning.make_plan(g, coupling, layer_ratios={3: 10 / 64}, criterion="l1")
+    assert plan.remove == {"model.3.conv": tuple(range(10))}
+
+
+def test_backbone_scope_and_layer_ratios():
+    g = graph64("yolov8n.yaml")
+    coupling = coupling_of("yolov8n.yaml")
+    plan = pruning.make_plan(g, coupling, ratio=0.5, scope="backbone")
+    assert plan.remove and all(coupling.groups[n].layer <= 9 for n in plan.remove)
+    plan = pruning.make_plan(g, coupling, layer_ratios={4: 0.5, "model.22.cv3.0.0": 0.25})
+    assert {coupling.groups[n].layer for n in plan.remove} == {4, 22}
+    assert plan.remove.keys() >= {"model.4.cv1.conv[0:32]", "model.4.cv1.conv[32:64]", "model.22.cv3.0.0.conv"}
+    assert len(plan.remove["model.22.cv3.0.0.conv"]) == 20
+    assert pruning.make_plan(g, coupling, ratio=0.0).remove == {}
+
+
+def test_dry_run_matches_prune_and_plan_round_trips():
+    g = graph64("yolov8n.yaml")
+    plan = pruning.plan(g, ratio=0.3, round_to=4)
+    report = pruning.dry_run(g, plan)
+    pruned = pruning.prune(g, pruning.Plan.from_json(plan.to_json()))
+    assert report.as_dict() == pruned.report.as_dict()
+    assert report.params_after < report.params_before and report.gflops_after < report.gflops_before
+
+
+# ---------------------------------------------------------------------------------------------- errors
+
+
+@pytest.mark.parametrize("ratio", [-0.1, 1.0, 1.5, float("nan")])
+def test_ratio_outside_unit_interval(ratio):
+    with pytest.raises(pruning.RatioError):
+        pruning.plan(graph64("yolov8n.yaml"), ratio=ratio)
+    with pytest.raises(pruning.RatioError):
+        pruning.plan(graph64("yolov8n.yaml"), layer_ratios={4: ratio})
+
+
+@pytest.mark.parametrize(
+    "kwargs, error",
+    [
+        ({"layer_ratios": {99: 0.3}}, pruning.UnknownLayerError),
+        ({"layer_ratios": {"model.4.nope": 0.3}}, pruning.UnknownLayerError),
+        ({"layer_ratios": {"model.22.cv2.0.2": 0.3}}, pruning.ProtectedChannelError),
+        ({"layer_ratios": {10: 0.3}}, pruning.PlanError),  # Upsample: no filters of its own
+        ({"layer_ratios": {15: 0.3}, "scope": "backbone"}, pruning.PlanError),
+        ({"ratio": 0.3, "criterion": "nope"}, pruning.PlanError),
+        ({"ratio": 0.3, "min_channels": 0}, pruning.PlanError),
+    ],
+)
+def test_bad_plan_options(kwargs, error):
+    with pytest.raises(error):
+        pruning.plan(graph64("yolov8n.yaml"), **kwargs)
+
+
+@pytest.mark.parametrize(
+    "remove, error",
+    [
+        ({"model.22.cv2.0.2": (0,)}, pruning.ProtectedChannelError),
+        ({"model.22.dfl.conv": (0,)}, pruning.ProtectedChannelError),
+        ({"model.99.conv": (0,)}, pruning.UnknownLayerError),
+        ({"model.3.conv": tuple(range(64))}, pruning.EmptyLayerError),
+        ({"model.3.conv": (64,)}, pruning.PlanError),
+        ({"model.2.cv1.conv[0:16]": (0, 1)}, pruning.SplitConstraintError),
+    ],
+)
+def test_bad_explicit_plans(remove, error):
+    g = graph64("yolov8n.yaml")
+    with pytest.raises(error):
+        pruning.prune(g, pruning.Plan(remove=remove))
+
+
+def test_stale_plan_is_refused():
+    g = graph64("yolov8n.yaml")
+    plan = pruning.plan(g, ratio=0.3)
+    smaller = pruning.prune(g, plan)
+    with pytest.raises(pruning.StalePlanError):
+        pruning.prune(smaller.graph, plan)
