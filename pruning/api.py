@@ -28,7 +28,7 @@ from .checkpoint import save_checkpoint
 from .coupling import Coupling
 from .coupling import analyze as analyze_graph
 from .criteria import Criterion
-from .plan import Plan, make_plan
+from .plan import Plan, check_ratio, make_plan
 from .yolo import protector
 
 
@@ -83,6 +83,14 @@ class Pruned:
                                half=half, record=record)
 
 
+def _check_options(options: Mapping[str, Any]) -> None:
+    """Refuse bad ratios before the (slow) trace."""
+    if options.get("ratio") is not None:
+        check_ratio(options["ratio"])
+    for key, r in (options.get("layer_ratios") or {}).items():
+        check_ratio(r, f"ratio of layer {key!r}")
+
+
 def _graph(model: Any, imgsz: int | tuple[int, int]) -> fxgraph.FlatGraph:
     return model if isinstance(model, fxgraph.FlatGraph) else fxgraph.trace(model, imgsz=imgsz)
 
@@ -120,6 +128,7 @@ def plan(
     coupling: Coupling | None = None,
 ) -> Plan:
     """Make a pruning plan for `model` (see pruning.plan.make_plan for the options)."""
+    _check_options({"ratio": ratio, "layer_ratios": layer_ratios})
     g = _graph(model, imgsz)
     coupling = coupling or analyze(g)
     return make_plan(g, coupling, ratio=ratio, layer_ratios=layer_ratios, scope=scope, criterion=criterion,
@@ -132,6 +141,7 @@ def _example(g: fxgraph.FlatGraph) -> torch.Tensor:
 
 def dry_run(model: Any, plan_: Plan | None = None, *, imgsz: int | tuple[int, int] = 640, **options) -> Report:
     """The params and GFLOPs `plan_` (or a plan made from `options`) would leave, without touching `model`."""
+    _check_options(options)
     g = _graph(model, imgsz)
     coupling = analyze(g)
     plan_ = plan_ or plan(g, coupling=coupling, **options)
@@ -150,6 +160,7 @@ def prune(model: Any, plan_: Plan | None = None, *, imgsz: int | tuple[int, int]
     caller's objects and files are not modified (unless `inplace` with a FlatGraph).  Returns a `Pruned` whose
     graph module and ultralytics model are both cut.
     """
+    _check_options(options)
     g = _graph(model, imgsz)
     if isinstance(model, fxgraph.FlatGraph) and not inplace:
         g = dataclasses.replace(g, module=copy.deepcopy(g.module), model=copy.deepcopy(g.model))

@@ -1,0 +1,180 @@
+"""pruning with files and processes: the saved checkpoint is plain ultralytics (loads, predicts, validates and
+exports to ONNX in a process where this project cannot be imported), fine-tuning keeps the pruned architecture,
+and the input checkpoint is never changed."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+import fxgraph
+import pruning
+from fxgraph import stats
+
+IMGSZ = 64
+NAMES = ("red", "green")
+
+
+def write_dataset(root: Path, n: int = 4, size: int = IMGSZ) -> Path:
+    """A tiny detection dataset in ultralytics format: coloured rectangles on grey, two classes."""
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        (root / "images" / split).mkdir(parents=True, exist_ok=True)
+        (root / "labels" / split).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            img = np.full((size, size, 3), 40, np.uint8)
+            lines = []
+            for cls in range(2):
+                w, h = (int(v) for v in rng.integers(12, 28, 2))
+                x, y = int(rng.integers(0, size - w)), int(rng.integers(0, size - h))
+                img[y : y + h, x : x + w] = (200, 60, 60) if cls == 0 else (60, 200, 60)
+                lines.append(f"{cls} {(x + w / 2) / size:.5f} {(y + h / 2) / size:.5f} {w / size:.5f} {h / size:.5f}")
+            cv2.imwrite(str(root / "images" / split / f"{i}.png"), img)
+            (root / "labels" / split / f"{i}.txt").write_text("\n".join(lines) + "\n")
+    names = "\n".join(f"  {i}: {n}" for i, n in enumerate(NAMES))
+    (root / "data.yaml").write_text(f"path: {root}\ntrain: images/train\nval: images/val\nnames:\n{names}\n")
+    return root / "data.yaml"
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("pruning_io")
+
+
+@pytest.fixture(scope="module")
+def data(workdir) -> Path:
+    return write_dataset(workdir / "data")
+
+
+@pytest.fixture(scope="module")
+def source(workdir) -> Path:
+    """A user's checkpoint: a 2-class YOLOv8n, saved the ultralytics way."""
+    from ultralytics.nn.tasks import DetectionModel
+
+    torch.manual_seed(0)
+    model = DetectionModel("yolov8n.yaml", nc=2, verbose=False).eval()
+    model.names = dict(enumerate(NAMES))
+    return pruning.save_checkpoint(model, workdir / "user" / "best.pt")
+
+
+@pytest.fixture(scope="module")
+def pruned(source) -> pruning.Pruned:
+    return pruning.prune(source, imgsz=IMGSZ, ratio=0.3, round_to=4)
+
+
+def test_bad_plans_raise_and_leave_the_checkpoint_unchanged(source, pruned, workdir):
+    digest = sha256(source)
+    with pytest.raises(pruning.RatioError):
+        pruning.prune(source, imgsz=IMGSZ, ratio=1.0)
+    with pytest.raises(pruning.ProtectedChannelError):
+        pruning.prune(source, pruning.Plan(remove={"model.22.cv3.0.2": (0,)}), imgsz=IMGSZ)
+    coupling = pruning.analyze(fxgraph.trace(source, IMGSZ))
+    with pytest.raises(pruning.EmptyLayerError):
+        pruning.check_plan(pruning.Plan(remove={"model.5.conv": tuple(range(128))}), coupling)
+    assert pruned.source == source
+    for overwrite in (False, True):  # the source weights are never overwritten, even when asked
+        with pytest.raises(pruning.OverwriteError):
+            pruned.save(source, overwrite=overwrite)
+    out = pruned.save(workdir / "out" / "pruned.pt")
+    with pytest.raises(pruning.OverwriteError):
+        pruned.save(out)
+    assert sha256(source) == digest
+    assert not list(source.parent.glob("*.tmp"))
+
+
+SCRIPT = textwrap.dedent(
+    """
+    import importlib.util, json, os, sys
+    os.environ["YOLO_OFFLINE"] = "1"
+    hidden = [m for m in ("pruning", "fxgraph", "relprop") if importlib.util.find_spec(m) is not None]
+    assert not hidden, f"project packages importable: {hidden}"
+    import copy, numpy as np, torch, onnxruntime
+    from ultralytics import YOLO
+
+    weights, data, x_path = sys.argv[1:4]
+    yolo = YOLO(weights)
+    model = yolo.model.float().eval()
+    x = torch.from_numpy(np.load(x_path))
+    with torch.no_grad():
+        np.save("torch_out.npy", model(x)[0].numpy())
+    results = yolo.predict(np.zeros((64, 64, 3), np.uint8), imgsz=64, device="cpu", verbose=False)
+    metrics = yolo.val(data=data, imgsz=64, batch=2, device="cpu", workers=0, plots=False, verbose=False)
+    onnx_path = yolo.export(format="onnx", imgsz=64, simplify=False, dynamic=False, device="cpu")
+    session = onnxruntime.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
+    ort = session.run(None, {session.get_inputs()[0].name: x[:1].numpy()})[0]
+    fused = copy.deepcopy(model).fuse().eval()
+    with torch.no_grad():
+        ref = fused(x[:1])[0].numpy()
+    print(json.dumps({
+        "params": sum(p.numel() for p in model.parameters()),
+        "packages": sorted({type(m).__module__.split(".")[0] for m in model.modules()}),
+        "predicted": len(results),
+        "map_key": "metrics/mAP50-95(B)" in metrics.results_dict,
+        "onnx_diff": float(np.abs(ort - ref).max()),
+        "sys_path": sys.path,
+    }))
+    """
+)
+
+
+def test_checkpoint_loads_predicts_validates_and_exports_without_the_project(pruned, data, workdir):
+    path = pruned.save(workdir / "fresh" / "pruned.pt")
+    x = torch.rand(2, 3, IMGSZ, IMGSZ, generator=torch.Generator().manual_seed(0))
+    np.save(workdir / "fresh" / "x.npy", x.numpy())
+    script = workdir / "fresh" / "check.py"
+    script.write_text(SCRIPT)
+    repo = Path(__file__).resolve().parents[1]
+    # -I: isolated mode, neither PYTHONPATH, the user site nor the script's folder or cwd enters sys.path
+    proc = subprocess.run([sys.executable, "-I", str(script), str(path), str(data), str(workdir / "fresh" / "x.npy")],
+                          cwd=workdir / "fresh", capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert not any(str(repo) == str(Path(p).resolve()) for p in report["sys_path"] if p)
+    assert report["params"] == stats.num_params(pruned.graph) < pruned.report.params_before
+    assert set(report["packages"]) <= {"ultralytics", "torch"}
+    assert report["predicted"] == 1 and report["map_key"]
+    assert report["onnx_diff"] <= 1e-4
+    stored = copy.deepcopy(pruned.model).half().float().eval()  # the checkpoint holds FP16, as ultralytics's do
+    with torch.no_grad():
+        expected = stored(x)[0].numpy()
+    assert np.abs(np.load(workdir / "fresh" / "torch_out.npy") - expected).max() <= 1e-4
+
+
+def test_finetune_trains_the_pruned_architecture(pruned, data, workdir):
+    from ultralytics import YOLO
+
+    before = {k: v.detach().clone().float() for k, v in pruned.model.state_dict().items()}
+    yolo = pruning.finetune(pruned, data=str(data), epochs=1, imgsz=IMGSZ, batch=4, workers=0, device="cpu",
+                            project=str(workdir / "runs"), name="ft", exist_ok=True, plots=False, amp=False,
+                            verbose=False)
+    trained = YOLO(str(yolo.trainer.best)).model
+    assert sum(p.numel() for p in trained.parameters()) == stats.num_params(pruned.graph)
+    after = trained.float().state_dict()
+    assert after.keys() == before.keys()
+    assert all(after[k].shape == before[k].shape for k in before)
+    changed = [k for k in before if k.endswith(".weight") and not torch.allclose(after[k], before[k], atol=1e-4)]
+    assert len(changed) > 10, "training left the weights unchanged"
+    assert type(trained.model[-1]).__name__ == "Detect"
+
+
+def test_trainer_refuses_a_dataset_with_other_classes(pruned, workdir):
+    three = write_dataset(workdir / "data3")
+    text = three.read_text().replace("  1: green\n", "  1: green\n  2: blue\n")
+    three.write_text(text)
+    with pytest.raises(pruning.PruningError, match="classes"):
+        pruning.finetune(pruned, data=str(three), epochs=1, imgsz=IMGSZ, batch=4, workers=0, device="cpu",
+                         project=str(workdir / "runs"), name="ft3", exist_ok=True, plots=False, verbose=False)
