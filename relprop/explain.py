@@ -127,7 +127,7 @@ class Explainer:
                  cls: int | None, conf: float, max_det: int) -> tuple[list[Target], list[float]]:
         nc = self.graph.nc
         if given is not None:
-            t = match(pred, lb.box_to_input(given), nc, iou=iou, cls=cls, kind=kind)
+            t = match(pred, lb.box_to_input(given), nc, iou=iou, cls=cls, kind=kind, shown=given)
             best = pred[4 + t.cls, torch.as_tensor(t.candidates, device=pred.device)].max()
             return [t], [float(best.detach())]
         dets = detections(pred, nc, conf=conf, iou=iou, max_det=max_det)
@@ -215,12 +215,15 @@ def _model_key(model: Any) -> tuple:
 def explainer(model: Any = None, imgsz: int | tuple[int, int] = 640, *, rules: RulesSpec = None,
               device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> Explainer:
     """A cached Explainer for (model, imgsz, rules, device, dtype): traced once, reused while the weights are unchanged
-    (a path is re-read when its file changes; an in-memory model when any parameter is replaced or updated in place)."""
+    (a path is re-read when its file changes; an in-memory model when any parameter is replaced or updated in place).
+    Only preset rules (None or a name) are cached; a custom dict or Composite builds a fresh Explainer."""
     if isinstance(model, Explainer):
         return model
     if isinstance(model, fxgraph.FlatGraph):
         return Explainer(model, rules=rules, device=device, dtype=dtype)
-    rules_key = rules if (rules is None or isinstance(rules, str)) else ("id", id(rules))
+    if not (rules is None or isinstance(rules, str)):  # a custom composite is not hashable by value: no caching
+        return Explainer(model, imgsz, rules=rules, device=device, dtype=dtype)
+    rules_key = rules or "deepshap"
     key = (_model_key(model), imgsz if isinstance(imgsz, int) else tuple(imgsz), rules_key, str(device), str(dtype))
     ex = _EXPLAINERS.get(key)
     if ex is None:
@@ -267,6 +270,9 @@ def explain(
     rules     None / "deepshap" (default), "detdshap-paper", a dict {kind or node name or module-path pattern: Rule},
               or a `relprop.Composite`
     """
+    array = read_image(image)  # fail fast on a bad image or box, before tracing the model
+    if box is not None:
+        check_inside(parse_box(box), array.shape[:2])
     ex = explainer(model, imgsz, rules=rules, device=device, dtype=dtype)
-    return ex.explain(image, box, target=target, iou=iou, cls=cls, baseline=baseline, conf=conf, max_det=max_det,
+    return ex.explain(array, box, target=target, iou=iou, cls=cls, baseline=baseline, conf=conf, max_det=max_det,
                       batch=batch)

@@ -91,12 +91,12 @@ def box_iou(box: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
 
 
 def match(pred: torch.Tensor, box: np.ndarray, nc: int, *, iou: float = 0.7, cls: int | None = None,
-          kind: str = "class") -> Target:
+          kind: str = "class", shown: np.ndarray | None = None) -> Target:
     """Match an xyxy box in input pixels to the candidates of one `pred` (4 + nc [+ nm], A).
 
     Matched: IoU ≥ `iou` with the candidate's decoded box and, when `cls` is given, the candidate's most probable
     class is `cls`.  The explained class is `cls`, else the class of the most probable matched (candidate, class).
-    NoMatchError (reporting the best IoU) if no candidate qualifies.
+    NoMatchError (reporting the best IoU, and the box as `shown`, e.g. in original pixels) if none qualifies.
     """
     if kind not in TARGETS:
         raise BoxError(f"target must be one of {TARGETS}; got '{kind}'")
@@ -113,10 +113,12 @@ def match(pred: torch.Tensor, box: np.ndarray, nc: int, *, iou: float = 0.7, cls
     if chosen.numel() == 0:
         best = float(eligible.max()) if bool(allowed.any()) else float("nan")
         what = "candidate" if cls is None else f"candidate predicting class {cls}"
-        shown = "none" if math.isnan(best) else f"{best:.3f}"
+        where = (f"{tuple(np.round(box, 1).tolist())} (network-input pixels)" if shown is None
+                 else f"{tuple(np.round(shown, 1).tolist())} (original pixels)")
+        best_text = "none" if math.isnan(best) else f"{best:.3f}"
         raise NoMatchError(
-            f"no {what} overlaps box {tuple(np.round(box, 1).tolist())} (input pixels) with IoU >= {iou}; "
-            f"best IoU found: {shown}. Lower `iou`, check the box is xyxy in original-image pixels, or drop `cls`.",
+            f"no {what} overlaps box {where} with IoU >= {iou}; "
+            f"best IoU found: {best_text}. Lower `iou`, check the box is xyxy in original-image pixels, or drop `cls`.",
             best_iou=best,
         )
     if cls is None:

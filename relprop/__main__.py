@@ -1,0 +1,7 @@
+"""``python -m relprop explain ...`` (see relprop.cli)."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,142 @@
+"""Command line: ``python -m relprop explain [WEIGHTS] [IMAGE] [--box x1,y1,x2,y2 | --all] [--baseline ...] [--out DIR]``.
+
+With no arguments it explains every detection of the embedded model on ultralytics's bus.jpg.  It writes one PNG per
+box and ``explanations.json`` (boxes, classes, scores, reference scores, deltas) into DIR (default: a fresh
+``runs/relprop/explainN``, as ultralytics numbers its run directories).  Every input is checked and every explanation
+computed before anything is written, so a bad box or a missing image writes nothing and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+import fxgraph
+
+from .errors import BaselineError, RelpropError
+
+WEIGHT_SUFFIXES = (".pt", ".yaml", ".yml")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def default_image() -> Path:
+    """ultralytics's bundled bus.jpg."""
+    import ultralytics
+
+    return Path(ultralytics.__file__).parent / "assets" / "bus.jpg"
+
+
+def _split_positionals(paths: Sequence[str]) -> tuple[str | None, str | None]:
+    if len(paths) > 2:
+        raise RelpropError(f"expected at most WEIGHTS and IMAGE, got {len(paths)} paths: {list(paths)}")
+    weights = image = None
+    for p in paths:
+        if Path(p).suffix.lower() in WEIGHT_SUFFIXES and weights is None:
+            weights = p
+        elif image is None:
+            image = p
+        else:
+            raise RelpropError(f"cannot tell which of {list(paths)} is the weights (.pt/.yaml) and which the image")
+    return weights, image
+
+
+def _baseline(value: str) -> Any:
+    if value in ("black", "blur"):
+        return value
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    path = Path(value)
+    if path.is_dir():
+        images = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not images:
+            raise BaselineError(f"{path}: no images to use as background references")
+        return images
+    files = [Path(v) for v in value.split(",")]
+    missing = [str(f) for f in files if not f.is_file()]
+    if missing:
+        raise BaselineError(f"baseline '{value}': not black, blur, a number, a folder or image files (missing: "
+                            f"{', '.join(missing)})")
+    return files
+
+
+def _out_dir(out: str | None) -> Path:
+    if out:
+        return Path(out)
+    base, n = Path("runs") / "relprop" / "explain", 1
+    path = base
+    while path.exists():
+        n += 1
+        path = base.with_name(f"explain{n}")
+    return path
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m relprop", description="DeepSHAP relevance for YOLOv8 boxes")
+    sub = parser.add_subparsers(dest="command", required=True)
+    ex = sub.add_parser("explain", help="explain boxes of one image; writes PNGs and explanations.json")
+    ex.add_argument("paths", nargs="*", metavar="WEIGHTS/IMAGE",
+                    help="weights (.pt/.yaml; default: the embedded model) and image (default: bus.jpg)")
+    which = ex.add_mutually_exclusive_group()
+    which.add_argument("--box", help="x1,y1,x2,y2 in original-image pixels")
+    which.add_argument("--all", action="store_true", help="every detection after NMS (the default)")
+    ex.add_argument("--baseline", default="black",
+                    help="black | blur | a number in [0,1] | a folder or comma-separated background images")
+    ex.add_argument("--target", default="class", choices=("class", "box", "all"))
+    ex.add_argument("--cls", type=int, default=None, help="class to explain (default: the box's)")
+    ex.add_argument("--iou", type=float, default=0.7, help="candidate matching (and NMS) IoU threshold")
+    ex.add_argument("--conf", type=float, default=0.25, help="NMS confidence threshold (--all)")
+    ex.add_argument("--imgsz", type=int, default=640)
+    ex.add_argument("--rules", default="deepshap", choices=("deepshap", "detdshap-paper"))
+    ex.add_argument("--device", default=None)
+    ex.add_argument("--out", default=None, help="output folder (default: runs/relprop/explainN)")
+    return parser
+
+
+def run_explain(args: argparse.Namespace) -> Path:
+    """Compute every explanation, then write them; returns the output folder."""
+    from .explain import explain
+
+    weights, image = _split_positionals(args.paths)
+    image = image or default_image()
+    baseline = _baseline(args.baseline)
+    result = explain(weights, image, args.box, target=args.target, iou=args.iou, cls=args.cls, baseline=baseline,
+                     conf=args.conf, imgsz=args.imgsz, device=args.device, rules=args.rules)
+    explanations = [result] if args.box else list(result)
+    out = _out_dir(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    records = []
+    for i, e in enumerate(explanations):
+        png = out / f"{i:02d}_{e.name}.png"
+        e.save_png(png)
+        records.append({**e.to_dict(), "png": png.name})
+    summary = {
+        "weights": str(weights or fxgraph.embedded_weights()),
+        "image": str(image),
+        "imgsz": args.imgsz,
+        "baseline": args.baseline,
+        "rules": args.rules,
+        "explanations": records,
+    }
+    (out / "explanations.json").write_text(json.dumps(summary, indent=2))
+    for r in records:
+        print(f"{r['png']}: {r['name']} box={r['box']} score={r['score']:.4f} ref={r['reference_score']:.4f} "
+              f"delta={r['delta']:.2e}")
+    print(f"{len(records)} explanation(s) written to {out}")
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "explain":
+            run_explain(args)
+    except (RelpropError, fxgraph.FxGraphError) as exc:
+        print(f"relprop: error: {exc}", file=sys.stderr)
+        return 2
+    return 0

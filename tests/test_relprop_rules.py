@@ -1,0 +1,325 @@
+"""Each relevance rule against its closed form on a one-op graph, and the rule registry (overrides, errors)."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("YOLO_OFFLINE", "1")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+from torch import nn  # noqa: E402
+from torch.nn import functional as F  # noqa: E402
+
+import fxgraph  # noqa: E402
+import relprop  # noqa: E402
+from relprop import functions as fn  # noqa: E402
+
+D = torch.float64
+
+
+class Op(nn.Module):
+    """A one-op network."""
+
+    def __init__(self, f):
+        super().__init__()
+        self.f = f
+
+    def forward(self, x):
+        return self.f(x)
+
+
+def graph_of(f, shape) -> relprop.RelevanceGraph:
+    gm = fxgraph.trace_module(Op(f).to(D), torch.randn(2, *shape, dtype=D))
+    return relprop.RelevanceGraph(gm)
+
+
+@pytest.fixture(scope="module")
+def silu_graph():
+    return graph_of(F.silu, (6,))
+
+
+def weighted(w):
+    return lambda y: (y * w).flatten(1).sum(1)
+
+
+# -- rescale ----------------------------------------------------------------------------------------------------------
+
+def test_silu_rescale_is_closed_form(silu_graph):
+    x = torch.tensor([[-3.0, -0.5, 0.0, 0.7, 2.0, 5.0]], dtype=D)
+    x0 = torch.tensor([[1.0, -0.5, 1e-12, -0.2, 2.0 + 1e-11, 0.0]], dtype=D)
+    w = torch.tensor([1.0, -2.0, 0.5, 3.0, 1.5, -1.0], dtype=D)
+    attr, delta = relprop.attribute(silu_graph, x, x0, weighted(w))
+    # rescale: each element's relevance is exactly w·(silu(x) − silu(x0)), also where Δx = 0 or |Δx| < eps
+    expected = w * (F.silu(x) - F.silu(x0))
+    torch.testing.assert_close(attr, expected, rtol=0, atol=1e-15)
+    assert abs(float(delta)) < 1e-14
+
+
+def test_rescale_uses_midpoint_derivative_below_eps(silu_graph):
+    x = torch.tensor([[0.3] * 6], dtype=D)
+    dx = torch.tensor([[0.0, 1e-12, -1e-12, 5e-10, 2e-9, -2e-9]], dtype=D)
+    x0 = x - dx
+    result = silu_graph.relevance(x, silu_graph.reference(x0), lambda y: y[0].sum(1))
+    dx = x - x0  # the difference as represented
+    mult = result.attribution[0, 1:] / dx[0, 1:]
+    d = torch.sigmoid(torch.tensor(0.3, dtype=D))
+    silu_prime = d * (1 + 0.3 * (1 - d))
+    # below eps (1e-9 in float64) the multiplier is the derivative, not a rounding-noise secant
+    torch.testing.assert_close(mult[:3], silu_prime.expand(3), rtol=1e-9, atol=0)
+    torch.testing.assert_close(mult[3:], silu_prime.expand(2), rtol=1e-6, atol=0)  # secant, still close
+    assert result.attribution[0, 0] == 0 and torch.isfinite(result.attribution).all()
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.floats(-8, 8), min_size=6, max_size=6), st.lists(st.floats(-1e-6, 1e-6), min_size=6, max_size=6))
+def test_rescale_conserves_near_zero_difference(silu_graph, xs, dxs):
+    x = torch.tensor([xs], dtype=D)
+    x0 = x - torch.tensor([dxs], dtype=D)
+    attr, delta = relprop.attribute(silu_graph, x, x0, lambda y: y.sum(1))
+    assert abs(float(delta)) <= 1e-13  # rounding of six silu values of up to 8; no blow-up near Δx = 0
+
+
+def test_sigmoid_and_relu_rescale():
+    x = torch.randn(3, 5, dtype=D)
+    x0 = torch.randn(3, 5, dtype=D)
+    for f in (torch.sigmoid, torch.relu):
+        attr, delta = relprop.attribute(graph_of(f, (5,)), x, x0, lambda y: y.sum(1))
+        torch.testing.assert_close(attr, f(x) - f(x0), rtol=0, atol=1e-15)
+
+
+# -- max-pool ---------------------------------------------------------------------------------------------------------
+
+def test_maxpool_hand_computed_overlapping_windows():
+    # x = [3, 1, 2], x0 = [0, 2, 1], windows {0,1} and {1,2} (kernel (1,2), stride 1).
+    # window {0,1}: argmax a=0, reference argmax b=1, Δy = 3 − 2 = 1, Δx_a = 3, Δx_b = −1, t = (1+1)/(3+1) = ½
+    # window {1,2}: a=2, b=1, Δy = 2 − 2 = 0, Δx_a = 1, Δx_b = −1, t = (0+1)/(1+1) = ½
+    # multipliers for target Σy: [½, ½ + ½, ½] → relevance m·Δx = [1.5, −1, 0.5], total 1 = Δy₁ + Δy₂
+    g = graph_of(lambda x: F.max_pool2d(x, (1, 2), 1), (1, 1, 3))
+    x = torch.tensor([[[[3.0, 1.0, 2.0]]]], dtype=D)
+    x0 = torch.tensor([[[[0.0, 2.0, 1.0]]]], dtype=D)
+    attr, delta = relprop.attribute(g, x, x0, lambda y: y.flatten(1).sum(1))
+    torch.testing.assert_close(attr.flatten(), torch.tensor([1.5, -1.0, 0.5], dtype=D), rtol=0, atol=1e-15)
+    assert abs(float(delta)) < 1e-15
+
+
+def maxpool_reference(x, x0, m_y, k, s, p):
+    """The max-pool rule by explicit loops over windows (numpy), written independently of relprop."""
+    c, h, w = x.shape
+    xp = np.full((c, h + 2 * p, w + 2 * p), -np.inf)
+    x0p = np.full_like(xp, -np.inf)
+    xp[:, p:p + h, p:p + w], x0p[:, p:p + h, p:p + w] = x, x0
+    m = np.zeros_like(xp)
+    oh, ow = m_y.shape[1:]
+    for ch in range(c):
+        for i in range(oh):
+            for j in range(ow):
+                win, win0 = xp[ch, i * s:i * s + k, j * s:j * s + k], x0p[ch, i * s:i * s + k, j * s:j * s + k]
+                a = np.unravel_index(np.argmax(win), win.shape)
+                b = np.unravel_index(np.argmax(win0), win0.shape)
+                dxa, dxb = win[a] - win0[a], win[b] - win0[b]
+                dy = win[a] - win0[b]
+                t = 0.5 if dxa == dxb else (dy - dxb) / (dxa - dxb)
+                m[ch, i * s + a[0], j * s + a[1]] += m_y[ch, i, j] * t
+                m[ch, i * s + b[0], j * s + b[1]] += m_y[ch, i, j] * (1 - t)
+    return m[:, p:p + h, p:p + w]
+
+
+@pytest.mark.parametrize("k,s,p", [(5, 1, 2), (3, 1, 1), (2, 2, 0)])
+def test_maxpool_matches_loop_reference(k, s, p):
+    torch.manual_seed(k)
+    g = graph_of(lambda x: F.max_pool2d(x, k, s, p), (2, 6, 6))
+    x, x0 = torch.randn(1, 2, 6, 6, dtype=D), torch.randn(1, 2, 6, 6, dtype=D)
+    m_y = torch.randn(1, *F.max_pool2d(x, k, s, p).shape[1:], dtype=D)
+    attr, delta = relprop.attribute(g, x, x0, lambda y: (y * m_y).flatten(1).sum(1))
+    m = maxpool_reference(x[0].numpy(), x0[0].numpy(), m_y[0].numpy(), k, s, p)
+    np.testing.assert_allclose(attr[0].numpy(), m * (x - x0)[0].numpy(), rtol=1e-10, atol=1e-12)
+    assert abs(float(delta)) < 1e-12
+
+
+def test_sppf_chain_of_three_pools_conserves():
+    g = graph_of(lambda x: torch.cat([x, F.max_pool2d(x, 5, 1, 2), F.max_pool2d(F.max_pool2d(x, 5, 1, 2), 5, 1, 2)], 1),
+                 (3, 7, 7))
+    x, x0 = torch.randn(4, 3, 7, 7, dtype=D), torch.randn(4, 3, 7, 7, dtype=D)
+    x0[1] = x[1]  # a reference equal to the input: everything is zero
+    _, delta = relprop.attribute(g, x, x0, lambda y: (y ** 1).flatten(1).sum(1))
+    assert delta.abs().max() < 1e-12
+
+
+# -- softmax, product, quotient ---------------------------------------------------------------------------------------
+
+def softmax_reference(x, x0, g):
+    """The softmax rule's closed form (exp rescale, reciprocal secant, two-factor Shapley), in numpy."""
+    c = np.maximum(x.max(), x0.max())
+    e, e0 = np.exp(x - c), np.exp(x0 - c)
+    r, r0 = 1 / e.sum(), 1 / e0.sum()
+    m_e = g * (r + r0) / 2 - r * r0 * (g * (e + e0) / 2).sum()
+    return m_e * (e - e0)  # relevance = m_e·Δe (the exp rescale makes m_x·Δx = m_e·Δe)
+
+
+def test_softmax_rule_closed_form_and_conservation():
+    g = graph_of(lambda x: torch.softmax(x, 1), (5,))
+    x, x0 = torch.randn(3, 5, dtype=D) * 3, torch.randn(3, 5, dtype=D)
+    w = torch.randn(5, dtype=D)
+    attr, delta = relprop.attribute(g, x, x0, weighted(w))
+    for b in range(3):
+        np.testing.assert_allclose(attr[b].numpy(), softmax_reference(x[b].numpy(), x0[b].numpy(), w.numpy()),
+                                   rtol=1e-10, atol=1e-14)
+    assert delta.abs().max() < 1e-14
+    # a uniform shift changes no probability: the relevance cancels out entirely
+    attr, delta = relprop.attribute(g, x, x - 2.5, weighted(w))
+    assert attr.sum(1).abs().max() < 1e-14
+
+
+def test_product_is_shapley_split():
+    def prod(x):
+        a, b = x.chunk(2, 1)
+        return a * b
+
+    g = graph_of(prod, (6,))
+    x, x0 = torch.randn(2, 6, dtype=D), torch.randn(2, 6, dtype=D)
+    attr, delta = relprop.attribute(g, x, x0, lambda y: y.sum(1))
+    u, v, u0, v0 = x[:, :3], x[:, 3:], x0[:, :3], x0[:, 3:]
+    torch.testing.assert_close(attr[:, :3], (v + v0) / 2 * (u - u0), rtol=0, atol=1e-15)
+    torch.testing.assert_close(attr[:, 3:], (u + u0) / 2 * (v - v0), rtol=0, atol=1e-15)
+    assert delta.abs().max() < 1e-14
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.integers(0, 10_000))
+def test_quotient_conserves(seed):
+    torch.manual_seed(seed)
+    g = _quotient_graph()
+    x, x0 = torch.randn(3, 4, dtype=D), torch.randn(3, 4, dtype=D)
+    _, delta = relprop.attribute(g, x, x0, lambda y: y.sum(1))
+    assert delta.abs().max() < 1e-12
+
+
+_QUOTIENT = []
+
+
+def _quotient_graph():
+    if not _QUOTIENT:
+        def quot(x):
+            a, b = x.chunk(2, 1)
+            return a / (torch.sigmoid(b) + 0.5)
+
+        _QUOTIENT.append(graph_of(quot, (4,)))
+    return _QUOTIENT[0]
+
+
+# -- alpha-beta -------------------------------------------------------------------------------------------------------
+
+class OneConv(nn.Module):
+    def __init__(self, positive: bool):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        if positive:
+            with torch.no_grad():
+                self.conv.weight.abs_()
+
+    def forward(self, x):
+        return self.conv(x)
+
+
+@pytest.mark.parametrize("alpha,beta", [(1.0, 0.0), (2.0, 1.0)])
+def test_alpha_beta_conserves_and_reduces_to_gradient(alpha, beta):
+    torch.manual_seed(1)
+    x, x0 = torch.rand(2, 3, 5, 5, dtype=D) + 1, torch.rand(2, 3, 5, 5, dtype=D)  # Δx > 0 everywhere... mostly
+    x0 = torch.minimum(x0, x - 0.1)
+    rules = {"conv": relprop.AlphaBeta(alpha, beta)}
+    pos = fxgraph.trace_module(OneConv(True).to(D), x)
+    attr, delta = relprop.attribute(pos, x, x0, lambda y: y.flatten(1).sum(1), rules=rules)
+    # all contributions w·Δx positive: αβ with α − β = 1 is the plain gradient
+    plain, _ = relprop.attribute(pos, x, x0, lambda y: y.flatten(1).sum(1))
+    torch.testing.assert_close(attr, plain, rtol=1e-10, atol=1e-12)
+    mixed = fxgraph.trace_module(OneConv(False).to(D), x)
+    x0 = torch.randn_like(x)
+    attr, delta = relprop.attribute(mixed, x, x0, lambda y: y.flatten(1).sum(1), rules=rules)
+    plain, _ = relprop.attribute(mixed, x, x0, lambda y: y.flatten(1).sum(1))
+    assert delta.abs().max() < 1e-10
+    assert (attr - plain).abs().max() > 1e-3  # a different rule, not the gradient in disguise
+
+
+def test_alpha_beta_needs_alpha_minus_beta_one():
+    with pytest.raises(relprop.RuleError, match="alpha - beta = 1"):
+        relprop.AlphaBeta(2.0, 0.5)
+
+
+# -- registry ---------------------------------------------------------------------------------------------------------
+
+class Toy(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(2, 3, 3, padding=1)
+        self.fc = nn.Linear(3 * 2 * 2, 2)
+
+    def forward(self, x):
+        y = F.max_pool2d(torch.relu(self.conv(x)), 2)
+        return self.fc(y.flatten(1))
+
+
+@pytest.fixture(scope="module")
+def toy_gm():
+    torch.manual_seed(3)
+    return fxgraph.trace_module(Toy().to(D), torch.randn(2, 2, 4, 4, dtype=D))
+
+
+def test_override_by_kind_and_by_node_name(toy_gm):
+    default = relprop.RelevanceGraph(toy_gm)
+    assert {type(b.rule).__name__ for b in default.bound.values()} == {"Rescale", "MaxPool"}
+    relu_name = next(n.name for n in toy_gm.graph.nodes if n.meta.get("kind") == "relu")
+    by_name = relprop.RelevanceGraph(toy_gm, {relu_name: relprop.Gradient()})
+    by_kind = relprop.RelevanceGraph(toy_gm, {"relu": relprop.Gradient()})
+    assert relu_name not in by_name.bound and relu_name not in by_kind.bound
+    x, x0 = torch.randn(3, 2, 4, 4, dtype=D), torch.randn(3, 2, 4, 4, dtype=D)
+    a1, d1 = relprop.attribute(by_name, x, x0, lambda y: y[:, 0])
+    a2, _ = relprop.attribute(by_kind, x, x0, lambda y: y[:, 0])
+    torch.testing.assert_close(a1, a2)
+    _, d0 = relprop.attribute(default, x, x0, lambda y: y[:, 0])
+    assert d0.abs().max() < 1e-12
+    assert d1.abs().max() > 1e-6  # the gradient on a ReLU does not conserve: the override really took effect
+
+
+def test_override_by_module_path_pattern(toy_gm):
+    rg = relprop.RelevanceGraph(toy_gm, {"con*": relprop.AlphaBeta()})
+    conv = next(n.name for n in toy_gm.graph.nodes if n.meta.get("kind") == "conv")
+    assert isinstance(rg.bound[conv].rule, relprop.AlphaBeta)
+
+
+def test_missing_rule_and_misapplied_rule_raise(toy_gm):
+    kinds = relprop.deepshap_rules()
+    del kinds["relu"]
+    with pytest.raises(relprop.RuleError, match="no relevance rule for op kind 'relu'"):
+        relprop.RelevanceGraph(toy_gm, relprop.Composite(kinds))
+    conv = next(n.name for n in toy_gm.graph.nodes if n.meta.get("kind") == "conv")
+    with pytest.raises(relprop.RuleError, match="MaxPool cannot explain node .* of kind 'conv'"):
+        relprop.RelevanceGraph(toy_gm, {conv: relprop.MaxPool()})
+    with pytest.raises(relprop.RuleError, match="unknown rules preset"):
+        relprop.RelevanceGraph(toy_gm, "lrp-epsilon")
+
+
+def test_untraced_graph_is_refused():
+    gm = torch.fx.symbolic_trace(Op(torch.tanh))
+    with pytest.raises(relprop.RuleError):
+        relprop.RelevanceGraph(gm)
+
+
+def test_channels_per_filter_sum_to_total(toy_gm):
+    rg = relprop.RelevanceGraph(toy_gm)
+    x, x0 = torch.randn(2, 2, 4, 4, dtype=D), torch.zeros(1, 2, 4, 4, dtype=D)
+    r = rg.relevance(x, rg.reference(x0), lambda y: y[0][:, 1])
+    assert set(r.channels) == {"conv", "fc"}
+    # every path from the input goes through the conv: its filters carry the whole relevance (no bias leak in DeepLIFT)
+    torch.testing.assert_close(r.channels["conv"].sum(1), r.score - r.reference_score, rtol=0, atol=1e-12)
+    torch.testing.assert_close(r.channels["fc"][:, 1], r.score - r.reference_score, rtol=0, atol=1e-12)
+    assert r.channels["fc"][:, 0].abs().max() == 0
+
+
+def test_function_sum_to_reduces_broadcast():
+    t = torch.ones(2, 3, 4)
+    assert fn._sum_to(t, (3, 1)).shape == (3, 1)
+    assert float(fn._sum_to(t, (3, 1)).sum()) == 24
