@@ -19,9 +19,10 @@ Nothing here knows YOLO: a `protect` callback adds model-specific protection (se
 
 from __future__ import annotations
 
+import gc
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from typing import Callable, Iterable, NamedTuple
 
 import networkx as nx
 import torch
@@ -39,8 +40,7 @@ BINARY_KINDS = frozenset({"add", "sub", "mul", "div"})
 OUT, NORM, STAT, IN = "out", "norm", "stat", "in"  # roles of a touch: producer, BN affine, BN stats, consumer
 
 
-@dataclass(frozen=True)
-class Touch:
+class Touch(NamedTuple):
     """One slice of one parameter that belongs to a channel: `param[..., index, ...]` along `dim`.
 
     `role` says why: `out` (a filter and its bias), `norm` (BatchNorm weight/bias), `stat` (running
@@ -192,6 +192,16 @@ def analyze(
     reach an op whose channel semantics we do not know are protected anyway.
     """
     gm = graph.module if isinstance(graph, fxgraph.FlatGraph) else graph
+    enabled = gc.isenabled()
+    gc.disable()  # the pass allocates ~10 small objects per channel; cyclic GC runs would dominate its time
+    try:
+        return _analyze(gm, protect)
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _analyze(gm: fx.GraphModule, protect) -> Coupling:
     labels = _Labels()
     values: dict[fx.Node, Labels] = {}
     constraints: list[tuple[str, list[list[int]]]] = []

@@ -47,9 +47,9 @@ class Magnitude:
 
         def norms(param: str, dim: int) -> torch.Tensor:
             if (param, dim) not in cache:
-                w = _tensor(module, param).detach().double()
+                w = _tensor(module, param).detach()
                 w = w.transpose(0, dim).reshape(w.shape[dim], -1)
-                cache[param, dim] = w.abs().pow(self.p).sum(1)
+                cache[param, dim] = torch.linalg.vector_norm(w, ord=self.p, dim=1).double() ** self.p
             return cache[param, dim]
 
         scores: Scores = {}
