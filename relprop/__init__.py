@@ -9,7 +9,7 @@ backward is its DeepLIFT/DeepSHAP rule (`relprop.rules`, chosen per op kind or n
 backward pass then yields multipliers whose product with (x − x0) sums exactly to f(x) − f(x0).
 """
 
-from .attribute import attribute
+from .generic import attribute, relevance_graph
 from .composites import Composite, deepshap_rules, detdshap_paper, resolve
 from .engine import References, Relevance, RelevanceGraph
 from .errors import BaselineError, BoxError, ImageError, NoMatchError, RelpropError, RuleError
@@ -22,5 +22,5 @@ __all__ = [
     "AlphaBeta", "BaselineError", "BoxError", "Composite", "Explainer", "Explanation", "Gradient", "ImageError",
     "Letterbox", "MaxPool", "NoMatchError", "References", "Relevance", "RelevanceGraph", "RelpropError", "Rescale",
     "Rule", "RuleError", "Shapley", "Softmax", "attribute", "deepshap_rules", "detdshap_paper", "explain",
-    "explainer", "resolve",
+    "explainer", "relevance_graph", "resolve",
 ]

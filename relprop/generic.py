@@ -60,9 +60,10 @@ def attribute(
 
     def target(outputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
         value = target_fn(outputs[0] if len(outputs) == 1 else outputs)
-        if not isinstance(value, torch.Tensor) or value.shape != (inputs.shape[0],):
+        batch = outputs[0].shape[0]  # N for the inputs, 1 or N for the references
+        if not isinstance(value, torch.Tensor) or value.shape != (batch,):
             got = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
-            raise RelpropError(f"target_fn must return a tensor of shape ({inputs.shape[0]},); got {got}")
+            raise RelpropError(f"target_fn must return a tensor of shape ({batch},), one scalar per example; got {got}")
         return value
 
     k = refs_all.shape[0]
