@@ -13,7 +13,7 @@ from .generic import attribute, relevance_graph
 from .composites import Composite, deepshap_rules, detdshap_paper, resolve
 from .engine import References, Relevance, RelevanceGraph
 from .errors import BaselineError, BoxError, ImageError, NoMatchError, RelpropError, RuleError
-from .explain import Explainer, explain, explainer
+from .yolo import Explainer, explain, explainer
 from .explanation import Explanation
 from .image import Letterbox
 from .rules import AlphaBeta, Gradient, MaxPool, Rescale, Rule, Shapley, Softmax

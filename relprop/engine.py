@@ -201,7 +201,7 @@ class RelevanceGraph:
         refs: References,
         target: Callable[[tuple[torch.Tensor, ...]], torch.Tensor],
         *,
-        chunk: int = 16,
+        chunk: int = 1,
     ) -> Relevance:
         """One forward of x against `refs` and one (batched) backward for the targets.
 

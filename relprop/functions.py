@@ -38,13 +38,13 @@ def _sum_to(t: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
 
 def secant(dy: torch.Tensor, dx: torch.Tensor, tangent: Callable[[torch.Tensor], torch.Tensor],
            x: torch.Tensor, x0: torch.Tensor, eps: float) -> torch.Tensor:
-    """Δy/Δx elementwise, and `tangent` (the derivative) at the midpoint (x + x0)/2 where |Δx| ≤ eps.
+    """Δy/Δx elementwise, and `tangent` (the derivative) at the midpoint (x + x0)/2 where |Δx| ≤ eps·(1 + |x|).
 
-    The derivative is evaluated only where it is needed: most elements take the secant, and this runs on every
-    activation of the network.
+    The threshold is relative so that a secant never divides a rounding error of y by a tiny Δx; the derivative is
+    evaluated only where it is needed, since this runs on every activation of the network.
     """
     slope = dy / dx
-    small = dx.abs() <= eps
+    small = dx.abs() <= eps * (1 + x.abs())
     if bool(small.any()):
         mid = ((x + x0.expand_as(x)) / 2)[small]
         slope = slope.masked_scatter(small, tangent(mid))
@@ -107,33 +107,38 @@ class MaxPoolFn(torch.autograd.Function):
 
 
 class SoftmaxFn(torch.autograd.Function):
-    """Softmax rule, exact by decomposition  y = e · r,  e = exp(x − c),  r = 1/Σe  (c shared by x and x0):
+    """Softmax rule, exact and bounded, by decomposition  y = exp(z),  z = x − L,  L = logsumexp(x):
 
-        product (Shapley for two factors):  m_e = m_y·(r + r0)/2,   m_r = Σ m_y·(e + e0)/2
-        reciprocal (exact secant):          m_S = m_r · (−r·r0)
-        sum (linear), exp (rescale):        m_x = (m_e + m_S) · Δe/Δx
+        exp (rescale):         m_z = m_y · Δy/Δz
+        z = x − L (linear):    m_x = m_z,   m_L = −Σ m_z
+        logsumexp (convex):    ΔL = t·(y·Δx) + (1 − t)·(y0·Δx), t ∈ [0, 1]  (ΔL lies between the two tangents),
+                               so m_x += m_L · (t·y + (1 − t)·y0)
+
+    Every factor is bounded (probabilities, exp slopes ≤ 1) and the rule is invariant to shifting the logits.
     """
 
     @staticmethod
     def forward(ctx, x, x0, dim, eps):  # noqa: D102
         x0 = x0.expand_as(x)
-        c = torch.maximum(x.amax(dim, keepdim=True), x0.amax(dim, keepdim=True))
-        e, e0 = torch.exp(x - c), torch.exp(x0 - c)
-        r, r0 = 1 / e.sum(dim, keepdim=True), 1 / e0.sum(dim, keepdim=True)
+        big, big0 = torch.logsumexp(x, dim, keepdim=True), torch.logsumexp(x0, dim, keepdim=True)
+        z, z0 = x - big, x0 - big0
+        y, y0 = torch.exp(z), torch.exp(z0)
+        slope = secant(y - y0, z - z0, torch.exp, z, z0, eps)
         dx = x - x0
-        cm = c.expand_as(x)[dx.abs() <= eps]
-        slope = secant(e - e0, dx, lambda mid: torch.exp(mid - cm), x, x0, eps)
-        ctx.save_for_backward(e + e0, r, r0, slope)
+        a, a0 = (y * dx).sum(dim, keepdim=True), (y0 * dx).sum(dim, keepdim=True)
+        gap = a - a0
+        tie = gap == 0
+        t = torch.where(tie, torch.full_like(gap, 0.5), (big - big0 - a0) / torch.where(tie, torch.ones_like(gap), gap))
+        t = t.clamp(0.0, 1.0)
+        ctx.save_for_backward(slope, t * y + (1 - t) * y0)
         ctx.dim = dim
-        return e * r
+        return y
 
     @staticmethod
     def backward(ctx, grad):  # noqa: D102
-        esum, r, r0, slope = ctx.saved_tensors
-        dim = ctx.dim if ctx.dim < 0 else ctx.dim - r.dim()  # count from the end: robust under vmap
-        m_r = (grad * esum / 2).sum(dim, keepdim=True)
-        m_e = grad * (r + r0) / 2 - m_r * r * r0
-        return m_e * slope, None, None, None
+        slope, weights = ctx.saved_tensors
+        m_z = grad * slope
+        return m_z - m_z.sum(ctx.dim, keepdim=True) * weights, None, None, None
 
 
 class ProductFn(torch.autograd.Function):

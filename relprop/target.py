@@ -144,7 +144,7 @@ def detections(pred: torch.Tensor, nc: int, *, conf: float = 0.25, iou: float = 
     """NMS of one `pred` (4 + nc [+ nm], A) exactly as ultralytics's predictor does it (class-aware, one label)."""
     from ultralytics.utils.nms import non_max_suppression
 
-    out, keep = non_max_suppression(pred.detach().float().unsqueeze(0), conf, iou, max_det=max_det, nc=nc,
+    out, keep = non_max_suppression(pred.detach().unsqueeze(0), conf, iou, max_det=max_det, nc=nc,
                                     return_idxs=True)
     rows, idx = out[0].cpu().numpy(), keep[0].cpu().numpy().reshape(-1)
     return [Detection(r[:4].astype(np.float64), float(r[4]), int(r[5]), int(i)) for r, i in zip(rows, idx)]

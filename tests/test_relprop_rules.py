@@ -152,12 +152,15 @@ def test_sppf_chain_of_three_pools_conserves():
 # -- softmax, product, quotient ---------------------------------------------------------------------------------------
 
 def softmax_reference(x, x0, g):
-    """The softmax rule's closed form (exp rescale, reciprocal secant, two-factor Shapley), in numpy."""
-    c = np.maximum(x.max(), x0.max())
-    e, e0 = np.exp(x - c), np.exp(x0 - c)
-    r, r0 = 1 / e.sum(), 1 / e0.sum()
-    m_e = g * (r + r0) / 2 - r * r0 * (g * (e + e0) / 2).sum()
-    return m_e * (e - e0)  # relevance = m_e·Δe (the exp rescale makes m_x·Δx = m_e·Δe)
+    """The softmax rule's closed form (exp rescale on z = x − logsumexp(x), logsumexp split between its tangents)."""
+    big, big0 = np.log(np.exp(x).sum()), np.log(np.exp(x0).sum())
+    y, y0 = np.exp(x - big), np.exp(x0 - big0)
+    m_z = g * (y - y0) / ((x - big) - (x0 - big0))
+    a, a0 = (y * (x - x0)).sum(), (y0 * (x - x0)).sum()
+    t = (big - big0 - a0) / (a - a0)
+    assert 0 <= t <= 1  # convexity of logsumexp
+    m_x = m_z - m_z.sum() * (t * y + (1 - t) * y0)
+    return m_x * (x - x0)
 
 
 def test_softmax_rule_closed_form_and_conservation():
@@ -169,9 +172,15 @@ def test_softmax_rule_closed_form_and_conservation():
         np.testing.assert_allclose(attr[b].numpy(), softmax_reference(x[b].numpy(), x0[b].numpy(), w.numpy()),
                                    rtol=1e-10, atol=1e-14)
     assert delta.abs().max() < 1e-14
-    # a uniform shift changes no probability: the relevance cancels out entirely
+    # a uniform shift changes no probability: the logits' relevance cancels out
     attr, delta = relprop.attribute(g, x, x - 2.5, weighted(w))
     assert attr.sum(1).abs().max() < 1e-14
+    # far-apart logits (a saturated softmax) stay finite and conserve in float32
+    g32 = graph_of(lambda x: torch.softmax(x, 1), (5,))
+    g32.module.float()
+    x, x0 = torch.tensor([[90.0, -80.0, 3.0, 0.0, 1.0]]), torch.tensor([[-70.0, 60.0, 0.0, 2.0, -90.0]])
+    attr, delta = relprop.attribute(g32, x, x0, lambda y: y[:, 0] + 2 * y[:, 1])
+    assert torch.isfinite(attr).all() and attr.abs().max() < 10 and abs(float(delta)) < 1e-5
 
 
 def test_product_is_shapley_split():
