@@ -25,7 +25,7 @@ from fxgraph import stats
 
 from . import surgery
 from .checkpoint import save_checkpoint
-from .coupling import Coupling
+from .coupling import Coupling, gc_paused
 from .coupling import analyze as analyze_graph
 from .criteria import Criterion
 from .plan import Plan, check_ratio, make_plan
@@ -135,19 +135,14 @@ def plan(
                      min_channels=min_channels, round_to=round_to, global_ranking=global_ranking)
 
 
-def _example(g: fxgraph.FlatGraph) -> torch.Tensor:
-    return torch.zeros(2, 3, *g.imgsz, device=g.device, dtype=g.dtype)
-
-
 def dry_run(model: Any, plan_: Plan | None = None, *, imgsz: int | tuple[int, int] = 640, **options) -> Report:
     """The params and GFLOPs `plan_` (or a plan made from `options`) would leave, without touching `model`."""
     _check_options(options)
     g = _graph(model, imgsz)
     coupling = analyze(g)
     plan_ = plan_ or plan(g, coupling=coupling, **options)
-    drop = surgery.removals(coupling, plan_)
     gm = copy.deepcopy(g.module)
-    surgery.apply(gm, None, drop, _example(g))
+    surgery.apply(gm, None, coupling, plan_)
     return Report(stats.num_params(g), stats.num_params(gm), stats.gflops(g), stats.gflops(gm),
                   plan_.num_removed, g.imgsz)
 
@@ -165,11 +160,12 @@ def prune(model: Any, plan_: Plan | None = None, *, imgsz: int | tuple[int, int]
     if isinstance(model, fxgraph.FlatGraph) and not inplace:
         g = dataclasses.replace(g, module=copy.deepcopy(g.module), model=copy.deepcopy(g.model))
     start = time.perf_counter()
-    params_before, gflops_before = stats.num_params(g), stats.gflops(g)
-    coupling = analyze(g)
-    plan_ = plan_ or plan(g, coupling=coupling, **options)
-    drop = surgery.removals(coupling, plan_)
-    surgery.apply(g.module, g.model, drop, _example(g))
+    with gc_paused():
+        params_before, gflops_before = stats.num_params(g), stats.gflops(g)
+        coupling = analyze(g)
+        plan_ = plan_ or plan(g, coupling=coupling, **options)
+        surgery.apply(g.module, g.model, coupling, plan_)
+        del coupling
     seconds = time.perf_counter() - start
     report = Report(params_before, stats.num_params(g), gflops_before, stats.gflops(g), plan_.num_removed, g.imgsz)
     return Pruned(graph=g, plan=plan_, report=report, source=_source_path(model), seconds=seconds)

@@ -51,7 +51,10 @@ def save_checkpoint(
         snapshot = snapshot.half()
     for p in snapshot.parameters():
         p.requires_grad_(False)
-    args = getattr(model, "args", None)
+    from ultralytics.nn.tasks import guess_model_task
+
+    args = dict(getattr(model, "args", None) or {}) if isinstance(getattr(model, "args", None), dict) else {}
+    args["task"] = guess_model_task(model)  # a yaml-built model has no args; YOLO(path) picks its task from here
     ckpt = {
         "date": datetime.now().isoformat(),
         "version": ultralytics.__version__,
@@ -63,7 +66,7 @@ def save_checkpoint(
         "ema": None,
         "updates": None,
         "optimizer": None,
-        "train_args": dict(args) if isinstance(args, dict) else {"task": getattr(model, "task", "detect")},
+        "train_args": args,
         "train_metrics": None,
         "train_results": None,
         "pruning": record or {},

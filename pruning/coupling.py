@@ -19,6 +19,7 @@ Nothing here knows YOLO: a `protect` callback adds model-specific protection (se
 
 from __future__ import annotations
 
+import contextlib
 import gc
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -96,6 +97,9 @@ class Coupling:
 
     groups: dict[str, Group]
     blocks: list[tuple[str, ...]] = field(default_factory=list)
+    # node name -> for each channel of its output, the (group name, unit index) it belongs to, or None for a
+    # channel no plan can remove; what lets surgery update shapes without re-running the graph.
+    channels: dict[str, list[tuple[str, int] | None]] = field(default_factory=dict, repr=False)
 
     def prunable(self) -> list[Group]:
         return [g for g in self.groups.values() if g.prunable]
@@ -192,10 +196,18 @@ def analyze(
     reach an op whose channel semantics we do not know are protected anyway.
     """
     gm = graph.module if isinstance(graph, fxgraph.FlatGraph) else graph
-    enabled = gc.isenabled()
-    gc.disable()  # the pass allocates ~10 small objects per channel; cyclic GC runs would dominate its time
-    try:
+    with gc_paused():
         return _analyze(gm, protect)
+
+
+@contextlib.contextmanager
+def gc_paused():
+    """Pause Python's cyclic garbage collector: the pass allocates ~10 small acyclic objects per channel, and
+    collections triggered by them (which find nothing, refcounting frees these) would dominate its time."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
     finally:
         if enabled:
             gc.enable()
@@ -212,7 +224,7 @@ def _analyze(gm: fx.GraphModule, protect) -> Coupling:
             continue
         handler = _HANDLERS.get(kind, _opaque)
         values[node] = handler(node, values, labels, constraints, protect)
-    return _collect(labels, constraints, order, gm)
+    return _collect(labels, constraints, order, gm, values)
 
 
 def _where(node: fx.Node) -> str:
@@ -409,7 +421,7 @@ _HANDLERS: dict[str, Callable] = {
 }
 
 
-def _collect(labels: _Labels, constraints, order, gm: fx.GraphModule) -> Coupling:
+def _collect(labels: _Labels, constraints, order, gm: fx.GraphModule, values) -> Coupling:
     """Turn the label union-find into units, groups and blocks."""
     members = labels.components()
     node_of_path = {n.meta.get("module_path"): n for n in gm.graph.nodes if n.meta.get("kind") in fxgraph.ops.FILTER_KINDS}
@@ -462,6 +474,7 @@ def _collect(labels: _Labels, constraints, order, gm: fx.GraphModule) -> Couplin
     raw_groups.sort(key=lambda item: (item[0], item[1].name))
     groups: dict[str, Group] = {}
     group_of_root: dict[int, str] = {}
+    group_roots: dict[str, list[int]] = {}
     for _, group, roots in raw_groups:
         name, k = group.name, 1
         while name in groups:
@@ -469,10 +482,17 @@ def _collect(labels: _Labels, constraints, order, gm: fx.GraphModule) -> Couplin
             name = f"{group.name}#{k}"
         group.name = name
         groups[name] = group
+        group_roots[name] = roots
         for r in roots:
             group_of_root[r] = name
     blocks = _blocks(labels, constraints, groups, group_of_root)
-    return Coupling(groups=groups, blocks=blocks)
+    unit_of_root = {r: (name, i) for name, group in groups.items() for i, r in enumerate(group_roots[name])}
+    channels = {
+        node.name: [unit_of_root.get(labels.find(label)) for label in value]
+        for node, value in values.items()
+        if isinstance(value, list)
+    }
+    return Coupling(groups=groups, blocks=blocks, channels=channels)
 
 
 def _blocks(labels: _Labels, constraints, groups: dict[str, Group], group_of_root: dict[int, str]) -> list[tuple[str, ...]]:

@@ -92,13 +92,42 @@ def refresh_shapes(gm: fx.GraphModule, example: torch.Tensor) -> None:
         ShapeRefresh(gm).run(example.to("meta"))
 
 
-def apply(gm: fx.GraphModule, model: nn.Module | None, drop: Removals, example: torch.Tensor) -> None:
-    """Cut `drop` from the GraphModule (and from the ultralytics `model`, if given), in place."""
+def update_shapes(gm: fx.GraphModule, coupling: Coupling, plan: Plan) -> None:
+    """Set each node's new channel count from the coupling (only channel dimensions change when channels are
+    cut), and each parameter node's shape from its tensor: the cheap equivalent of `refresh_shapes`."""
+    removed = {(name, i) for name, indices in plan.remove.items() for i in indices}
+    for node in gm.graph.nodes:
+        if node.op == "get_attr":
+            value = _attr(gm, node.target)
+            if isinstance(value, torch.Tensor):
+                node.meta["shape"] = tuple(value.shape)
+                node.meta.pop("val", None)
+            continue
+        units = coupling.channels.get(node.name)
+        shape = node.meta.get("shape")
+        if units is None or shape is None or len(shape) < 2:
+            continue
+        channels = sum(1 for u in units if u not in removed)
+        node.meta["shape"] = (shape[0], channels, *shape[2:])
+        node.meta["channels"] = channels
+        node.meta.pop("val", None)
+
+
+def _attr(gm: fx.GraphModule, target: str) -> Any:
+    obj: Any = gm
+    for part in target.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def apply(gm: fx.GraphModule, model: nn.Module | None, coupling: Coupling, plan: Plan) -> None:
+    """Cut `plan` from the GraphModule (and from the ultralytics `model`, if given), in place."""
     from .yolo import sync_modules
 
+    drop = removals(coupling, plan)
     slice_tensors(gm, drop)
     gm.recompile()
-    refresh_shapes(gm, example)
+    update_shapes(gm, coupling, plan)
     if model is not None:
         slice_tensors(model, drop)
         sync_modules(model)

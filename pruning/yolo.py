@@ -85,3 +85,6 @@ def sync_modules(model: nn.Module) -> None:
             conv = getattr(cv1, "conv", None)
             if isinstance(conv, nn.Conv2d) and conv.out_channels % 2 == 0:
                 module.c = conv.out_channels // 2  # C2f / C3k2: cv1 makes 2*c channels, chunked in halves
+        proto = getattr(module, "proto", None)
+        if isinstance(getattr(module, "npr", None), int) and isinstance(getattr(proto, "cv1", None), nn.Module):
+            module.npr = proto.cv1.conv.out_channels  # Segment: width of its Proto

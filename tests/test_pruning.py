@@ -225,6 +225,28 @@ def test_shapes_after_surgery_and_modules_stay_ultralytics():
     assert max_diff(run(g, x), fxgraph.reference_outputs(graph64("yolov8n.yaml").model, x)) <= 1e-9  # g untouched
 
 
+def test_shape_metadata_matches_a_real_run():
+    """Surgery updates channel counts from the coupling; a shape-only run of the pruned graph must agree."""
+    from pruning.surgery import refresh_shapes
+
+    pruned = pruning.prune(graph64("yolov8n-seg.yaml"), ratio=0.5)
+    gm = pruned.graph.module
+    fast = {n.name: (n.meta.get("shape"), n.meta.get("channels")) for n in gm.graph.nodes}
+    refresh_shapes(gm, torch.zeros(2, 3, IMGSZ, IMGSZ, dtype=torch.float64))
+    slow = {n.name: (n.meta.get("shape"), n.meta.get("channels")) for n in gm.graph.nodes}
+    assert fast == slow
+
+
+def test_iterative_pruning_stays_consistent():
+    g = graph64("yolov8n-seg.yaml")
+    once = pruning.prune(g, ratio=0.2)
+    twice = pruning.prune(once.graph, ratio=0.2, round_to=2)
+    assert twice.report.params_before == once.report.params_after > twice.report.params_after
+    assert twice.model.model[22].npr == twice.model.model[22].proto.cv1.conv.out_channels
+    x = torch.rand(2, 3, IMGSZ, IMGSZ, dtype=torch.float64)
+    assert max_diff(run(twice.graph, x), fxgraph.reference_outputs(twice.model, x)) <= 1e-9
+
+
 def test_stats_of_pruned_graph_match_ultralytics_flops():
     from ultralytics.utils.torch_utils import get_flops
 

@@ -100,8 +100,26 @@ SCRIPT = textwrap.dedent(
     """
     import importlib.util, json, os, sys
     os.environ["YOLO_OFFLINE"] = "1"
-    hidden = [m for m in ("pruning", "fxgraph", "relprop") if importlib.util.find_spec(m) is not None]
-    assert not hidden, f"project packages importable: {hidden}"
+    PROJECT = ("pruning", "fxgraph", "relprop")
+    repo = os.path.realpath(sys.argv[4])
+
+
+    class HideProject:  # an editable install maps our packages through a finder, not sys.path: refuse them
+
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in PROJECT:
+                raise ModuleNotFoundError(f"{name} is hidden in this process", name=name)
+            return None
+
+
+    sys.path[:] = [p for p in sys.path if os.path.realpath(p or os.getcwd()) != repo]
+    sys.meta_path.insert(0, HideProject())
+    for m in PROJECT:
+        try:
+            importlib.import_module(m)
+        except ModuleNotFoundError:
+            continue
+        raise AssertionError(f"project package {m} is importable")
     import copy, numpy as np, torch, onnxruntime
     from ultralytics import YOLO
 
@@ -109,49 +127,72 @@ SCRIPT = textwrap.dedent(
     yolo = YOLO(weights)
     model = yolo.model.float().eval()
     x = torch.from_numpy(np.load(x_path))
+
+    def first(y):  # (pred, raw) for a detector, ((pred, proto), raw) for a segmenter
+        y = y[0]
+        return y[0] if isinstance(y, (tuple, list)) else y
+
     with torch.no_grad():
-        np.save("torch_out.npy", model(x)[0].numpy())
+        np.save("torch_out.npy", first(model(x)).numpy())
     results = yolo.predict(np.zeros((64, 64, 3), np.uint8), imgsz=64, device="cpu", verbose=False)
-    metrics = yolo.val(data=data, imgsz=64, batch=2, device="cpu", workers=0, plots=False, verbose=False)
+    metrics = yolo.val(data=data, imgsz=64, batch=2, device="cpu", workers=0, plots=False, verbose=False) \
+        if data != "-" else None
     onnx_path = yolo.export(format="onnx", imgsz=64, simplify=False, dynamic=False, device="cpu")
     session = onnxruntime.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
-    ort = session.run(None, {session.get_inputs()[0].name: x[:1].numpy()})[0]
+    ort = session.run(None, {session.get_inputs()[0].name: x[:1].numpy()})
     fused = copy.deepcopy(model).fuse().eval()
     with torch.no_grad():
-        ref = fused(x[:1])[0].numpy()
+        ref = fused(x[:1])[0]
+    ref = list(ref) if isinstance(ref, (tuple, list)) else [ref]
     print(json.dumps({
         "params": sum(p.numel() for p in model.parameters()),
         "packages": sorted({type(m).__module__.split(".")[0] for m in model.modules()}),
         "predicted": len(results),
-        "map_key": "metrics/mAP50-95(B)" in metrics.results_dict,
-        "onnx_diff": float(np.abs(ort - ref).max()),
+        "map_key": metrics is None or "metrics/mAP50-95(B)" in metrics.results_dict,
+        "onnx_outputs": len(ort),
+        "onnx_diff": max(float(np.abs(o - r.numpy()).max()) for o, r in zip(ort, ref)),
         "sys_path": sys.path,
+        "loaded": sorted(m for m in sys.modules if m.split(".")[0] in PROJECT),
     }))
     """
 )
 
 
-def test_checkpoint_loads_predicts_validates_and_exports_without_the_project(pruned, data, workdir):
-    path = pruned.save(workdir / "fresh" / "pruned.pt")
+def check_in_fresh_process(pruned: pruning.Pruned, folder: Path, data: str) -> dict:
+    """Save `pruned`, then load/predict/validate/export it in `python -I` from `folder`; return its report."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = pruned.save(folder / "pruned.pt")
     x = torch.rand(2, 3, IMGSZ, IMGSZ, generator=torch.Generator().manual_seed(0))
-    np.save(workdir / "fresh" / "x.npy", x.numpy())
-    script = workdir / "fresh" / "check.py"
+    np.save(folder / "x.npy", x.numpy())
+    script = folder / "check.py"
     script.write_text(SCRIPT)
-    repo = Path(__file__).resolve().parents[1]
     # -I: isolated mode, neither PYTHONPATH, the user site nor the script's folder or cwd enters sys.path
-    proc = subprocess.run([sys.executable, "-I", str(script), str(path), str(data), str(workdir / "fresh" / "x.npy")],
-                          cwd=workdir / "fresh", capture_output=True, text=True, timeout=300)
+    repo = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "-I", str(script), str(path), data, str(folder / "x.npy"), str(repo)],
+                          cwd=folder, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     assert not any(str(repo) == str(Path(p).resolve()) for p in report["sys_path"] if p)
     assert report["params"] == stats.num_params(pruned.graph) < pruned.report.params_before
-    assert set(report["packages"]) <= {"ultralytics", "torch"}
+    assert set(report["packages"]) <= {"ultralytics", "torch"} and report["loaded"] == []
     assert report["predicted"] == 1 and report["map_key"]
+    assert report["onnx_outputs"] == len(pruned.graph.output_names)
     assert report["onnx_diff"] <= 1e-4
     stored = copy.deepcopy(pruned.model).half().float().eval()  # the checkpoint holds FP16, as ultralytics's do
     with torch.no_grad():
-        expected = stored(x)[0].numpy()
-    assert np.abs(np.load(workdir / "fresh" / "torch_out.npy") - expected).max() <= 1e-4
+        expected = fxgraph.reference_outputs(stored, x)[0].numpy()
+    assert np.abs(np.load(folder / "torch_out.npy") - expected).max() <= 1e-4
+    return report
+
+
+def test_checkpoint_loads_predicts_validates_and_exports_without_the_project(pruned, data, workdir):
+    check_in_fresh_process(pruned, workdir / "fresh", str(data))
+
+
+def test_pruned_segmenter_loads_and_exports_without_the_project(workdir):
+    seg = pruning.prune("yolov8n-seg.yaml", imgsz=IMGSZ, ratio=0.4, criterion="l1")
+    assert seg.model.model[22].proto.upsample.out_channels < 64  # the Proto's ConvTranspose2d was cut too
+    check_in_fresh_process(seg, workdir / "seg", "-")
 
 
 def test_finetune_trains_the_pruned_architecture(pruned, data, workdir):
