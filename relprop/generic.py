@@ -12,7 +12,7 @@ import fxgraph
 
 from .composites import RulesSpec
 from .engine import RelevanceGraph
-from .errors import RelpropError
+from .errors import RelpropError, RuleError
 
 
 def relevance_graph(module: Any, example: torch.Tensor, rules: RulesSpec = None) -> RelevanceGraph:
@@ -24,7 +24,11 @@ def relevance_graph(module: Any, example: torch.Tensor, rules: RulesSpec = None)
     if isinstance(module, fx.GraphModule) and all("kind" in n.meta for n in module.graph.nodes):
         return RelevanceGraph(module, rules)
     if isinstance(module, nn.Module):
-        return RelevanceGraph(fxgraph.trace_module(module, example.detach()), rules)
+        try:
+            gm = fxgraph.trace_module(module, example.detach())
+        except fxgraph.UnsupportedOpError as exc:
+            raise RuleError(f"{type(module).__name__} holds an op with no relevance rule: {exc}") from exc
+        return RelevanceGraph(gm, rules)
     raise RelpropError(f"cannot attribute through a {type(module).__name__}; give an nn.Module, a GraphModule traced "
                        "by fxgraph, a FlatGraph or a RelevanceGraph")
 

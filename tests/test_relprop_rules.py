@@ -311,6 +311,11 @@ def test_missing_rule_and_misapplied_rule_raise(toy_gm):
         relprop.RelevanceGraph(toy_gm, "lrp-epsilon")
 
 
+def test_unsupported_op_is_our_error():
+    with pytest.raises(relprop.RuleError, match="Op holds an op with no relevance rule: op aten.tanh"):
+        relprop.attribute(Op(torch.tanh), torch.randn(2, 3), 0.0, lambda y: y.sum(1))
+
+
 def test_untraced_graph_is_refused():
     gm = torch.fx.symbolic_trace(Op(torch.tanh))
     with pytest.raises(relprop.RuleError):

@@ -1,0 +1,207 @@
+"""How much does explaining a box cost compared with a forward pass?  (issue 3, "Speed")
+
+    python benchmarks/explain_speed.py [--imgsz 640 320] [--repeats 3] [--device cpu]
+
+For yolov8n (random weights) and the embedded YOLOv8s, on ultralytics's bus.jpg, it measures:
+
+* forward      — the traced graph (BatchNorm folded, as ultralytics fuses it for inference), no autograd
+* forward+grad — the same graph with autograd, plus one plain-gradient backward (what "a forward with autograd" costs)
+* explain 1    — `Explainer.explain(image, box)` for one box, reference pass cached (the steady state)
+* explain all  — `Explainer.explain(image)` for D boxes (NMS; D forced to `--boxes` candidates for random weights),
+                 reported as time per box and as the marginal cost of each box after the first
+
+Times are the median of `--repeats` runs after one warm-up.  Memory is the activation memory retained for the
+backward pass (bytes of tensors saved by autograd, storages counted once) plus, for explaining, the cached reference
+pass; it is not the allocator's peak, which torch does not report on CPU.  Writes
+benchmarks/results/explain_speed.json and .md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("YOLO_OFFLINE", "1")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+import ultralytics  # noqa: E402
+
+import relprop  # noqa: E402
+from relprop.image import Letterbox, read_image, to_input  # noqa: E402
+
+BUS = Path(ultralytics.__file__).parent / "assets" / "bus.jpg"
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def timed(fn, repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+class SavedBytes:
+    """Count the bytes autograd saves for backward (each storage once) while the context is active."""
+
+    def __init__(self):
+        self.storages: dict[int, int] = {}
+
+    def pack(self, t: torch.Tensor):
+        s = t.untyped_storage()
+        self.storages[s.data_ptr()] = s.nbytes()
+        return t
+
+    def __enter__(self):
+        self._ctx = torch.autograd.graph.saved_tensors_hooks(self.pack, lambda t: t)
+        self._ctx.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self._ctx.__exit__(*exc)
+
+    @property
+    def total(self) -> int:
+        return sum(self.storages.values())
+
+
+def measure(name: str, model, imgsz: int, repeats: int, boxes: int, device: str) -> dict:
+    ex = relprop.Explainer(model, imgsz, device=device)
+    g = ex.graph
+    image = read_image(BUS)
+    x = to_input(image, Letterbox.fit(image.shape[:2], g.imgsz), g.dtype, g.device)
+
+    def forward():
+        with torch.no_grad():
+            g.module(x)
+
+    def forward_grad():
+        xr = x.clone().requires_grad_(True)
+        out = g.module(xr)[0]
+        torch.autograd.grad(out[:, 4].sum(), xr)
+
+    dets = ex.explain(BUS, conf=0.25 if name != "yolov8n" else 0.0, max_det=boxes)
+    if not dets:
+        raise SystemExit(f"{name}: no detection on bus.jpg at {imgsz}")
+    box, cls = dets[0].box, dets[0].cls
+
+    def explain_one():
+        ex.explain(BUS, box, cls=cls)
+
+    def explain_all():
+        ex.explain(BUS, conf=0.25 if name != "yolov8n" else 0.0, max_det=boxes)
+
+    t_fwd = timed(forward, repeats)
+    t_grad = timed(forward_grad, repeats)
+    t_one = timed(explain_one, repeats)
+    t_all = timed(explain_all, repeats)
+    d = len(dets)
+
+    with SavedBytes() as fg:
+        xr = x.clone().requires_grad_(True)
+        out = g.module(xr)[0]
+    mem_grad = fg.total
+    del out, xr
+    refs = next(iter(ex._refs.values()))
+    with SavedBytes() as ee:
+        result_holder = {}
+        xr = x.clone().requires_grad_(True)
+        with torch.enable_grad(), ex.engine._mode("explain", refs.saved, 1e-5):
+            result_holder["out"] = ex.engine.module(xr)
+    mem_explain = ee.total + refs.nbytes()
+    return {
+        "model": name,
+        "imgsz": imgsz,
+        "device": str(g.device),
+        "boxes": d,
+        "forward_s": t_fwd,
+        "forward_grad_s": t_grad,
+        "explain_one_s": t_one,
+        "explain_all_s": t_all,
+        "per_box_all_s": t_all / d,
+        "marginal_box_s": (t_all - t_one) / (d - 1) if d > 1 else None,
+        "ratio_one_to_forward": t_one / t_fwd,
+        "ratio_marginal_to_forward": ((t_all - t_one) / (d - 1)) / t_fwd if d > 1 else None,
+        "mem_forward_grad_mb": mem_grad / 2**20,
+        "mem_explain_mb": mem_explain / 2**20,
+        "ratio_mem_explain_to_forward_grad": mem_explain / mem_grad,
+    }
+
+
+def markdown(rows: list[dict], meta: dict) -> str:
+    lines = [
+        "# Explain speed (relprop)",
+        "",
+        f"Machine: {meta['machine']}; torch {meta['torch']}; {meta['threads']} threads; device {meta['device']}; "
+        f"median of {meta['repeats']} runs after a warm-up; image bus.jpg.  Command: `{meta['command']}`",
+        "",
+        "| model | imgsz | forward s | fwd+grad s | explain 1 box s | × fwd | boxes | per box (all) s | marginal box s "
+        "| × fwd | mem fwd+grad MB | mem explain MB | × |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        marg = "-" if r["marginal_box_s"] is None else f"{r['marginal_box_s']:.3f}"
+        margr = "-" if r["ratio_marginal_to_forward"] is None else f"{r['ratio_marginal_to_forward']:.2f}"
+        lines.append(
+            f"| {r['model']} | {r['imgsz']} | {r['forward_s']:.3f} | {r['forward_grad_s']:.3f} | "
+            f"{r['explain_one_s']:.3f} | {r['ratio_one_to_forward']:.2f} | {r['boxes']} | {r['per_box_all_s']:.3f} | "
+            f"{marg} | {margr} | {r['mem_forward_grad_mb']:.0f} | {r['mem_explain_mb']:.0f} | "
+            f"{r['ratio_mem_explain_to_forward_grad']:.2f} |"
+        )
+    lines += [
+        "",
+        "forward: the BN-folded traced graph without autograd. explain 1 box: one `Explainer.explain(image, box)` with "
+        "the reference pass cached (image reading, letterbox, matching and the heatmap included). marginal box: "
+        "(explain all − explain 1) / (boxes − 1). Memory: activations saved for backward (storages counted once), "
+        "plus the cached reference pass for explaining. Goals (issue 3): explain 1 box ≤ 3× forward, each further "
+        "box ≤ 1.2× forward, memory ≤ 3× forward with autograd.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--imgsz", type=int, nargs="+", default=[640, 320])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--boxes", type=int, default=4, help="boxes for 'explain all' (max_det)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--models", nargs="+", default=["yolov8n", "embedded"])
+    parser.add_argument("--out", default=str(RESULTS))
+    args = parser.parse_args(argv)
+    rows = []
+    for imgsz in args.imgsz:
+        for name in args.models:
+            model = "yolov8n.yaml" if name == "yolov8n" else None
+            if name == "yolov8n":
+                torch.manual_seed(0)
+            row = measure(name, model, imgsz, args.repeats, args.boxes, args.device)
+            print(json.dumps(row))
+            rows.append(row)
+    meta = {
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "device": args.device,
+        "repeats": args.repeats,
+        "command": "python " + " ".join(["benchmarks/explain_speed.py", *(argv or sys.argv[1:])]),
+    }
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "explain_speed.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    (out / "explain_speed.md").write_text(markdown(rows, meta))
+    print(markdown(rows, meta))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

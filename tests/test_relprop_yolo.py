@@ -1,0 +1,277 @@
+"""`relprop.explain` on YOLOv8: completeness for every detection (random yolov8n, yolov8n-seg, the embedded real
+model), box matching, letterboxing, references, the cache, the figure, bad inputs and the command line."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+os.environ.setdefault("YOLO_OFFLINE", "1")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+import ultralytics  # noqa: E402
+
+import fxgraph  # noqa: E402
+import relprop  # noqa: E402
+from relprop import cli  # noqa: E402
+from relprop.image import Letterbox, read_image  # noqa: E402
+
+D = torch.float64
+ASSETS = Path(ultralytics.__file__).parent / "assets"
+BUS, ZIDANE = ASSETS / "bus.jpg", ASSETS / "zidane.jpg"
+REPO = Path(__file__).resolve().parents[1]
+
+
+def completeness_ok(ex: relprop.Explanation, tol: float) -> bool:
+    return abs(ex.delta) <= tol * max(1.0, abs(ex.score - ex.reference_score))
+
+
+@pytest.fixture(scope="module")
+def real():
+    """The embedded YOLOv8s at 160 px, float32, through the same cache `relprop.explain` and the CLI use."""
+    return relprop.explainer(None, 160)
+
+
+@pytest.fixture(scope="module")
+def real64(real):
+    return relprop.Explainer(copy.deepcopy(real.graph), dtype=D)
+
+
+@pytest.fixture(scope="module")
+def real_all(real):
+    return real.explain(BUS)
+
+
+def random_model(yaml: str):
+    """A random-weight model whose outputs depend on the image: a fresh init's signal dies out layer by layer, so
+    BatchNorm statistics are recalibrated on random images (what one batch of training would do)."""
+    torch.manual_seed(0)
+    model = fxgraph.load_ultralytics(yaml)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average
+    model.train()
+    with torch.no_grad():
+        model(torch.rand(4, 3, 64, 64))
+    return model.eval()
+
+
+# -- completeness ---------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("yaml", ["yolov8n.yaml", "yolov8n-seg.yaml"])
+def test_completeness_random_models_float64(yaml):
+    ex = relprop.Explainer(random_model(yaml), 64, dtype=D)
+    image = np.random.default_rng(0).integers(0, 255, (48, 80, 3)).astype(np.uint8)
+    found = ex.explain(image, conf=0.0, max_det=3, target="all")  # random weights: take the 3 best candidates
+    assert len(found) == 3
+    for e in found:
+        assert completeness_ok(e, 1e-6), (e.delta, e.score, e.reference_score)
+        assert abs(e.score - e.reference_score) > 1e-3  # a non-trivial target: box outputs move with the image
+    box = found[0].box
+    for target in ("class", "box"):
+        e = ex.explain(image, box, target=target, baseline="blur")
+        assert completeness_ok(e, 1e-6)
+
+
+def test_completeness_random_yolov8n_float32():
+    ex = relprop.Explainer(random_model("yolov8n.yaml"), 64)
+    image = np.random.default_rng(1).integers(0, 255, (64, 64, 3)).astype(np.uint8)
+    for e in ex.explain(image, conf=0.0, max_det=2, target="all"):
+        assert completeness_ok(e, 1e-3)
+
+
+def test_completeness_embedded_model_every_detection(real, real64, real_all):
+    assert len(real_all) >= 3  # the people in bus.jpg
+    for e in real_all:
+        assert e.name in ("Normal", "Fall")
+        assert completeness_ok(e, 1e-3), (e.delta, e.score)
+        assert e.score > 0.3 and e.reference_score < e.score
+    for e in real64.explain(BUS):
+        assert completeness_ok(e, 1e-6), (e.delta, e.score)
+
+
+def test_detdshap_paper_rules_bind_the_head_output_convs_and_conserve(real):
+    ex = relprop.Explainer(real.graph, rules="detdshap-paper")
+    alpha_beta = {b.name: ex.engine.module.graph for b in ex.engine.bound.values()
+                  if isinstance(b.rule, relprop.AlphaBeta)}
+    paths = sorted(n.meta["module_path"] for n in real.graph.module.graph.nodes if n.name in alpha_beta)
+    assert paths == [f"model.22.cv{k}.{i}.2" for k in (2, 3) for i in range(3)]
+    for e in ex.explain(BUS):
+        assert completeness_ok(e, 1e-3)
+
+
+# -- what is explained --------------------------------------------------------------------------------------------
+
+def test_explain_all_equals_each_alone(real, real_all):
+    for e in real_all[:2]:
+        alone = real.explain(BUS, e.box, cls=e.cls)
+        np.testing.assert_array_equal(alone.candidates, e.candidates)
+        torch.testing.assert_close(alone.input_relevance, e.input_relevance, rtol=1e-5, atol=1e-7)
+        assert alone.score == pytest.approx(e.score, rel=1e-6)
+        for key in ("model.0.conv", "model.9.cv2.conv", "model.22.cv3.0.2"):
+            np.testing.assert_allclose(alone.channels[key], e.channels[key], rtol=1e-4, atol=1e-6)
+
+
+def test_target_sums_class_probability_of_matched_candidates(real, real_all):
+    e = real_all[0]
+    pred = real.graph.module(relprop.image.to_input(read_image(BUS), Letterbox.fit((1080, 810), (160, 160)),
+                                                    torch.float32, torch.device("cpu")))[0][0]
+    assert e.score == pytest.approx(float(pred[4 + e.cls, torch.as_tensor(e.candidates)].sum()), rel=1e-5)
+    assert (e.ious >= 0.7).all() and e.ious[0] == pytest.approx(1.0, abs=1e-6)
+    boxed = real.explain(BUS, e.box, target="box", cls=e.cls)
+    assert boxed.score == pytest.approx(float(pred[:4, torch.as_tensor(boxed.candidates)].sum()), rel=1e-5)
+
+
+def test_k_references_equal_the_mean_of_single_runs(real):
+    torch.manual_seed(0)
+    refs = torch.rand(3, 3, 160, 160) * 0.5
+    e = real.explain(BUS, (50, 400, 250, 900), baseline=refs, batch=2, iou=0.5)
+    singles = [real.explain(BUS, (50, 400, 250, 900), baseline=r, iou=0.5) for r in refs]
+    torch.testing.assert_close(e.input_relevance, torch.stack([s.input_relevance for s in singles]).mean(0),
+                               rtol=1e-4, atol=1e-7)
+    assert e.reference_score == pytest.approx(np.mean([s.reference_score for s in singles]), rel=1e-5)
+    assert completeness_ok(e, 1e-3)
+
+
+def test_background_images_and_blur_and_constant_baselines(real):
+    box = (50, 400, 250, 900)
+    for baseline in ([ZIDANE, BUS], "blur", 0.5):
+        e = real.explain(BUS, box, baseline=baseline, iou=0.5)
+        assert completeness_ok(e, 1e-3)
+    with pytest.raises(relprop.BaselineError, match="unknown baseline"):
+        real.explain(BUS, box, baseline="noise")
+
+
+def test_reference_pass_is_cached(real):
+    real.explain(BUS, (50, 400, 250, 900), iou=0.5)
+    cached = dict(real._refs)
+    real.explain(BUS, (50, 400, 250, 900), iou=0.5, target="box")
+    assert dict(real._refs).keys() == cached.keys()
+    assert all(real._refs[k] is cached[k] for k in cached)
+    assert relprop.explainer(None, 160) is real  # explain() reuses the traced model too
+
+
+# -- images, letterbox, heatmap ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("shape", [(160, 160), (128, 192), (320, 256)])
+def test_letterbox_matches_ultralytics(shape):
+    from ultralytics.data.augment import LetterBox
+
+    image = read_image(BUS).astype(np.uint8)
+    ours = Letterbox.fit(image.shape[:2], shape).apply(image)
+    theirs = LetterBox(new_shape=shape, auto=False)(image=image)
+    np.testing.assert_array_equal(ours, theirs)
+    lb = Letterbox.fit(image.shape[:2], shape)
+    box = np.array([10.0, 20.0, 300.0, 700.0])
+    np.testing.assert_allclose(lb.box_to_original(lb.box_to_input(box)), box)
+
+
+def test_image_kinds_give_the_same_input():
+    from PIL import Image
+
+    bgr = read_image(BUS)
+    rgb = torch.from_numpy(bgr[..., ::-1].copy()).permute(2, 0, 1) / 255
+    for other in (bgr.astype(np.uint8), Image.open(BUS), rgb, rgb[None]):
+        np.testing.assert_allclose(read_image(other), bgr, atol=1e-3)
+
+
+def test_heatmap_is_in_original_pixels_and_keeps_the_sum(real_all):
+    e = real_all[0]
+    assert e.heatmap.shape == (1080, 810)
+    assert e.input_relevance.shape == (3, 160, 160)
+    lb = Letterbox.fit((1080, 810), (160, 160))
+    pad = torch.ones(160, 160, dtype=torch.bool)
+    pad[lb.top:lb.top + lb.new_unpad[1], lb.left:lb.left + lb.new_unpad[0]] = False
+    assert pad.any() and e.input_relevance[:, pad].abs().max() == 0  # black baseline keeps the padding
+    assert e.heatmap.sum() == pytest.approx(float(e.input_relevance.sum()), rel=0.02)
+    x1, y1, x2, y2 = e.box.astype(int)
+    inside = e.heatmap[max(y1, 0):y2, max(x1, 0):x2]
+    assert inside.sum() > 0.5 * e.heatmap.sum()  # the evidence for a person sits mostly in its box
+
+
+def test_channels_cover_every_conv_and_carry_the_relevance(real, real_all):
+    e = real_all[0]
+    convs = {n.meta["module_path"] for n in real.graph.nodes("conv")}
+    assert set(e.channels) == convs
+    assert e.channels["model.0.conv"].shape == (32,)
+    # every path from the image passes the first conv: its filters share exactly the whole relevance
+    assert e.channels["model.0.conv"].sum() == pytest.approx(e.score - e.reference_score, rel=1e-3)
+
+
+def test_save_png(real_all, tmp_path):
+    path = real_all[0].save_png(tmp_path / "sub" / "box.png")
+    from matplotlib import image as mpimg
+
+    img = mpimg.imread(path)
+    assert img.ndim == 3 and img.shape[0] > 300
+    reds = (img[..., 0] > 0.8) & (img[..., 1] < 0.5) & (img[..., 2] < 0.5)
+    assert reds.sum() > 10  # positive relevance drawn in red
+
+
+# -- bad inputs --------------------------------------------------------------------------------------------------------
+
+def test_bad_inputs_raise_our_errors(real, tmp_path):
+    with pytest.raises(relprop.ImageError, match="no such image file"):
+        real.explain(tmp_path / "missing.jpg")
+    junk = tmp_path / "junk.jpg"
+    junk.write_bytes(b"not an image")
+    with pytest.raises(relprop.ImageError, match="not a readable image"):
+        real.explain(junk)
+    with pytest.raises(relprop.BoxError, match="outside the 810x1080 image"):
+        real.explain(BUS, (900, 10, 1000, 50))
+    with pytest.raises(relprop.BoxError, match="degenerate"):
+        real.explain(BUS, (100, 100, 100, 300))
+    with pytest.raises(relprop.BoxError, match="four"):
+        real.explain(BUS, (1, 2, 3))
+    with pytest.raises(relprop.NoMatchError, match="best IoU found: 0\\.") as info:
+        real.explain(BUS, (0, 0, 30, 30))
+    assert 0 <= info.value.best_iou < 0.7
+    with pytest.raises(relprop.BoxError, match="class 5 is not a class"):
+        real.explain(BUS, (50, 400, 250, 900), cls=5)
+
+
+def test_explain_checks_the_image_before_tracing(tmp_path, monkeypatch):
+    monkeypatch.setattr(fxgraph, "trace", lambda *a, **k: pytest.fail("traced before checking the image"))
+    with pytest.raises(relprop.ImageError):
+        relprop.explain("yolov8n.yaml", tmp_path / "missing.png", imgsz=64)
+
+
+# -- command line -------------------------------------------------------------------------------------------------------
+
+def test_cli_writes_one_png_per_detection_and_json(real, tmp_path):
+    out = tmp_path / "run"
+    assert cli.main(["explain", str(BUS), "--imgsz", "160", "--out", str(out)]) == 0
+    summary = json.loads((out / "explanations.json").read_text())
+    records = summary["explanations"]
+    assert len(records) >= 3
+    assert sorted(p.name for p in out.glob("*.png")) == sorted(r["png"] for r in records)
+    for r in records:
+        assert abs(r["delta"]) <= 1e-3 * max(1.0, abs(r["score"] - r["reference_score"]))
+    box = ",".join(str(v) for v in records[0]["box"])
+    one = tmp_path / "one"
+    assert cli.main(["explain", str(BUS), "--imgsz", "160", "--box", box, "--out", str(one)]) == 0
+    assert len(json.loads((one / "explanations.json").read_text())["explanations"]) == 1
+
+
+def test_cli_errors_write_nothing(real, tmp_path, capsys):
+    out = tmp_path / "bad"
+    assert cli.main(["explain", str(BUS), "--imgsz", "160", "--box", "5,5,5,9", "--out", str(out)]) == 2
+    assert "degenerate" in capsys.readouterr().err and not out.exists()
+    assert cli.main(["explain", str(BUS), "--imgsz", "160", "--box", "0,0,30,30", "--out", str(out)]) == 2
+    assert "best IoU found" in capsys.readouterr().err and not out.exists()
+
+
+def test_cli_subprocess_exit_code_for_missing_image(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.run([sys.executable, "-m", "relprop", "explain", str(tmp_path / "nope.jpg"),
+                           "--out", str(tmp_path / "o")], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "nope.jpg: no such image file" in proc.stderr
+    assert not (tmp_path / "o").exists()
