@@ -143,7 +143,9 @@ def markdown(rows: list[dict], meta: dict) -> str:
         "# Explain speed (relprop)",
         "",
         f"Machine: {meta['machine']}; torch {meta['torch']}; {meta['threads']} threads; device {meta['device']}; "
-        f"median of {meta['repeats']} runs after a warm-up; image bus.jpg.  Command: `{meta['command']}`",
+        f"median of {meta['repeats']} runs after a warm-up; image bus.jpg; 1-min load average before/after "
+        f"{meta['load_average_before_after']} (other jobs share the machine: compare ratios, not seconds).  "
+        f"Command: `{meta['command']}`",
         "",
         "| model | imgsz | forward s | fwd+grad s | explain 1 box s | × fwd | boxes | per box (all) s | marginal box s "
         "| × fwd | mem fwd+grad MB | mem explain MB | × |",
@@ -176,8 +178,12 @@ def main(argv=None) -> int:
     parser.add_argument("--boxes", type=int, default=4, help="boxes for 'explain all' (max_det)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--models", nargs="+", default=["yolov8n", "embedded"])
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    load_before = os.getloadavg()
     rows = []
     for imgsz in args.imgsz:
         for name in args.models:
@@ -193,6 +199,7 @@ def main(argv=None) -> int:
         "threads": torch.get_num_threads(),
         "device": args.device,
         "repeats": args.repeats,
+        "load_average_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
         "command": "python " + " ".join(["benchmarks/explain_speed.py", *(argv or sys.argv[1:])]),
     }
     out = Path(args.out)

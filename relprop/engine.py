@@ -119,11 +119,23 @@ class RelevanceGraph:
                 node.target = self._caller(bound)
             if channels and node.meta.get("kind") in ops.FILTER_KINDS:
                 self._insert_tap(graph, node)
+        self._check_overrides(graph)
         graph.lint()
         self.module = fx.GraphModule(gm, graph, class_name="RelevanceGraphModule")
         self.outputs_are_tuple = isinstance(out, (tuple, list))
 
     # -- rewriting -------------------------------------------------------------------------------------------------
+
+    def _check_overrides(self, graph: fx.Graph) -> None:
+        """A per-node override that matches no node is a typo: say so rather than silently use the default."""
+        import fnmatch
+
+        names = {n.name for n in graph.nodes}
+        paths = {n.meta.get("module_path") or "" for n in graph.nodes} - {""}
+        for key in self.composite.names:
+            if key not in names and not any(fnmatch.fnmatchcase(p, key) for p in paths):
+                raise RuleError(f"rule override '{key}' matches no node name or module path of this graph "
+                                f"(e.g. {sorted(names)[:3]} or {sorted(paths)[:3]})")
 
     def _caller(self, bound: Bound) -> Callable:
         tape = self._tape

@@ -41,10 +41,10 @@ def secant(dy: torch.Tensor, dx: torch.Tensor, tangent: Callable[[torch.Tensor],
     """Δy/Δx elementwise, and `tangent` (the derivative) at the midpoint (x + x0)/2 where |Δx| ≤ eps·(1 + |x|).
 
     The threshold is relative so that a secant never divides a rounding error of y by a tiny Δx; the derivative is
-    evaluated only where it is needed, since this runs on every activation of the network.
+    evaluated only where it is needed, since this runs on every activation of the network.  `dy` is overwritten.
     """
-    slope = dy / dx
-    small = dx.abs() <= eps * (1 + x.abs())
+    slope = dy.div_(dx)  # dy is a temporary of the caller: reuse its memory
+    small = dx.abs() <= x.abs().mul_(eps).add_(eps)
     if bool(small.any()):
         mid = ((x + x0.expand_as(x)) / 2)[small]
         slope = slope.masked_scatter(small, tangent(mid))

@@ -7,7 +7,7 @@ input through its autograd Function (`explain`, see `relprop.functions` for the 
     Gradient   linear ops (conv, BN in eval, add, cat, split, upsample, views, affine anchor decoding)   m_x = ∂y/∂x·m_y
     Rescale    elementwise nonlinearities (SiLU, sigmoid, ReLU)                                       m_x = m_y·Δy/Δx
     MaxPool    max-pool, overlapping windows included                                    Δy = t·Δx_argmax + (1−t)·Δx_refargmax
-    Softmax    softmax along a dim (DFL)                                                 exp / Σ / product, each exact
+    Softmax    softmax along a dim (DFL)                          rescale on exp(x − L), L = logsumexp split between its tangents
     Shapley    product or quotient of two data tensors                                   Δ(uv) = v̄·Δu + ū·Δv
     AlphaBeta  LRP-αβ on differences for a convolution (the DetDSHAP paper's head rule)
 """
@@ -158,7 +158,8 @@ class MaxPool(Rule):
 
 
 class Softmax(Rule):
-    """Exact softmax rule (see `functions.SoftmaxFn`): rescale on exp, Shapley on the normalising product."""
+    """Exact, bounded softmax rule (see `functions.SoftmaxFn`): rescale on exp(x − L), and the log-normaliser
+    L = logsumexp(x) split between its tangents at x and x0."""
 
     kinds = frozenset({"softmax"})
 

@@ -145,6 +145,7 @@ class Explainer:
         delta = attribution.flatten(1).sum(-1) - (score - reference_score)
         channels = {key: (v.sum(0) / k) for key, v in total.channels.items()}
         out = []
+        image = array.astype(np.uint8)  # shared by every explanation of this image (for the figure)
         for d, t in enumerate(found):
             rel = attribution[d].detach().cpu()
             heat = lb.map_to_original(rel.sum(0).double().numpy())
@@ -165,7 +166,7 @@ class Explainer:
                 ious=t.ious,
                 conf=confs[d],
                 baseline=_describe(baseline, k),
-                image=array.astype(np.uint8),
+                image=image,
             ))
         return out[0] if given is not None else out
 

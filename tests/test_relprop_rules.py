@@ -309,6 +309,8 @@ def test_missing_rule_and_misapplied_rule_raise(toy_gm):
         relprop.RelevanceGraph(toy_gm, {conv: relprop.MaxPool()})
     with pytest.raises(relprop.RuleError, match="unknown rules preset"):
         relprop.RelevanceGraph(toy_gm, "lrp-epsilon")
+    with pytest.raises(relprop.RuleError, match="override 'conv2d_99' matches no node"):
+        relprop.RelevanceGraph(toy_gm, {"conv2d_99": relprop.Gradient()})
 
 
 def test_unsupported_op_is_our_error():
