@@ -27,7 +27,7 @@ from .errors import (
     StalePlanError,
     UnknownLayerError,
 )
-from .plan import Plan, check_plan, make_plan
+from .plans import Plan, check_plan, make_plan
 from .train import PrunedDetectionTrainer, PrunedSegmentationTrainer, finetune, trainer_for
 
 __all__ = [

@@ -28,7 +28,7 @@ from .checkpoint import save_checkpoint
 from .coupling import Coupling, gc_paused
 from .coupling import analyze as analyze_graph
 from .criteria import Criterion
-from .plan import Plan, check_ratio, make_plan
+from .plans import Plan, check_ratio, make_plan
 from .yolo import protector
 
 
@@ -127,7 +127,7 @@ def plan(
     imgsz: int | tuple[int, int] = 640,
     coupling: Coupling | None = None,
 ) -> Plan:
-    """Make a pruning plan for `model` (see pruning.plan.make_plan for the options)."""
+    """Make a pruning plan for `model` (see pruning.plans.make_plan for the options)."""
     _check_options({"ratio": ratio, "layer_ratios": layer_ratios})
     g = _graph(model, imgsz)
     coupling = coupling or analyze(g)

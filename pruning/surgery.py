@@ -15,7 +15,7 @@ import torch
 from torch import fx, nn
 
 from .coupling import Coupling
-from .plan import Plan, check_plan
+from .plans import Plan, check_plan
 
 Removals = dict[str, dict[int, list[int]]]  # parameter name -> dim -> sorted indices to drop
 
