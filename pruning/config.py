@@ -89,6 +89,11 @@ def validate(s: dict[str, Any]) -> None:
     for key in ("imgsz", "batch", "round_to", "min_channels", "calib_images"):
         if s[key] == 0:
             raise ConfigError(f"{key} must be positive")
+    bad = [c for c in s["compare_criteria"] if c not in CHOICES["criterion"]] if isinstance(s["compare_criteria"], list) else [s["compare_criteria"]]
+    if bad:
+        raise ConfigError(f"compare_criteria: {bad} not among {', '.join(CHOICES['criterion'])}")
+    if not isinstance(s["compare_ratios"], list) or not all(isinstance(r, (int, float)) and 0 < r < 1 for r in s["compare_ratios"]):
+        raise ConfigError(f"compare_ratios={s['compare_ratios']!r} must be a list of numbers in (0, 1)")
     if s["pretrained"] is None and s["pretrain_epochs"] == 0:
         raise ConfigError("with pretrained=null the model is trained from its yaml: pretrain_epochs must be > 0")
     if s["pretrained"] is not None and not Path(str(s["pretrained"])).is_file():

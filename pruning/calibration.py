@@ -1,0 +1,75 @@
+"""Calibration data for the data-driven criteria: ultralytics batches (letterboxed images, labels, masks).
+
+One loader serves all of them: DetDSHAP takes the images and ground-truth boxes, Taylor the same batches through
+ultralytics's own loss, HSIC-Lasso the images.  Batches are deterministic (no shuffling, no augmentation) and
+can be sharded across processes for distributed scoring.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+
+from .errors import PruningError
+
+
+@dataclass
+class Calibration:
+    """The first `n_images` images of a dataset split as ultralytics batches; `shard(rank, world)` splits them."""
+
+    batches: list[dict[str, Any]]
+    task: str
+    imgsz: int
+    args: Any  # the ultralytics hyper-parameters namespace, which model.loss() needs
+
+    @property
+    def n_images(self) -> int:
+        return sum(b["img"].shape[0] for b in self.batches)
+
+    def shard(self, rank: int, world: int) -> "Calibration":
+        """This rank's share of the batches (round robin), so that every image is scored exactly once."""
+        return Calibration(self.batches[rank::world], self.task, self.imgsz, self.args)
+
+    def images(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """(image (3, H, W) RGB float in [0, 1], boxes (n, 4) xyxy input pixels, classes (n,)) per image."""
+        for b in self.batches:
+            imgs = b["img"].float() / 255
+            for i in range(imgs.shape[0]):
+                sel = b["batch_idx"] == i
+                h, w = imgs.shape[-2:]
+                xywh = b["bboxes"][sel] * torch.tensor([w, h, w, h], dtype=torch.float32)
+                xyxy = torch.cat([xywh[:, :2] - xywh[:, 2:] / 2, xywh[:, :2] + xywh[:, 2:] / 2], 1)
+                yield imgs[i], xyxy, b["cls"][sel].view(-1).long()
+
+
+def load_calibration(data: str | Path, task: str, imgsz: int, n_images: int, *, split: str = "train",
+                     batch: int = 8) -> Calibration:
+    """Read `n_images` images with their labels from split `split` of the ultralytics dataset `data`."""
+    from ultralytics.cfg import get_cfg
+    from ultralytics.data import build_dataloader, build_yolo_dataset
+    from ultralytics.data.utils import check_det_dataset
+    from ultralytics.utils import DEFAULT_CFG
+
+    if not Path(data).is_file():
+        raise PruningError(f"calibration data {data}: no such dataset yaml")
+    try:
+        info = check_det_dataset(str(data))
+    except Exception as exc:
+        raise PruningError(f"calibration data {data}: ultralytics cannot read it ({exc})") from exc
+    if split not in info:
+        raise PruningError(f"calibration data {data} has no '{split}' split")
+    args = get_cfg(DEFAULT_CFG, {"imgsz": imgsz, "task": task, "batch": batch, "workers": 0, "rect": False})
+    dataset = build_yolo_dataset(args, info[split], batch, info, mode="val", stride=32)
+    loader = build_dataloader(dataset, batch, 0, shuffle=False)
+    batches: list[dict[str, Any]] = []
+    for b in loader:
+        batches.append(b)
+        if len(batches) >= math.ceil(n_images / batch):
+            break
+    if not batches:
+        raise PruningError(f"calibration data {data}: the '{split}' split has no images")
+    return Calibration(batches, task, imgsz, args)

@@ -1,0 +1,212 @@
+"""The relevance-guided pruning pipeline (the paper's Algorithm 2 around ultralytics training):
+
+load (or train) → validate → repeat { score filters, prune `step_ratio` of the remaining, fine-tune, validate }
+until `target` of params/GFLOPs is removed or mAP50-95 drops more than `max_map_drop` → final fine-tune → ONNX.
+
+Everything goes into a run directory: every step's checkpoint, `state.json` (what `resume` continues from),
+`report.json`, `report.md`, `trend.png`.  The input weights are only ever read.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+import fxgraph
+from fxgraph import stats
+
+from .api import analyze, prune
+from .api import plan as make_plan
+from .calibration import Calibration, load_calibration
+from .criteria import Criterion, get_criterion
+from .errors import PruningError
+from .measure import cpu_latency_ms, val_metrics
+from .relevance_criteria import HSIC, DetDSHAP, Taylor
+from .report import write_report
+from .synthetic import ShapesConfig, make_shapes_dataset
+from .train import finetune
+
+os.environ.setdefault("YOLO_OFFLINE", "1")
+
+
+def build_criterion(name: str, settings: dict[str, Any], calibration: Callable[[], Calibration]) -> Criterion:
+    """The criterion `name` configured from the settings (the calibration data is read only when needed)."""
+    if name == "detdshap":
+        return DetDSHAP(calibration(), boxes=settings["calib_boxes"], iou=settings["iou"],
+                        baseline=settings["baseline"])
+    if name == "hsic":
+        return HSIC(calibration(), lam=settings["hsic_lambda"])
+    if name == "taylor":
+        return Taylor(calibration())
+    if name == "random":
+        from .criteria import RandomCriterion
+
+        return RandomCriterion(seed=settings["seed"])
+    return get_criterion(name)
+
+
+def dataset(settings: dict[str, Any]) -> Path:
+    """The data yaml of the run: the user's, or the synthetic shapes written once under `<project>/../datasets`."""
+    if settings["data"] is not None:
+        return Path(settings["data"])
+    root = Path(settings["project"]).parent / "datasets"
+    return make_shapes_dataset(root, ShapesConfig(imgsz=settings["imgsz"], seed=settings["seed"]))
+
+
+def run_dir(settings: dict[str, Any]) -> Path:
+    """`project/name`, or `name2`, `name3`... like ultralytics; with resume, the existing `project/name`."""
+    base = Path(settings["project"]) / str(settings["name"])
+    if settings["resume"]:
+        if not (base / "state.json").is_file():
+            raise PruningError(f"resume: {base} has no state.json to continue from")
+        return base
+    path, k = base, 1
+    while path.exists():
+        k += 1
+        path = base.with_name(f"{base.name}{k}")
+    path.mkdir(parents=True)
+    return path
+
+
+def _train_kwargs(settings: dict[str, Any], data: Path, out: Path, name: str, epochs: int) -> dict[str, Any]:
+    return dict(data=str(data), epochs=epochs, imgsz=settings["imgsz"], batch=settings["batch"],
+                device=settings["device"], workers=settings["workers"], seed=settings["seed"], project=str(out),
+                name=name, exist_ok=True, plots=False, verbose=False, amp=False)
+
+
+def validate(weights: Path, settings: dict[str, Any], data: Path, out: Path) -> dict[str, float]:
+    """Box metrics of `weights` on the data's val split (ultralytics's validator)."""
+    from ultralytics import YOLO
+
+    results = YOLO(str(weights)).val(data=str(data), imgsz=settings["imgsz"], batch=settings["batch"],
+                                     device=settings["device"], workers=settings["workers"], plots=False,
+                                     verbose=False, project=str(out), name="val", exist_ok=True)
+    return val_metrics(results)
+
+
+def measure(weights: Path, settings: dict[str, Any], data: Path, out: Path, step: Any, criterion: str) -> dict:
+    """One report row: size (fxgraph.stats), CPU latency and validation metrics of a checkpoint."""
+    graph = fxgraph.trace(weights, settings["imgsz"])
+    row = {"step": step, "criterion": criterion, "weights": str(weights), "params": stats.num_params(graph),
+           "gflops": stats.gflops(graph), "latency_ms": cpu_latency_ms(graph.model, settings["imgsz"])}
+    row.update(validate(weights, settings, data, out))
+    return row
+
+
+def _save_state(out: Path, state: dict[str, Any]) -> None:
+    tmp = out / "state.json.tmp"
+    tmp.write_text(json.dumps(state, indent=2, default=str))
+    tmp.replace(out / "state.json")  # atomic: an interruption leaves the previous state intact
+
+
+def run(settings: dict[str, Any]) -> Path:
+    """Run the whole pipeline with validated `settings` (see pruning.config); returns the run directory."""
+    torch.manual_seed(settings["seed"])
+    out = run_dir(settings)
+    weights_dir = out / "weights"
+    weights_dir.mkdir(exist_ok=True)
+    data = dataset(settings)
+    state: dict[str, Any] = json.loads((out / "state.json").read_text()) if settings["resume"] else {}
+    if not state:
+        state = {"settings": settings, "rows": [], "step": 0, "done": False, "stop": None}
+        state["weights"] = str(_initial_weights(settings, data, out, weights_dir))
+        state["rows"].append(measure(Path(state["weights"]), settings, data, out, 0, "-"))
+        _save_state(out, state)
+        write_report(out, state["rows"], settings)
+    elif state.get("done"):
+        return out
+    base = state["rows"][0]
+    metric = settings["target_metric"]
+    calib: list[Calibration] = []
+
+    def calibration() -> Calibration:
+        if not calib:
+            calib.append(load_calibration(data, _task(state["weights"]), settings["imgsz"], settings["calib_images"],
+                                          batch=min(settings["batch"], settings["calib_images"])))
+        return calib[0]
+
+    while state["stop"] is None:
+        last = state["rows"][-1]
+        removed = 1 - last[metric] / base[metric]
+        if removed >= settings["target"]:
+            state["stop"] = f"target reached: {removed:.1%} of {metric} removed"
+        elif base["map50_95"] - last["map50_95"] > settings["max_map_drop"]:
+            state["stop"] = f"mAP50-95 fell {base['map50_95'] - last['map50_95']:.3f} below the start"
+        elif state["step"] >= settings["max_steps"]:
+            state["stop"] = f"max_steps={settings['max_steps']} reached"
+        if state["stop"] is not None:
+            _save_state(out, state)
+            break
+        k = state["step"] + 1
+        weights = _prune_step(k, Path(state["weights"]), settings, data, out, weights_dir, calibration)
+        state["rows"].append(measure(weights, settings, data, out, k, settings["criterion"]))
+        state["step"], state["weights"] = k, str(weights)
+        _save_state(out, state)
+        write_report(out, state["rows"], settings)
+
+    final = Path(state["weights"])
+    if settings["final_epochs"] > 0 and state["step"] > 0:
+        final = _finetune(final, settings, data, out, "final", settings["final_epochs"], weights_dir / "final.pt")
+        state["rows"].append(measure(final, settings, data, out, "final", settings["criterion"]))
+    state["final"] = str(final)
+    if settings["export"] == "onnx":
+        state["onnx"] = export_onnx(final, settings, weights_dir)
+    state["done"] = True
+    _save_state(out, state)
+    write_report(out, state["rows"], settings)
+    return out
+
+
+def _task(weights: str | Path) -> str:
+    return fxgraph.yolo.TASK_OF_HEAD[type(fxgraph.load_ultralytics(weights).model[-1]).__name__]
+
+
+def _initial_weights(settings: dict[str, Any], data: Path, out: Path, weights_dir: Path) -> Path:
+    """Step 0: a copy of `pretrained` (optionally trained further), or a model trained from its yaml."""
+    from ultralytics import YOLO
+
+    target = weights_dir / "step0.pt"
+    if settings["pretrained"] is not None and settings["pretrain_epochs"] == 0:
+        shutil.copyfile(settings["pretrained"], target)  # read once; the run works on its own copy
+        return target
+    yolo = YOLO(str(settings["pretrained"] or settings["model"]))
+    yolo.train(**_train_kwargs(settings, data, out, "pretrain", settings["pretrain_epochs"]))
+    shutil.copyfile(yolo.trainer.best if Path(yolo.trainer.best).is_file() else yolo.trainer.last, target)
+    return target
+
+
+def _prune_step(k: int, weights: Path, settings: dict[str, Any], data: Path, out: Path, weights_dir: Path,
+                calibration: Callable[[], Calibration]) -> Path:
+    graph = fxgraph.trace(weights, settings["imgsz"])
+    coupling = analyze(graph)
+    criterion = build_criterion(settings["criterion"], settings, calibration)
+    plan = make_plan(graph, ratio=settings["step_ratio"], scope=settings["scope"], criterion=criterion,
+                     min_channels=settings["min_channels"], round_to=settings["round_to"], coupling=coupling)
+    pruned = prune(graph, plan)
+    pruned_path = pruned.save(weights_dir / f"step{k}-pruned.pt", overwrite=True, half=False)
+    if settings["epochs_per_step"] == 0:
+        return pruned_path
+    return _finetune(pruned_path, settings, data, out, f"step{k}", settings["epochs_per_step"],
+                     weights_dir / f"step{k}.pt")
+
+
+def _finetune(weights: Path, settings: dict[str, Any], data: Path, out: Path, name: str, epochs: int,
+              target: Path) -> Path:
+    yolo = finetune(str(weights), **_train_kwargs(settings, data, out, name, epochs))
+    best = Path(yolo.trainer.best)
+    shutil.copyfile(best if best.is_file() else yolo.trainer.last, target)
+    return target
+
+
+def export_onnx(weights: Path, settings: dict[str, Any], weights_dir: Path) -> str:
+    """Export with ultralytics (no onnxslim, which it would try to install) next to the final weights."""
+    from ultralytics import YOLO
+
+    path = YOLO(str(weights)).export(format="onnx", imgsz=settings["imgsz"], simplify=False, dynamic=False,
+                                     device="cpu")
+    return str(path)
