@@ -216,14 +216,16 @@ def main() -> None:
     rows = [r for name in args.models for r in measure(name, args.ratios)]
     env = {"python": platform.python_version(), "torch": torch.__version__, "ultralytics": ultralytics.__version__,
            "torch_pruning": torch_pruning.__version__, "cpu_threads": torch.get_num_threads(),
-           "machine": platform.machine(), "imgsz": IMGSZ}
+           "machine": platform.machine(), "imgsz": IMGSZ, "load_average_1m_at_end": round(os.getloadavg()[0], 2)}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "prune_vs_torch_pruning.json").write_text(json.dumps({"env": env, "rows": rows}, indent=1))
     md = (f"# Pruning YOLOv8 with magnitude (L2): ours vs Torch-Pruning\n\n"
           f"`python benchmarks/prune_vs_torch_pruning.py` — {env}\n\n{markdown(rows)}\n\n"
           f"ours/TP time: analysis+surgery of ours (uniform) over Torch-Pruning's C2f_v2 replacement + DepGraph + "
           f"pruning; our trace (fxgraph.trace, shared with relprop) is excluded there and listed in the JSON as "
-          f"`trace_seconds` (`time_ratio_vs_tp_with_trace` includes it).\n")
+          f"`trace_seconds` (`time_ratio_vs_tp_with_trace` includes it). Times are the best of {REPEATS} runs; on a shared machine they "
+          f"swing (Torch-Pruning's DepGraph runs a multi-threaded forward pass at 640 and suffers most from other "
+          f"load), so compare the ratio, and re-run on an idle machine before quoting absolute seconds.\n")
     (args.out / "prune_vs_torch_pruning.md").write_text(md)
     print(markdown(rows))
 
