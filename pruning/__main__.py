@@ -28,7 +28,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = _parser().parse_intermixed_args(argv)
     overrides = list(args.overrides)
     if args.command not in ("run", "score", "compare"):
         if "=" in args.command:  # `python -m pruning key=value ...`

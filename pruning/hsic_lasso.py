@@ -7,7 +7,7 @@ The coefficients solve the non-negative Lasso
     min_{α ≥ 0}  ½ ||L̄ − Σ_k α_k K̄_k||²_F + λ ||α||₁,
 
 which, with Q_ij = <K̄_i, K̄_j>_F and c_k = <K̄_k, L̄>_F (= normalised HSIC), is ½αᵀQα − cᵀα + λΣα, solved here
-by exact cyclic coordinate descent.  Filters with zero or the smallest α go first.
+by accelerated projected gradient.  Filters with zero or the smallest α go first.
 """
 
 from __future__ import annotations
@@ -38,20 +38,26 @@ def centre_normalise(gram: torch.Tensor) -> torch.Tensor:
     return centred / norm if norm > 1e-12 else torch.zeros_like(centred)
 
 
-def nonnegative_lasso(q: torch.Tensor, c: torch.Tensor, lam: float, iters: int = 500, tol: float = 1e-10) -> torch.Tensor:
-    """argmin_{α≥0} ½αᵀQα − cᵀα + λΣα by cyclic coordinate descent (Q positive semi-definite)."""
+def nonnegative_lasso(q: torch.Tensor, c: torch.Tensor, lam: float, iters: int = 20000,
+                      tol: float = 1e-12) -> torch.Tensor:
+    """argmin_{α≥0} ½αᵀQα − cᵀα + λΣα (Q positive semi-definite) by accelerated projected gradient (FISTA)
+    with adaptive restart: vectorised, so a layer of hundreds of filters takes milliseconds."""
+    lipschitz = float(torch.linalg.eigvalsh(q).max()) if q.numel() else 0.0
+    if lipschitz <= 0:
+        return torch.zeros_like(c)
+    step = 1.0 / lipschitz
     alpha = torch.zeros_like(c)
-    diag = q.diagonal()
+    y, t = alpha.clone(), 1.0
     for _ in range(iters):
-        largest = 0.0
-        for k in range(c.numel()):
-            if diag[k] <= 0:
-                continue
-            residual = c[k] - lam - (q[k] @ alpha - diag[k] * alpha[k])
-            new = torch.clamp(residual / diag[k], min=0.0)
-            largest = max(largest, abs(float(new - alpha[k])))
-            alpha[k] = new
-        if largest < tol:
+        new = torch.clamp(y - step * (q @ y - c + lam), min=0.0)
+        if float((new - alpha) @ (y - new)) > 0:  # the momentum points uphill: restart from the last point
+            y, t = alpha.clone(), 1.0
+            continue
+        t_next = (1 + (1 + 4 * t * t) ** 0.5) / 2
+        y = new + ((t - 1) / t_next) * (new - alpha)
+        change = float((new - alpha).abs().max())
+        alpha, t = new, t_next
+        if change < tol:
             break
     return alpha
 

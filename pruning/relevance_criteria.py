@@ -161,6 +161,26 @@ class Taylor:
         return unit_scores(coupling, distributed.all_reduce_sums(self.filter_stats(graph, paths)))
 
 
+def _first_tensor(value: Any) -> torch.Tensor:
+    """The first tensor of a module output (a head returns nested tuples and dicts: its `pred` comes first)."""
+    if isinstance(value, torch.Tensor):
+        return value
+    items = value.values() if isinstance(value, dict) else value
+    for item in items:
+        try:
+            return _first_tensor(item)
+        except TypeError:
+            continue
+    raise TypeError(f"no tensor in a module output of type {type(value).__name__}")
+
+
+def _pooled(t: torch.Tensor, size: int) -> torch.Tensor:
+    """A small per-image summary: feature maps average-pooled to size x size, other outputs to size² values."""
+    if t.ndim == 4:
+        return F.adaptive_avg_pool2d(t, size)
+    return F.adaptive_avg_pool1d(t.reshape(t.shape[0], 1, -1), size * size)
+
+
 class HSIC:
     """HSIC-Lasso per group (see pruning.hsic_lasso): each filter's output over the calibration images against
     the output of its ultralytics layer; a filter's score is its Lasso coefficient (0 = carries nothing new)."""
@@ -180,8 +200,7 @@ class HSIC:
 
         def keep(key: str):
             def hook(_m, _inp, out):
-                out = out[0] if isinstance(out, (tuple, list)) else out
-                feats[key].append(F.adaptive_avg_pool2d(out.detach().float(), self.pool).cpu())
+                feats[key].append(_pooled(_first_tensor(out).detach().float(), self.pool).cpu())
             return hook
 
         for path, module in filters.items():

@@ -1,0 +1,119 @@
+"""The pruning pipeline end to end, its resume, its refusals, and distributed scoring (tiny data, imgsz 64)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import fxgraph
+from pruning import pipeline, save_checkpoint
+from pruning.config import ConfigError, load_config
+from pruning.synthetic import ShapesConfig, make_shapes_dataset
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory) -> Path:
+    return make_shapes_dataset(tmp_path_factory.mktemp("data"), ShapesConfig(n_train=8, n_val=4, imgsz=64, seed=1))
+
+
+def _settings(tmp_path: Path, data: Path, **extra) -> dict:
+    base = dict(model="yolov8n-seg.yaml", data=str(data), imgsz=64, batch=4, pretrain_epochs=1, criterion="l1",
+                step_ratio=0.2, target=0.1, epochs_per_step=1, final_epochs=1, calib_images=4,
+                project=str(tmp_path / "runs"), name="exp")
+    base.update(extra)
+    return load_config(None, [f"{k}={v}" for k, v in base.items()])
+
+
+def test_end_to_end_writes_every_artefact_and_prunes_only_the_backbone(tmp_path, tiny_data):
+    out = pipeline.run(_settings(tmp_path, tiny_data))
+    report = json.loads((out / "report.json").read_text())
+    steps = [r["step"] for r in report["steps"]]
+    assert steps == [0, 1, "final"]
+    for name in ("report.md", "trend.png", "state.json", "weights/step0.pt", "weights/step1-pruned.pt",
+                 "weights/step1.pt", "weights/final.pt", "weights/final.onnx"):
+        assert (out / name).is_file(), name
+    assert report["steps"][1]["params"] < report["steps"][0]["params"]
+    assert "| 1 | l1 |" in (out / "report.md").read_text()
+    before = fxgraph.load_ultralytics(out / "weights/step0.pt")
+    after = fxgraph.load_ultralytics(out / "weights/final.pt")
+    outs = lambda m: {n: c.out_channels for n, c in m.named_modules() if isinstance(c, torch.nn.Conv2d)}
+    b, a = outs(before), outs(after)
+    assert any(a[n] < b[n] for n in b if int(n.split(".")[1]) <= 9)  # the backbone lost filters
+    assert all(a[n] == b[n] for n in b if int(n.split(".")[1]) >= 10)  # neck and head filters all kept
+    assert json.loads((out / "state.json").read_text())["done"] is True
+
+
+def test_resume_continues_from_the_last_finished_step(tmp_path, tiny_data, monkeypatch):
+    settings = _settings(tmp_path, tiny_data, target=0.9, max_steps=2, epochs_per_step=0, final_epochs=0,
+                         export="none")
+    real_step = pipeline._prune_step
+
+    def interrupted(k, *args, **kwargs):
+        if k == 2:
+            raise KeyboardInterrupt
+        return real_step(k, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "_prune_step", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.run(settings)
+    out = tmp_path / "runs" / "exp"
+    state = json.loads((out / "state.json").read_text())
+    assert state["step"] == 1 and not state["done"]
+    step1 = (out / "weights" / "step1-pruned.pt").stat().st_mtime_ns
+
+    monkeypatch.setattr(pipeline, "_prune_step", real_step)
+    assert pipeline.run({**settings, "resume": True}) == out
+    state = json.loads((out / "state.json").read_text())
+    assert state["done"] and state["step"] == 2 and [r["step"] for r in state["rows"]] == [0, 1, 2]
+    assert (out / "weights" / "step1-pruned.pt").stat().st_mtime_ns == step1  # step 1 was not redone
+    assert state["rows"][2]["params"] < state["rows"][1]["params"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["criterion=magic"], "criterion='magic' is not one of"),
+    (["data=/nonexistent/data.yaml"], "no such dataset yaml"),
+    (["--cfg", "MALFORMED"], "not valid YAML"),
+])
+def test_cli_refuses_bad_settings_and_writes_nothing(tmp_path, args, message):
+    (tmp_path / "bad.yaml").write_text("criterion: [unclosed\n")
+    args = [str(tmp_path / "bad.yaml") if a == "MALFORMED" else a for a in args]
+    res = subprocess.run([sys.executable, "-m", "pruning", *args, f"project={tmp_path / 'runs'}"], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 2 and message in res.stderr and "Traceback" not in res.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml"]
+
+
+def test_resume_without_a_run_is_refused(tmp_path, tiny_data):
+    with pytest.raises(Exception, match="no state.json"):
+        pipeline.run(_settings(tmp_path, tiny_data, resume=True))
+
+
+def test_distributed_scoring_equals_single_process(tmp_path, tiny_data):
+    weights = save_checkpoint(fxgraph.load_ultralytics("yolov8n-seg.yaml"), tmp_path / "w.pt", half=False)
+    common = ["score", "--pretrained", str(weights), f"data={tiny_data}", "imgsz=64", "calib_images=8", "batch=2"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for criterion in ("taylor", "hsic"):
+        single = tmp_path / f"{criterion}-single.json"
+        multi = tmp_path / f"{criterion}-multi.json"
+        res = subprocess.run([sys.executable, "-m", "pruning", *common, f"criterion={criterion}", "--out", str(single)],
+                             cwd=REPO, capture_output=True, text=True, timeout=600, env=env)
+        assert res.returncode == 0, res.stderr[-2000:]
+        res = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                              "--master_port", str(29500 + os.getpid() % 1000), "-m", "pruning", *common,
+                              f"criterion={criterion}", "--out", str(multi)],
+                             cwd=REPO, capture_output=True, text=True, timeout=600, env=env)
+        assert res.returncode == 0, res.stderr[-2000:]
+        assert "(2 process(es))" in res.stdout
+        a, b = json.loads(single.read_text()), json.loads(multi.read_text())
+        assert a.keys() == b.keys()
+        for k in a:
+            assert torch.allclose(torch.tensor(a[k]), torch.tensor(b[k]), rtol=1e-6, atol=1e-9), (criterion, k)
+        assert any(sum(v) > 0 for v in a.values())
