@@ -215,11 +215,12 @@ class RelevanceGraph:
         *,
         chunk: int = 1,
     ) -> Relevance:
-        """One forward of x against `refs` and one (batched) backward for the targets.
+        """One forward of x against `refs`, then one backward per target over that shared forward.
 
         `target(outputs)` must return (B,) or (B, D): D scalar targets per example, each *linear* in the outputs (a
-        selection or sum: DeepLIFT's completeness is stated for the graph's outputs).  The D backward passes run
-        batched with `vmap`, `chunk` targets at a time, over the one forward.
+        selection or sum: DeepLIFT's completeness is stated for the graph's outputs).  With `chunk` > 1 the backward
+        passes run `chunk` targets at a time batched with vmap (`is_grads_batched`); the default, one at a time,
+        is faster on CPU, where torch's legacy vmap falls back to loops for convolution backward.
         """
         if refs.batch not in (1, x.shape[0]):
             raise RelpropError(f"reference batch {refs.batch} must be 1 or the input batch {x.shape[0]}")

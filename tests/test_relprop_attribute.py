@@ -119,6 +119,18 @@ def test_batch_equals_one_by_one():
         torch.testing.assert_close(attr[i:i + 1], one, rtol=1e-12, atol=1e-14)
 
 
+def test_batched_backward_equals_one_target_at_a_time():
+    torch.manual_seed(5)
+    graph = relprop.relevance_graph(MaxPoolCNN().to(D), torch.randn(2, 1, 6, 6, dtype=D))
+    x, refs = torch.randn(2, 1, 6, 6, dtype=D), graph.reference(torch.zeros(1, 1, 6, 6, dtype=D))
+    loop = graph.relevance(x, refs, lambda o: o[0][:, :4], chunk=1)
+    vmap = graph.relevance(x, refs, lambda o: o[0][:, :4], chunk=3)
+    torch.testing.assert_close(vmap.attribution, loop.attribution, rtol=1e-12, atol=1e-14)
+    for key in loop.channels:
+        torch.testing.assert_close(vmap.channels[key], loop.channels[key], rtol=1e-12, atol=1e-14)
+    assert loop.attribution.shape == (2, 4, 1, 6, 6) and loop.delta.abs().max() < 1e-12
+
+
 def test_attribute_errors():
     model = MaxPoolCNN().to(D)
     x = torch.randn(2, 1, 6, 6, dtype=D)
