@@ -1,0 +1,452 @@
+"""Is the explanation right?  Faithfulness and cost of relprop against the other ways to explain a YOLO box (issue 6).
+
+    python benchmarks/faithfulness.py [--imgsz 320] [--drise-masks 500] [--ig-steps 16] [--threads 2]
+                                      [--shapes-weights PATH | --train-shapes] [--quick]
+
+Every method explains the same scalar per box — relprop's target "class": the sum, over the raw candidates matched to
+the box (IoU ≥ 0.7 with the detection, same class), of the class probability — on the same boxes:
+
+* relprop (DeepSHAP rules on the fx graph) against the black reference (default), a blurred reference, and K = 8
+  references (2 blurs, 2 grey-noise images, 4 half-image shifts of the image itself);
+* gradient × (x − x0) and Integrated Gradients (midpoint rule, `--ig-steps`) from the black reference, on the same
+  traced graph (`Explainer.graph.module`);
+* Grad-CAM and EigenCAM (pytorch-grad-cam) on the neck C2f layers 15, 18, 21 of the ultralytics model, Grad-CAM
+  targeted at the same score (EigenCAM is class- and box-agnostic by construction);
+* D-RISE (Petsiuk et al. 2021): `--drise-masks` RISE masks (16×16 grid, p = 0.5) over the black reference, weights =
+  max over raw candidates of IoU(box) × p(class); one forward per mask;
+* captum DeepLift / DeepLiftShap and shap DeepExplainer on the ultralytics model: run once, the error is recorded;
+  and on a small ReLU CNN, relprop.attribute against captum DeepLift / DeepLiftShap (float64), with times.
+
+Measures per box: energy pointing game (share of positive relevance inside the box), deletion and insertion AUC
+(5 % steps of the image pixels, most relevant first, replaced by / revealed from the metric reference; score ÷ score
+of the image) with the black reference and with the blurred one, completeness error |Σ R − (f(x) − f(x0))| / |f(x) −
+f(x0)| for methods with a reference, and wall time per box ÷ the median forward pass of the same graph measured on the
+same image in the same run.  Writes benchmarks/results/faithfulness.json, .md and faithfulness_maps.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("YOLO_OFFLINE", "1")
+os.environ.setdefault("YOLO_VERBOSE", "False")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import ultralytics  # noqa: E402
+
+import faith_methods as fm  # noqa: E402
+import fxgraph  # noqa: E402
+import relprop  # noqa: E402
+from faith_metrics import completeness_error, energy_pointing_game, perturbation_curves  # noqa: E402
+from relprop.image import Letterbox, read_image, reference_inputs, to_input  # noqa: E402
+from relprop.target import detections  # noqa: E402
+
+ASSETS = Path(ultralytics.__file__).parent / "assets"
+RESULTS = ROOT / "benchmarks" / "results"
+METHODS = ["relprop", "relprop_blur", "relprop_k8", "grad_x_input", "integrated_gradients", "gradcam", "eigencam",
+           "drise"]
+LABELS = {
+    "relprop": "relprop (black ref.)", "relprop_blur": "relprop (blur ref.)", "relprop_k8": "relprop (K=8 refs)",
+    "grad_x_input": "gradient × input", "integrated_gradients": "Integrated Gradients", "gradcam": "Grad-CAM (neck)",
+    "eigencam": "EigenCAM (neck)", "drise": "D-RISE",
+}
+PEERS = ["captum_deeplift", "captum_deepliftshap", "shap_deepexplainer"]
+
+
+def k_references(array: np.ndarray, seed: int) -> list[np.ndarray]:
+    """The K = 8 DeepSHAP references of an image (HWC BGR float): blurs at σ = max(H, W)/20 and /10, two grey images
+    with Gaussian noise (σ = 40 grey levels), and the image rolled by half its width, half its height, both, and
+    −¼ width with ½ height (natural-image statistics without the objects at their place)."""
+    h, w = array.shape[:2]
+    rng = np.random.default_rng(seed)
+    refs = [cv2.GaussianBlur(array, (0, 0), sigmaX=s, sigmaY=s) for s in (max(h, w) / 20, max(h, w) / 10)]
+    refs += [np.clip(127.5 + 40 * rng.standard_normal(array.shape), 0, 255).astype(np.float32) for _ in range(2)]
+    for dy, dx in ((0, w // 2), (h // 2, 0), (h // 2, w // 2), (h // 2, -w // 4)):
+        refs.append(np.roll(array, (dy, dx), axis=(0, 1)))
+    return refs
+
+
+def forward_time(module, x: torch.Tensor, repeats: int = 5) -> float:
+    with torch.no_grad():
+        module(x.unsqueeze(0))
+        ts = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            module(x.unsqueeze(0))
+            ts.append(time.perf_counter() - t)
+    return statistics.median(ts)
+
+
+def timed(fn):
+    t = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t
+
+
+def run_dataset(name: str, weights, imgsz: int, items: list[tuple[Path, list | None]], args,
+                figure_boxes: set[tuple[str, int]], peers: bool) -> dict:
+    """Explain every box of every image with every method; per-box records (and maps for the figure)."""
+    ex = relprop.Explainer(weights, imgsz)
+    g = ex.graph
+    model = fxgraph.load_ultralytics(weights).float().eval()
+    for p in model.parameters():
+        p.requires_grad_(True)
+    cam_model = fm.PredOnly(model)
+    records, figure, peer_results, skipped = [], {}, None, []
+    for image_path, gt in items:
+        array = read_image(image_path)
+        lb = Letterbox.fit(array.shape[:2], g.imgsz)
+        x = to_input(array, lb, g.dtype, g.device)[0]
+        x0 = reference_inputs("black", array, lb, g.dtype, g.device)[0]
+        x_blur = reference_inputs("blur", array, lb, g.dtype, g.device)[0]
+        valid = np.zeros(g.imgsz, dtype=bool)
+        valid[lb.top:lb.top + lb.new_unpad[1], lb.left:lb.left + lb.new_unpad[0]] = True
+        refs8 = k_references(array, args.seed)
+        t_fwd = forward_time(g.module, x)
+        with torch.no_grad():
+            pred = g.module(x.unsqueeze(0))[0][0]
+        if gt is None:
+            boxes = [(lb.box_to_original(d.box, clip=False), d.cls) for d in detections(pred, g.nc)]
+            iou = 0.7
+        else:
+            boxes, iou = [(np.asarray(b, dtype=np.float64), c) for b, c in gt], args.gt_iou
+        image_records = []
+        for bi, (box, cls) in enumerate(boxes):
+            torch.manual_seed(args.seed)
+            try:
+                e_black, t_black = timed(lambda: ex.explain(array, box, cls=cls, iou=iou))
+            except relprop.NoMatchError as exc:
+                skipped.append({"image": image_path.name, "box": np.round(box, 1).tolist(), "cls": int(cls),
+                                "reason": str(exc).split(";")[0]})
+                continue
+            cls, cands, box_in = e_black.cls, e_black.candidates, e_black.box_input
+            score = fm.box_score(cls, cands)
+            f = fm.graph_score(g.module, score)
+            maps, times, compl = {}, {}, {}
+            maps["relprop"], times["relprop"] = e_black.input_relevance.sum(0).numpy(), t_black
+            compl["relprop"] = abs(e_black.delta) / abs(e_black.score - e_black.reference_score)
+            for key, baseline in (("relprop_blur", "blur"), ("relprop_k8", refs8)):
+                e, t = timed(lambda: ex.explain(array, box, cls=cls, iou=iou, baseline=baseline))
+                assert np.array_equal(np.sort(e.candidates), np.sort(cands)), "same box, same candidates"
+                maps[key], times[key] = e.input_relevance.sum(0).numpy(), t
+                compl[key] = abs(e.delta) / abs(e.score - e.reference_score)
+            with torch.no_grad():
+                s_x, s_x0 = float(f(x.unsqueeze(0))[0]), float(f(x0.unsqueeze(0))[0])
+            (attr, total), t = timed(lambda: fm.gradient_x_input(f, x, x0))
+            maps["grad_x_input"], times["grad_x_input"] = attr.sum(0).numpy(), t
+            compl["grad_x_input"] = completeness_error(total, s_x, s_x0)
+            (attr, total), t = timed(lambda: fm.integrated_gradients(f, x, x0, steps=args.ig_steps))
+            maps["integrated_gradients"], times["integrated_gradients"] = attr.sum(0).numpy(), t
+            compl["integrated_gradients"] = completeness_error(total, s_x, s_x0)
+            for key in ("gradcam", "eigencam"):
+                maps[key], times[key] = timed(lambda: fm.cam_map(key, cam_model, x, cls, cands))
+            if peers and peer_results is None:
+                peer_results = run_peers(weights, x, x0, x_blur, cls, cands)
+            image_records.append({"dataset": name, "image": image_path.name, "box": np.round(box, 2).tolist(),
+                                  "box_input": np.round(box_in, 2).tolist(), "cls": int(cls),
+                                  "candidates": len(cands), "score": s_x, "maps": maps, "times": times,
+                                  "completeness": compl, "f": f})
+        if not image_records:
+            continue
+        # D-RISE: the N masked forwards are shared by all boxes of the image; one box alone costs them all.
+        d = fm.drise(g.module, x, x0, [(np.asarray(r["box_input"]), r["cls"]) for r in image_records], g.nc,
+                     n=args.drise_masks, batch=args.batch, seed=args.seed)
+        for r, m in zip(image_records, d["maps"]):
+            r["maps"]["drise"] = m
+            r["times"]["drise"] = d["t_forward"] + d["t_weight"] / len(image_records)
+            r["drise_amortized_time"] = (d["t_forward"] + d["t_weight"]) / len(image_records)
+        for bi, r in enumerate(image_records):
+            metrics = {}
+            for key in METHODS:
+                m = {"pointing_game": energy_pointing_game(r["maps"][key], np.asarray(r["box_input"]), valid)}
+                for ref_name, ref in (("black", x0), ("blur", x_blur)):
+                    c = perturbation_curves(r["f"], x, ref, r["maps"][key], valid, batch=args.batch)
+                    m[f"deletion_{ref_name}"], m[f"insertion_{ref_name}"] = c["deletion_auc"], c["insertion_auc"]
+                    m[f"curves_{ref_name}"] = {"deletion": c["deletion"], "insertion": c["insertion"]}
+                m["completeness_error"] = r["completeness"].get(key)
+                m["time_s"] = r["times"][key]
+                m["time_x_forward"] = r["times"][key] / t_fwd
+                metrics[key] = m
+            r["metrics"], r["forward_s"] = metrics, t_fwd
+            if (image_path.name, bi) in figure_boxes:
+                figure[(image_path.name, bi)] = {"image": x.permute(1, 2, 0).numpy(), "valid": valid,
+                                                 "box": r["box_input"], "cls": r["cls"],
+                                                 "maps": dict(r["maps"]), "title": f"{image_path.name} box {bi}"}
+            print(f"  {name} {image_path.name} box {bi}: " + ", ".join(
+                f"{k} del {metrics[k]['deletion_black']:.3f} ins {metrics[k]['insertion_black']:.3f}" for k in
+                ("relprop", "integrated_gradients", "drise")), flush=True)
+            del r["maps"], r["f"], r["times"], r["completeness"]
+            records.append(r)
+    return {"records": records, "figure": figure, "peers": peer_results, "skipped": skipped,
+            "names": {int(k): v for k, v in g.names.items()}}
+
+
+def run_peers(weights, x, x0, x_blur, cls, cands) -> list[dict]:
+    """captum DeepLift / DeepLiftShap and shap DeepExplainer on the ultralytics model (a fresh copy each: a failed
+    attempt may leave hooks behind)."""
+    out = []
+    base = fxgraph.load_ultralytics(weights).float().eval()
+    refs = torch.stack([x0, x_blur])
+    attempts = {
+        "captum_deeplift": lambda m: fm.captum_deeplift(m, x, x0),
+        "captum_deepliftshap": lambda m: fm.captum_deeplift(m, x, x0, shap_refs=refs),
+        "shap_deepexplainer": lambda m: fm.shap_deep(m, x, refs),
+    }
+    for name, fn in attempts.items():
+        model = fm.ScoreModel(copy.deepcopy(base), cls, cands)
+        r = fm.try_peer(name, lambda: fn(model))
+        attr = r.pop("attr")
+        if attr is not None:  # it ran: say how far from complete it is
+            with torch.no_grad():
+                s, s0 = float(model(x.unsqueeze(0))[0, 0]), float(model(x0.unsqueeze(0))[0, 0])
+            r["completeness_error"] = completeness_error(float(attr.sum()), s, s0)
+        out.append(r)
+    return out
+
+
+# -- summary, table, figure --------------------------------------------------------------------------------------------
+
+FIELDS = ["pointing_game", "deletion_black", "insertion_black", "deletion_blur", "insertion_blur",
+          "completeness_error", "time_x_forward"]
+
+
+def summarise(records: list[dict]) -> dict:
+    out = {}
+    for key in METHODS:
+        row = {}
+        for field in FIELDS:
+            vals = [r["metrics"][key][field] for r in records if r["metrics"][key][field] is not None]
+            vals = [v for v in vals if np.isfinite(v)]
+            if vals:
+                row[field] = {"mean": float(np.mean(vals)), "std": float(np.std(vals)), "n": len(vals)}
+        out[key] = row
+    return out
+
+
+def fmt(cell: dict | None, digits: int = 3, pm: bool = True) -> str:
+    if not cell:
+        return "–"
+    if pm:
+        return f"{cell['mean']:.{digits}f} ± {cell['std']:.{digits}f}"
+    return f"{cell['mean']:.{digits}g}"
+
+
+def table(summary: dict, peers: list[dict] | None) -> list[str]:
+    lines = ["| method | pointing game ↑ | deletion AUC ↓ (black) | insertion AUC ↑ (black) | deletion AUC ↓ (blur) "
+             "| insertion AUC ↑ (blur) | completeness error | time per box ×fwd |",
+             "|---|---|---|---|---|---|---|---|"]
+    for key in METHODS:
+        s = summary[key]
+        ce = s.get("completeness_error")
+        lines.append(f"| {LABELS[key]} | {fmt(s.get('pointing_game'))} | {fmt(s.get('deletion_black'))} | "
+                     f"{fmt(s.get('insertion_black'))} | {fmt(s.get('deletion_blur'))} | "
+                     f"{fmt(s.get('insertion_blur'))} | {'–' if not ce else format(ce['mean'], '.2e')} | "
+                     f"{fmt(s.get('time_x_forward'), 1, pm=False) if s.get('time_x_forward') else '–'} |")
+    for p in peers or []:
+        what = p["error"] if not p["ok"] else f"ran; completeness error {p.get('completeness_error', float('nan')):.2e}"
+        lines.append(f"| {p['name']} (YOLOv8) | failed: {what.replace('|', '/')} | | | | | | |")
+    return lines
+
+
+def figure(fig_maps: dict, path: Path, names: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    rows = list(fig_maps.values())
+    cols = 1 + len(METHODS)
+    fig, axes = plt.subplots(len(rows), cols, figsize=(1.9 * cols, 2.3 * len(rows)), squeeze=False)
+    for i, row in enumerate(rows):
+        valid = row["valid"]
+        ys, xs = np.where(valid)
+        sl = (slice(ys.min(), ys.max() + 1), slice(xs.min(), xs.max() + 1))
+        b = np.asarray(row["box"]) - [xs.min(), ys.min(), xs.min(), ys.min()]
+        panels = [("image", row["image"][sl])] + [(k, row["maps"][k][sl]) for k in METHODS]
+        for j, (key, img) in enumerate(panels):
+            ax = axes[i, j]
+            if key == "image":
+                ax.imshow(np.clip(img, 0, 1))
+                ax.set_title(f"{row['title']}\n{names.get(row['cls'], row['cls'])}", fontsize=8)
+            else:
+                gray = row["image"][sl].mean(-1)
+                ax.imshow(gray, cmap="gray", alpha=1.0)
+                lim = np.abs(img).max() or 1.0
+                signed = img.min() < 0
+                ax.imshow(img, cmap="bwr" if signed else "jet", vmin=-lim if signed else 0, vmax=lim, alpha=0.6)
+                if i == 0:
+                    ax.set_title(LABELS[key], fontsize=8)
+            ax.add_patch(Rectangle((b[0], b[1]), b[2] - b[0], b[3] - b[1], fill=False, ec="lime", lw=1))
+            ax.set_xticks([])
+            ax.set_yticks([])
+    fig.suptitle("Relevance of the box's class score (red +, blue −; CAMs and D-RISE are non-negative, jet)",
+                 fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# -- synthetic shapes (optional: needs a detector trained on them) -----------------------------------------------------
+
+def train_shapes(out: Path, minutes: float = 4.5) -> Path:
+    """Train yolov8n from scratch on the synthetic shapes (128 px) for `minutes` on the CPU; returns best.pt."""
+    from pruning.synthetic import ShapesConfig, make_shapes_dataset
+    from ultralytics import YOLO
+
+    data = make_shapes_dataset(out / "shapes", ShapesConfig())
+    YOLO("yolov8n.yaml").train(data=str(data), imgsz=128, epochs=300, time=minutes / 60, batch=16, workers=0,
+                               device="cpu", plots=False, amp=False, project=str(out / "runs"), name="n",
+                               exist_ok=True, seed=0, deterministic=True, verbose=False)
+    return out / "runs" / "n" / "weights" / "best.pt"
+
+
+def shapes_items(root: Path, limit: int) -> list[tuple[Path, list]]:
+    """Validation images of the synthetic set with their ground-truth boxes (xyxy pixels, class)."""
+    from pruning.synthetic import ShapesConfig, make_shapes_dataset
+
+    data = make_shapes_dataset(root / "shapes", ShapesConfig())
+    images = sorted((Path(data).parent / "images" / "val").glob("*"))[:limit]
+    items = []
+    for img in images:
+        h, w = cv2.imread(str(img)).shape[:2]
+        label = Path(str(img).replace("/images/", "/labels/")).with_suffix(".txt")
+        boxes = []
+        for line in label.read_text().splitlines():
+            v = [float(t) for t in line.split()]
+            pts = np.asarray(v[1:]).reshape(-1, 2) * [w, h]
+            boxes.append(((pts[:, 0].min(), pts[:, 1].min(), pts[:, 0].max(), pts[:, 1].max()), int(v[0])))
+        items.append((img, boxes))
+    return items
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--imgsz", type=int, default=320)
+    ap.add_argument("--drise-masks", type=int, default=500)
+    ap.add_argument("--ig-steps", type=int, default=16)
+    ap.add_argument("--batch", type=int, default=8, help="batch of the masked / perturbed forwards")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--shapes-weights", type=Path, help="a detector trained on pruning.synthetic shapes")
+    ap.add_argument("--train-shapes", action="store_true", help="train one (yolov8n, ~4.5 min CPU) if none is given")
+    ap.add_argument("--shapes-images", type=int, default=6)
+    ap.add_argument("--shapes-root", type=Path, default=Path("/tmp/faithfulness_shapes"))
+    ap.add_argument("--gt-iou", type=float, default=0.5, help="IoU to match a ground-truth box to candidates")
+    ap.add_argument("--quick", action="store_true", help="bus.jpg only, 64 masks (a smoke run; results not written)")
+    ap.add_argument("--out", type=Path, default=RESULTS)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    np.random.seed(args.seed)
+    if args.quick:
+        args.drise_masks = 64
+    load0 = os.getloadavg()
+    t_start = time.time()
+
+    print("small ReLU CNN: relprop.attribute vs captum", flush=True)
+    cnn = {"relu_only": fm.small_cnn_check(seed=args.seed, pool=False), "with_maxpool": fm.small_cnn_check(
+        seed=args.seed, pool=True)}
+
+    images = ["bus.jpg"] if args.quick else ["bus.jpg", "zidane.jpg"]
+    fig_boxes = {("bus.jpg", 0), ("zidane.jpg", 0)}
+    print("embedded YOLOv8s on", images, flush=True)
+    real = run_dataset("embedded YOLOv8s", None, args.imgsz, [(ASSETS / n, None) for n in images], args, fig_boxes,
+                       peers=True)
+    datasets = {"real": real}
+    shapes_note = None
+    weights = args.shapes_weights
+    if weights is None and args.train_shapes and not args.quick:
+        weights = train_shapes(args.shapes_root)
+    if weights is not None and not args.quick:
+        print("synthetic shapes with", weights, flush=True)
+        datasets["shapes"] = run_dataset("shapes yolov8n", str(weights), 128,
+                                         shapes_items(args.shapes_root, args.shapes_images), args, set(), peers=False)
+    else:
+        shapes_note = "synthetic shapes left out: no detector trained on them was given (--shapes-weights/--train-shapes)"
+
+    result = {
+        "command": "python benchmarks/faithfulness.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, {args.threads} threads, "
+                   f"CPU; load average before/after {load0[0]:.2f}/{os.getloadavg()[0]:.2f}",
+        "settings": {"imgsz": args.imgsz, "drise_masks": args.drise_masks, "drise_grid": 16, "drise_p": 0.5,
+                     "ig_steps": args.ig_steps, "k_references": 8, "seed": args.seed, "steps": "5 %",
+                     "target": "class (Σ over matched candidates of the class probability)",
+                     "gt_iou": args.gt_iou, "shapes_images": args.shapes_images},
+        "small_cnn": cnn,
+        "peers_on_yolov8": real["peers"],
+        "shapes_note": shapes_note,
+        "runtime_s": time.time() - t_start,
+    }
+    for key, ds in datasets.items():
+        result[key] = {"summary": summarise(ds["records"]), "boxes": len(ds["records"]), "skipped": ds["skipped"],
+                       "records": ds["records"]}
+    if args.quick:
+        print("\n".join(table(result["real"]["summary"], real["peers"])))
+        print(json.dumps(cnn, indent=1))
+        return 0
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "faithfulness.json").write_text(json.dumps(result, indent=1, default=float))
+    figure(real["figure"], args.out / "faithfulness_maps.png", real["names"])
+    (args.out / "faithfulness.md").write_text(markdown(result, datasets))
+    print((args.out / "faithfulness.md").read_text())
+    return 0
+
+
+def markdown(result: dict, datasets: dict) -> str:
+    s = result["settings"]
+    cnn = result["small_cnn"]
+    lines = ["# Faithfulness and cost of box explanations (issue 6)", "",
+             f"Command: `{result['command'].strip()}`.  Machine: {result['machine']}.  imgsz {s['imgsz']}; "
+             f"D-RISE {s['drise_masks']} masks (16×16 grid, p 0.5); IG {s['ig_steps']} steps; relprop K=8 references "
+             "(2 blurs σ=max(H,W)/20 and /10, 2 grey+noise images, 4 half-image shifts); seed "
+             f"{s['seed']}.  Explained score: {s['target']}.  Mean ± std over boxes.", ""]
+    for key, title in (("real", "Embedded YOLOv8s (Normal/Fall) on bus.jpg and zidane.jpg, every NMS detection"),
+                       ("shapes", "yolov8n trained briefly on the synthetic shapes, ground-truth boxes of val images")):
+        if key not in result:
+            continue
+        lines += [f"## {title} ({result[key]['boxes']} boxes)", ""]
+        lines += table(result[key]["summary"], result["peers_on_yolov8"] if key == "real" else None)
+        if result[key]["skipped"]:
+            lines += ["", f"{len(result[key]['skipped'])} ground-truth boxes had no candidate of their class with "
+                      f"IoU ≥ {s['gt_iou']} (the detector misses them) and were skipped."]
+        lines.append("")
+    if result.get("shapes_note"):
+        lines += [result["shapes_note"] + ".", ""]
+    lines += ["Deletion/insertion: the image pixels (letterbox padding excluded) ranked by the map, 5 % steps, "
+              "replaced by / revealed from the reference named in the column (black = the image content black, "
+              "relprop's default reference; blur = Gaussian blur σ = max(H,W)/20); score ÷ score of the image; "
+              "trapezoid area.  Time per box ÷ one forward pass of the same graph (median of 5, same image, same run); "
+              "D-RISE's time is its N masked forwards (shared when several boxes of one image are explained: "
+              "amortised times are in the JSON); relprop's includes the reference pass when it is not cached.  "
+              "Completeness error: |Σ R − (f(x) − f(x0))| / |f(x) − f(x0)|.", "",
+              "## relprop.attribute vs captum on a small ReLU CNN (float64)", "",
+              "| model | max abs diff DeepLift | max abs diff DeepLiftShap (K refs) | relprop completeness | captum "
+              "completeness | time relprop / captum DeepLift | time relprop / captum DeepLiftShap |",
+              "|---|---|---|---|---|---|---|"]
+    for key, c in cnn.items():
+        t = c["time_s"]
+        lines.append(f"| {c['model']} | {c['deeplift_max_abs_diff']:.1e} | {c['deepliftshap_max_abs_diff']:.1e} | "
+                     f"{c['relprop_completeness_max']:.1e} | {c['captum_completeness_max']:.1e} | "
+                     f"{t['relprop']*1e3:.1f} ms / {t['captum_deeplift']*1e3:.1f} ms | "
+                     f"{t['relprop_k']*1e3:.1f} ms / {t['captum_deepliftshap']*1e3:.1f} ms |")
+    lines += ["", "(relprop times with the traced graph reused; with tracing each call: see the JSON.)", "",
+              "Figure: `benchmarks/results/faithfulness_maps.png`.", ""]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
