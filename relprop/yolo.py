@@ -23,7 +23,7 @@ import fxgraph
 
 from .composites import RulesSpec
 from .engine import References, Relevance, RelevanceGraph
-from .errors import RelpropError
+from .errors import BoxError, RelpropError
 from .explanation import Explanation
 from .image import Letterbox, read_image, reference_inputs, to_input
 from .target import TARGETS, Target, check_inside, detections, match, parse_box
@@ -34,7 +34,8 @@ os.environ.setdefault("YOLO_OFFLINE", "1")
 class Explainer:
     """A detector traced at one input size and rewritten with relevance rules, ready to explain images.
 
-    `model`: weights path, .yaml, `YOLO`, ultralytics model, None (the embedded model) or an `fxgraph.FlatGraph`.
+    `model`: weights path, .yaml, `YOLO`, ultralytics model, None (the embedded model) or an `fxgraph.FlatGraph`
+    (used as is, and moved / cast in place when `device` / `dtype` are given).
     BatchNorm is folded into the convolutions (`fold_bn`, exact up to rounding; channel keys are the conv paths),
     which makes both the forward and the backward cheaper.  `dtype=torch.float64` gives exact completeness checks.
     """
@@ -78,13 +79,14 @@ class Explainer:
         *,
         target: str = "class",
         iou: float = 0.7,
-        cls: int | None = None,
+        cls: int | Sequence[int] | None = None,
         baseline: Any = "black",
         conf: float = 0.25,
         max_det: int = 300,
         batch: int = 4,
     ) -> Explanation | list[Explanation]:
-        """Explain one box (→ Explanation) or, with `box=None`, every detection after NMS (→ list, maybe empty).
+        """Explain one box (→ Explanation), several boxes ((n, 4) or a list of boxes → list; `cls` may be a list), or,
+        with `box=None`, every detection after NMS (→ list, maybe empty).  All of them share one forward pass.
 
         See `relprop.explain` for the arguments.
         """
@@ -92,10 +94,9 @@ class Explainer:
             raise RelpropError(f"target must be one of {TARGETS}; got '{target}'")
         array = read_image(image)
         lb = Letterbox.fit(array.shape[:2], self.imgsz)
-        given = None
-        if box is not None:
-            given = parse_box(box)
-            check_inside(given, array.shape[:2])
+        given, single = _boxes(box)
+        for b in given or ():
+            check_inside(b, array.shape[:2])
         g = self.graph
         x = to_input(array, lb, g.dtype, g.device)
         x0 = reference_inputs(baseline, array, lb, g.dtype, g.device)
@@ -121,15 +122,21 @@ class Explainer:
                 return []  # no detection to explain (box=None only)
             total = _accumulate(total, part)
         assert total is not None
-        return self._explanations(total, k, found["targets"], found["confs"], array, lb, given, baseline)
+        out = self._explanations(total, k, found["targets"], found["confs"], array, lb, given, baseline)
+        return out[0] if single else out
 
-    def _targets(self, pred: torch.Tensor, lb: Letterbox, given: np.ndarray | None, kind: str, iou: float,
-                 cls: int | None, conf: float, max_det: int) -> tuple[list[Target], list[float]]:
+    def _targets(self, pred: torch.Tensor, lb: Letterbox, given: list[np.ndarray] | None, kind: str, iou: float,
+                 cls: int | Sequence[int] | None, conf: float, max_det: int) -> tuple[list[Target], list[float]]:
         nc = self.graph.nc
         if given is not None:
-            t = match(pred, lb.box_to_input(given), nc, iou=iou, cls=cls, kind=kind, shown=given)
-            best = pred[4 + t.cls, torch.as_tensor(t.candidates, device=pred.device)].max()
-            return [t], [float(best.detach())]
+            classes = list(cls) if isinstance(cls, (list, tuple)) else [cls] * len(given)
+            if len(classes) != len(given):
+                raise BoxError(f"{len(classes)} classes given for {len(given)} boxes")
+            found = [match(pred, lb.box_to_input(b), nc, iou=iou, cls=c, kind=kind, shown=b)
+                     for b, c in zip(given, classes)]
+            confs = [float(pred[4 + t.cls, torch.as_tensor(t.candidates, device=pred.device)].max().detach())
+                     for t in found]
+            return found, confs
         dets = detections(pred, nc, conf=conf, iou=iou, max_det=max_det)
         if cls is not None:
             dets = [d for d in dets if d.cls == int(cls)]
@@ -138,7 +145,7 @@ class Explainer:
         return found, [d.conf for d in dets]
 
     def _explanations(self, total: Relevance, k: int, found: list[Target], confs: list[float], array: np.ndarray,
-                      lb: Letterbox, given: np.ndarray | None, baseline: Any) -> Explanation | list[Explanation]:
+                      lb: Letterbox, given: list[np.ndarray] | None, baseline: Any) -> list[Explanation]:
         attribution = total.attribution.sum(0) / k             # (D, 3, h, w): the mean over the K references
         score = total.score[0]
         reference_score = total.reference_score.sum(0) / k
@@ -149,7 +156,7 @@ class Explainer:
         for d, t in enumerate(found):
             rel = attribution[d].detach().cpu()
             heat = lb.map_to_original(rel.sum(0).double().numpy())
-            box = given if given is not None else lb.box_to_original(t.box, clip=False)
+            box = given[d] if given is not None else lb.box_to_original(t.box, clip=False)
             out.append(Explanation(
                 heatmap=heat,
                 input_relevance=rel,
@@ -168,7 +175,24 @@ class Explainer:
                 baseline=_describe(baseline, k),
                 image=image,
             ))
-        return out[0] if given is not None else out
+        return out
+
+
+def _boxes(box: Any) -> tuple[list[np.ndarray] | None, bool]:
+    """None → (None, False); one box → ([box], True); several boxes (an (n, 4) array or list of boxes) → (boxes, False)."""
+    if box is None:
+        return None, False
+    if isinstance(box, str):
+        return [parse_box(box)], True
+    try:
+        arr = np.asarray(box, dtype=np.float64)
+    except (TypeError, ValueError):
+        return [parse_box(box)], True  # parse_box raises the informative error
+    if arr.ndim == 2:
+        if arr.shape[0] == 0:
+            raise BoxError("an empty list of boxes")
+        return [parse_box(b) for b in arr], False
+    return [parse_box(box)], True
 
 
 class _NoTargets(Exception):
@@ -244,7 +268,7 @@ def explain(
     *,
     target: str = "class",
     iou: float = 0.7,
-    cls: int | None = None,
+    cls: int | Sequence[int] | None = None,
     baseline: Any = "black",
     conf: float = 0.25,
     max_det: int = 300,
@@ -258,7 +282,8 @@ def explain(
 
     model     weights path / .yaml / `YOLO` / ultralytics model / None (embedded) / FlatGraph / Explainer
     image     path, numpy HWC BGR array (as cv2 reads), PIL image, or tensor (3, H, W) RGB in [0, 1]
-    box       (x1, y1, x2, y2) in original-image pixels (or "x1,y1,x2,y2"); None → every detection after NMS
+    box       (x1, y1, x2, y2) in original-image pixels (or "x1,y1,x2,y2"); several boxes (n, 4) → a list;
+              None → every detection after NMS (a list)
     target    "class": Σ over matched candidates of the probability of the box's class; "box": Σ of their x, y, w, h
               outputs (input pixels); "all": both (see `relprop.target`)
     iou       candidates with IoU ≥ iou with the box are matched (and the NMS IoU threshold when box is None)
@@ -272,8 +297,8 @@ def explain(
               or a `relprop.Composite`
     """
     array = read_image(image)  # fail fast on a bad image or box, before tracing the model
-    if box is not None:
-        check_inside(parse_box(box), array.shape[:2])
+    for b in _boxes(box)[0] or ():
+        check_inside(b, array.shape[:2])
     ex = explainer(model, imgsz, rules=rules, device=device, dtype=dtype)
     return ex.explain(array, box, target=target, iou=iou, cls=cls, baseline=baseline, conf=conf, max_det=max_det,
                       batch=batch)

@@ -119,6 +119,17 @@ def test_explain_all_equals_each_alone(real, real_all):
             np.testing.assert_allclose(alone.channels[key], e.channels[key], rtol=1e-4, atol=1e-6)
 
 
+def test_several_given_boxes_share_one_call(real, real_all):
+    boxes = [e.box for e in real_all[:3]]
+    together = real.explain(BUS, boxes, cls=[e.cls for e in real_all[:3]])
+    assert isinstance(together, list) and len(together) == 3
+    for t, e in zip(together, real_all[:3]):
+        np.testing.assert_array_equal(t.candidates, e.candidates)
+        torch.testing.assert_close(t.input_relevance, e.input_relevance, rtol=1e-5, atol=1e-7)
+    with pytest.raises(relprop.BoxError, match="2 classes given for 3 boxes"):
+        real.explain(BUS, boxes, cls=[0, 0])
+
+
 def test_target_sums_class_probability_of_matched_candidates(real, real_all):
     e = real_all[0]
     pred = real.graph.module(relprop.image.to_input(read_image(BUS), Letterbox.fit((1080, 810), (160, 160)),
