@@ -24,8 +24,8 @@ CLASSES = ("circle", "triangle", "square", "star")
 class ShapesConfig:
     """What determines the dataset; its hash names the folder, so changed settings never reuse stale files."""
 
-    n_train: int = 96
-    n_val: int = 24
+    n_train: int = 160
+    n_val: int = 40
     imgsz: int = 128
     max_objects: int = 3
     seed: int = 0
@@ -74,7 +74,7 @@ def _sample(rng: np.random.Generator, cfg: ShapesConfig) -> tuple[np.ndarray, li
     placed: list[tuple[float, float, float]] = []
     for _ in range(int(rng.integers(1, cfg.max_objects + 1))):
         for _attempt in range(20):
-            r = rng.uniform(0.1, 0.22) * size
+            r = rng.uniform(0.12, 0.24) * size
             cx, cy = rng.uniform(r, size - r, 2)
             if all(math.hypot(cx - x, cy - y) > r + q + 2 for x, y, q in placed):
                 break
