@@ -65,8 +65,7 @@ def _score(settings: dict, out: str | None) -> int:
 
     from . import distributed
     from .api import analyze
-    from .calibration import load_calibration
-    from .pipeline import _task, build_criterion, dataset
+    from .pipeline import build_criterion, dataset, lazy_calibration
 
     if settings["pretrained"] is None:
         raise PruningError("score needs --pretrained WEIGHTS")
@@ -74,9 +73,7 @@ def _score(settings: dict, out: str | None) -> int:
     try:
         data = dataset(settings)
         graph = fxgraph.trace(settings["pretrained"], settings["imgsz"])
-        calib = lambda: load_calibration(data, _task(settings["pretrained"]), settings["imgsz"],
-                                         settings["calib_images"], batch=min(settings["batch"],
-                                                                             settings["calib_images"])).shard(rank, world)
+        calib = lazy_calibration(settings, data, settings["pretrained"], rank, world)
         scores = build_criterion(settings["criterion"], settings, calib)(graph, analyze(graph))
         if rank == 0:
             text = json.dumps({k: v.tolist() for k, v in scores.items()}, indent=1)

@@ -15,8 +15,7 @@ import fxgraph
 
 from .api import analyze, prune
 from .api import plan as make_plan
-from .calibration import load_calibration
-from .pipeline import _finetune, _initial_weights, _task, build_criterion, dataset, measure, run_dir
+from .pipeline import _finetune, _initial_weights, build_criterion, dataset, lazy_calibration, measure, run_dir
 from .report import COLUMNS, markdown_table
 
 COMPARE_COLUMNS = (("criterion", "criterion", "{}"), ("ratio", "ratio", "{:.2f}")) + COLUMNS[2:]
@@ -31,14 +30,7 @@ def compare(settings: dict[str, Any]) -> Path:
     start = _initial_weights(settings, data, out, weights_dir)
     base = measure(start, settings, data, out, 0, "-")
     rows = [{**base, "criterion": "unpruned", "ratio": 0.0}]
-    calib = []
-
-    def calibration():
-        if not calib:
-            calib.append(load_calibration(data, _task(start), settings["imgsz"], settings["calib_images"],
-                                          batch=min(settings["batch"], settings["calib_images"])))
-        return calib[0]
-
+    calibration = lazy_calibration(settings, data, start)
     graph = fxgraph.trace(start, settings["imgsz"])
     coupling = analyze(graph)
     for name in settings["compare_criteria"]:

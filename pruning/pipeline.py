@@ -50,6 +50,21 @@ def build_criterion(name: str, settings: dict[str, Any], calibration: Callable[[
     return get_criterion(name)
 
 
+def lazy_calibration(settings: dict[str, Any], data: Path, weights: str | Path, rank: int = 0,
+                     world: int = 1) -> Callable[[], Calibration]:
+    """A function returning the calibration batches (this rank's shard), read from `data` on first call only."""
+    cache: list[Calibration] = []
+
+    def calibration() -> Calibration:
+        if not cache:
+            full = load_calibration(data, _task(weights), settings["imgsz"], settings["calib_images"],
+                                    batch=min(settings["batch"], settings["calib_images"]))
+            cache.append(full.shard(rank, world))
+        return cache[0]
+
+    return calibration
+
+
 def dataset(settings: dict[str, Any]) -> Path:
     """The data yaml of the run: the user's, or the synthetic shapes written once under `<project>/../datasets`."""
     if settings["data"] is not None:
@@ -122,14 +137,7 @@ def run(settings: dict[str, Any]) -> Path:
         return out
     base = state["rows"][0]
     metric = settings["target_metric"]
-    calib: list[Calibration] = []
-
-    def calibration() -> Calibration:
-        if not calib:
-            calib.append(load_calibration(data, _task(state["weights"]), settings["imgsz"], settings["calib_images"],
-                                          batch=min(settings["batch"], settings["calib_images"])))
-        return calib[0]
-
+    calibration = lazy_calibration(settings, data, state["weights"])
     while state["stop"] is None:
         last = state["rows"][-1]
         removed = 1 - last[metric] / base[metric]

@@ -117,3 +117,15 @@ def test_distributed_scoring_equals_single_process(tmp_path, tiny_data):
         for k in a:
             assert torch.allclose(torch.tensor(a[k]), torch.tensor(b[k]), rtol=1e-6, atol=1e-9), (criterion, k)
         assert any(sum(v) > 0 for v in a.values())
+
+
+def test_compare_writes_a_row_per_criterion_and_ratio_and_a_plot(tmp_path, tiny_data):
+    from pruning.compare import compare
+
+    settings = _settings(tmp_path, tiny_data, epochs_per_step=0, compare_criteria="[l1,random]",
+                         compare_ratios="[0.3]")
+    out = compare(settings)
+    rows = json.loads((out / "compare.json").read_text())["rows"]
+    assert [(r["criterion"], r["ratio"]) for r in rows] == [("unpruned", 0.0), ("l1", 0.3), ("random", 0.3)]
+    assert rows[1]["params"] < rows[0]["params"] and rows[1]["params"] != rows[2]["params"]
+    assert (out / "compare.png").read_bytes()[:4] == b"\x89PNG" and "| random | 0.30 |" in (out / "compare.md").read_text()
