@@ -123,6 +123,8 @@ def run_dataset(name: str, weights, imgsz: int, items: list[tuple[Path, list | N
             iou = 0.7
         else:
             boxes, iou = [(np.asarray(b, dtype=np.float64), c) for b, c in gt], args.gt_iou
+        if args.figure_only:
+            boxes = boxes[:1]
         image_records = []
         for bi, (box, cls) in enumerate(boxes):
             torch.manual_seed(args.seed)
@@ -169,6 +171,11 @@ def run_dataset(name: str, weights, imgsz: int, items: list[tuple[Path, list | N
             r["times"]["drise"] = d["t_forward"] + d["t_weight"] / len(image_records)
             r["drise_amortized_time"] = (d["t_forward"] + d["t_weight"]) / len(image_records)
         for bi, r in enumerate(image_records):
+            if args.figure_only:
+                figure[(image_path.name, bi)] = {"image": x.permute(1, 2, 0).numpy(), "valid": valid,
+                                                 "box": r["box_input"], "cls": r["cls"],
+                                                 "maps": dict(r["maps"]), "title": f"{image_path.name} box {bi}"}
+                continue
             metrics = {}
             for key in METHODS:
                 m = {"pointing_game": energy_pointing_game(r["maps"][key], np.asarray(r["box_input"]), valid)}
@@ -224,10 +231,19 @@ FIELDS = ["pointing_game", "deletion_black", "insertion_black", "deletion_blur",
 
 
 def summarise(records: list[dict]) -> dict:
+    """Mean ± std over boxes of each measure; time per box as the median over boxes of (wall time ÷ the fastest forward
+    pass measured in this run on this dataset), because on a shared machine a single slow forward or box would
+    otherwise dominate the ratio (the per-image ratios are kept in the records)."""
+    t_fwd = min(r["forward_s"] for r in records) if records else float("nan")
     out = {}
     for key in METHODS:
         row = {}
         for field in FIELDS:
+            if field == "time_x_forward":
+                vals = [r["metrics"][key]["time_s"] / t_fwd for r in records]
+                row[field] = {"median": float(np.median(vals)), "min": float(np.min(vals)), "max": float(np.max(vals)),
+                              "forward_s": t_fwd, "n": len(vals)}
+                continue
             vals = [r["metrics"][key][field] for r in records if r["metrics"][key][field] is not None]
             vals = [v for v in vals if np.isfinite(v)]
             if vals:
@@ -254,10 +270,13 @@ def table(summary: dict, peers: list[dict] | None) -> list[str]:
         lines.append(f"| {LABELS[key]} | {fmt(s.get('pointing_game'))} | {fmt(s.get('deletion_black'))} | "
                      f"{fmt(s.get('insertion_black'))} | {fmt(s.get('deletion_blur'))} | "
                      f"{fmt(s.get('insertion_blur'))} | {'–' if not ce else format(ce['mean'], '.2e')} | "
-                     f"{fmt(s.get('time_x_forward'), 1, pm=False) if s.get('time_x_forward') else '–'} |")
+                     f"{s['time_x_forward']['median']:.3g} |")
     for p in peers or []:
-        what = p["error"] if not p["ok"] else f"ran; completeness error {p.get('completeness_error', float('nan')):.2e}"
-        lines.append(f"| {p['name']} (YOLOv8) | failed: {what.replace('|', '/')} | | | | | | |")
+        if p["ok"]:
+            lines.append(f"| {p['name']} (YOLOv8) | ran; completeness error {p.get('completeness_error'):.2e} | | | | | | |")
+        else:
+            what = p["error"].split(". ")[0].replace("|", "/")
+            lines.append(f"| {p['name']} (YOLOv8) | failed: {what} (full message in the JSON) | | | | | | |")
     return lines
 
 
@@ -270,7 +289,7 @@ def figure(fig_maps: dict, path: Path, names: dict) -> None:
 
     rows = list(fig_maps.values())
     cols = 1 + len(METHODS)
-    fig, axes = plt.subplots(len(rows), cols, figsize=(1.9 * cols, 2.3 * len(rows)), squeeze=False)
+    fig, axes = plt.subplots(len(rows), cols, figsize=(2.3 * cols, 2.8 * len(rows)), squeeze=False)
     for i, row in enumerate(rows):
         valid = row["valid"]
         ys, xs = np.where(valid)
@@ -284,17 +303,21 @@ def figure(fig_maps: dict, path: Path, names: dict) -> None:
                 ax.set_title(f"{row['title']}\n{names.get(row['cls'], row['cls'])}", fontsize=8)
             else:
                 gray = row["image"][sl].mean(-1)
-                ax.imshow(gray, cmap="gray", alpha=1.0)
-                lim = np.abs(img).max() or 1.0
-                signed = img.min() < 0
-                ax.imshow(img, cmap="bwr" if signed else "jet", vmin=-lim if signed else 0, vmax=lim, alpha=0.6)
+                ax.imshow(gray, cmap="gray", vmin=0, vmax=1)
+                if key in ("gradcam", "eigencam", "drise"):  # non-negative maps: min-max
+                    show = (img - img.min()) / max(img.max() - img.min(), 1e-12)
+                    ax.imshow(show, cmap="jet", vmin=0, vmax=1, alpha=0.55)
+                else:  # pixel maps: smoothed (σ = 2 px) for display, symmetric scale at the 99.5th percentile
+                    show = cv2.GaussianBlur(img.astype(np.float64), (0, 0), 2.0)
+                    lim = np.percentile(np.abs(show), 99.5) or 1.0
+                    ax.imshow(show, cmap="bwr", vmin=-lim, vmax=lim, alpha=0.75)
                 if i == 0:
                     ax.set_title(LABELS[key], fontsize=8)
             ax.add_patch(Rectangle((b[0], b[1]), b[2] - b[0], b[3] - b[1], fill=False, ec="lime", lw=1))
             ax.set_xticks([])
             ax.set_yticks([])
-    fig.suptitle("Relevance of the box's class score (red +, blue −; CAMs and D-RISE are non-negative, jet)",
-                 fontsize=9)
+    fig.suptitle("Relevance of the box's class score.  Pixel methods: red +, blue −, Gaussian-smoothed σ=2 px for "
+                 "display.  Grad-CAM, EigenCAM, D-RISE: min-max scaled, jet.", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -348,12 +371,31 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--gt-iou", type=float, default=0.5, help="IoU to match a ground-truth box to candidates")
     ap.add_argument("--quick", action="store_true", help="bus.jpg only, 64 masks (a smoke run; results not written)")
     ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--figure-only", action="store_true", help="only the maps of the figure (first box of each image)")
+    ap.add_argument("--render", type=Path, help="re-write the summary and .md from a saved faithfulness.json (no run)")
     args = ap.parse_args(argv)
+    if args.render:
+        result = json.loads(args.render.read_text())
+        for key in ("real", "shapes"):
+            if key in result:
+                result[key]["summary"] = summarise(result[key]["records"])
+        args.render.write_text(json.dumps(result, indent=1, default=float))
+        (args.out / "faithfulness.md").write_text(markdown(result, {}))
+        print((args.out / "faithfulness.md").read_text())
+        return 0
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     np.random.seed(args.seed)
     if args.quick:
         args.drise_masks = 64
+    if args.figure_only:
+        print("figure only: first box of bus.jpg and zidane.jpg", flush=True)
+        real = run_dataset("embedded YOLOv8s", None, args.imgsz, [(ASSETS / n, None) for n in ("bus.jpg", "zidane.jpg")],
+                           args, {("bus.jpg", 0), ("zidane.jpg", 0)}, peers=False)
+        import pickle
+        (Path("/tmp") / "faithfulness_figure.pkl").write_bytes(pickle.dumps(real["figure"]))
+        figure(real["figure"], args.out / "faithfulness_maps.png", real["names"])
+        return 0
     load0 = os.getloadavg()
     t_start = time.time()
 
@@ -429,7 +471,10 @@ def markdown(result: dict, datasets: dict) -> str:
     lines += ["Deletion/insertion: the image pixels (letterbox padding excluded) ranked by the map, 5 % steps, "
               "replaced by / revealed from the reference named in the column (black = the image content black, "
               "relprop's default reference; blur = Gaussian blur σ = max(H,W)/20); score ÷ score of the image; "
-              "trapezoid area.  Time per box ÷ one forward pass of the same graph (median of 5, same image, same run); "
+              "trapezoid area (insertion can exceed 1: a partly revealed image may score higher than the whole one).  "
+              "Time per box: median over boxes of the wall time ÷ the fastest forward pass of the same graph in the "
+              "same run (each measured as the median of 5 on each image; the machine is shared, so single boxes vary "
+              "several-fold; min/max in the JSON); "
               "D-RISE's time is its N masked forwards (shared when several boxes of one image are explained: "
               "amortised times are in the JSON); relprop's includes the reference pass when it is not cached.  "
               "Completeness error: |Σ R − (f(x) − f(x0))| / |f(x) − f(x0)|.", "",
