@@ -60,22 +60,26 @@ def fold_batchnorm(gm: fx.GraphModule) -> fx.GraphModule:
     return gm
 
 
+def owner_of(module: torch.nn.Module, name: str) -> tuple[torch.nn.Module, str]:
+    """The submodule holding the parameter or buffer `name` ('model.4.cv1.conv.weight') and its leaf name."""
+    path, _, leaf = name.rpartition(".")
+    return (module.get_submodule(path) if path else module), leaf
+
+
+def get_tensor(module: torch.nn.Module, name: str) -> torch.Tensor:
+    """The parameter or buffer of `module` called `name` (a dotted path, as fx get_attr targets are)."""
+    owner, leaf = owner_of(module, name)
+    return getattr(owner, leaf)
+
+
 def _value(gm: fx.GraphModule, node, default):
     if node is None:
         return default
-    return _get_attr(gm, node.target).detach()
-
-
-def _get_attr(gm: fx.GraphModule, target: str) -> torch.Tensor:
-    obj = gm
-    for part in target.split("."):
-        obj = getattr(obj, part)
-    return obj
+    return get_tensor(gm, node.target).detach()
 
 
 def _set_param(gm: fx.GraphModule, target: str, value: torch.Tensor) -> None:
-    path, _, name = target.rpartition(".")
-    owner = gm.get_submodule(path) if path else gm
+    owner, name = owner_of(gm, target)
     if name in owner._buffers:
         owner._buffers[name] = value.detach().clone()
     else:
@@ -88,8 +92,7 @@ def _drop_unused_attrs(gm: fx.GraphModule) -> None:
     used = {n.target for n in gm.graph.nodes if n.op == "get_attr"}
     for name, _ in list(gm.named_parameters()) + list(gm.named_buffers()):
         if name not in used:
-            path, _, leaf = name.rpartition(".")
-            owner = gm.get_submodule(path) if path else gm
+            owner, leaf = owner_of(gm, name)
             owner._parameters.pop(leaf, None)
             owner._buffers.pop(leaf, None)
 

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 import fxgraph
+from fxgraph.passes import get_tensor
 
 from .coupling import OUT, Coupling, Group
 from .errors import PlanError
@@ -24,12 +25,6 @@ class Criterion(Protocol):
     """Scores every unit of every group of `coupling` (higher = more worth keeping)."""
 
     def __call__(self, graph: fxgraph.FlatGraph, coupling: Coupling) -> Scores: ...
-
-
-def _tensor(module: nn.Module, name: str) -> torch.Tensor:
-    path, _, leaf = name.rpartition(".")
-    owner = module.get_submodule(path) if path else module
-    return getattr(owner, leaf)
 
 
 class Magnitude:
@@ -47,7 +42,7 @@ class Magnitude:
 
         def norms(param: str, dim: int) -> torch.Tensor:
             if (param, dim) not in cache:
-                w = _tensor(module, param).detach()
+                w = get_tensor(module, param).detach()
                 w = w.transpose(0, dim).reshape(w.shape[dim], -1)
                 cache[param, dim] = torch.linalg.vector_norm(w, ord=self.p, dim=1).double() ** self.p
             return cache[param, dim]

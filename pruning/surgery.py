@@ -14,6 +14,8 @@ from typing import Any
 import torch
 from torch import fx, nn
 
+from fxgraph.passes import owner_of
+
 from .coupling import Coupling
 from .plans import Plan, check_plan
 
@@ -35,9 +37,8 @@ def removals(coupling: Coupling, plan: Plan) -> Removals:
 def slice_tensors(module: nn.Module, drop: Removals, strict: bool = True) -> None:
     """Replace each named parameter/buffer of `module` by its slice without the dropped indices."""
     for name, dims in drop.items():
-        path, _, leaf = name.rpartition(".")
         try:
-            owner = module.get_submodule(path) if path else module
+            owner, leaf = owner_of(module, name)
         except AttributeError:
             if strict:
                 raise
