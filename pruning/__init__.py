@@ -4,6 +4,7 @@
     g = fxgraph.trace("best.pt", imgsz=640)
     plan = pruning.plan(g, ratio=0.3, criterion="l2")   # global ranking; or layer_ratios={4: 0.5}, scope="backbone"
     print(pruning.dry_run(g, plan))                      # params / GFLOPs left
+    plan, report = pruning.plan_for_target(g, 0.4)       # or: the smallest plan removing 40% of GFLOPs
     pruned = pruning.prune(g, plan)                      # g is not modified
     pruned.save("best-pruned.pt")                        # an ordinary ultralytics checkpoint
     pruning.finetune("best-pruned.pt", data="data.yaml", epochs=50)   # trains the pruned architecture
@@ -12,7 +13,7 @@ Channel groups come from pruning.coupling: channel labels propagated through the
 graph whose connected components are the units that must be removed together.
 """
 
-from .api import Pruned, Report, analyze, dry_run, plan, prune
+from .api import Pruned, Report, analyze, dry_run, plan, plan_for_target, prune
 from .checkpoint import save_checkpoint
 from .coupling import Coupling, Group, Touch, Unit
 from .criteria import CRITERIA, Criterion, Magnitude, RandomCriterion, get_criterion
@@ -34,5 +35,5 @@ __all__ = [
     "CRITERIA", "Coupling", "Criterion", "EmptyLayerError", "Group", "Magnitude", "OverwriteError", "Plan",
     "PlanError", "ProtectedChannelError", "Pruned", "PrunedDetectionTrainer", "PrunedSegmentationTrainer", "PruningError", "RandomCriterion", "RatioError", "Report",
     "SplitConstraintError", "StalePlanError", "Touch", "Unit", "UnknownLayerError", "analyze", "check_plan",
-    "dry_run", "finetune", "get_criterion", "make_plan", "plan", "prune", "save_checkpoint", "trainer_for",
+    "dry_run", "finetune", "plan_for_target", "get_criterion", "make_plan", "plan", "prune", "save_checkpoint", "trainer_for",
 ]

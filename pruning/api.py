@@ -27,7 +27,8 @@ from . import surgery
 from .checkpoint import save_checkpoint
 from .coupling import Coupling, gc_paused
 from .coupling import analyze as analyze_graph
-from .criteria import Criterion
+from .criteria import Criterion, get_criterion
+from .errors import PlanError, RatioError
 from .plans import Plan, check_ratio, make_plan
 from .yolo import protector
 
@@ -141,10 +142,65 @@ def dry_run(model: Any, plan_: Plan | None = None, *, imgsz: int | tuple[int, in
     g = _graph(model, imgsz)
     coupling = analyze(g)
     plan_ = plan_ or plan(g, coupling=coupling, **options)
+    return _dry_report(g, coupling, plan_)
+
+
+def _dry_report(g: fxgraph.FlatGraph, coupling: Coupling, plan_: Plan) -> Report:
     gm = copy.deepcopy(g.module)
     surgery.apply(gm, None, coupling, plan_)
     return Report(stats.num_params(g), stats.num_params(gm), stats.gflops(g), stats.gflops(gm),
                   plan_.num_removed, g.imgsz)
+
+
+TARGET_METRICS = ("gflops", "params")
+
+
+def plan_for_target(
+    model: Any,
+    target: float,
+    *,
+    metric: str = "gflops",
+    scope: str | Iterable[int] = "all",
+    criterion: str | Criterion = "l2",
+    min_channels: int = 1,
+    round_to: int = 1,
+    imgsz: int | tuple[int, int] = 640,
+    coupling: Coupling | None = None,
+    resolution: float = 1e-3,
+) -> tuple[Plan, Report]:
+    """The smallest globally ranked plan that removes at least `target` of the model's GFLOPs (or params).
+
+    The criterion is scored once; the channel ratio is then bisected to `resolution` with dry runs (surgery on a
+    copy, well under a second each at small image sizes).  Raises PlanError when even the largest ratio allowed
+    by `scope` and `min_channels` cannot remove `target`.  Returns the plan and its dry-run report.
+    """
+    if not isinstance(target, (int, float)) or isinstance(target, bool) or not 0.0 < float(target) < 1.0:
+        raise RatioError(f"target must be a fraction of {metric} to remove in (0, 1); got {target!r}")
+    if metric not in TARGET_METRICS:
+        raise PlanError(f"metric must be one of {', '.join(TARGET_METRICS)}; got {metric!r}")
+    g = _graph(model, imgsz)
+    coupling = coupling or analyze(g)
+    scores = get_criterion(criterion)(g, coupling)
+
+    def attempt(ratio: float) -> tuple[Plan, Report, float]:
+        p = make_plan(g, coupling, ratio=ratio, scope=scope, criterion=lambda *_: scores,
+                      min_channels=min_channels, round_to=round_to)
+        report = _dry_report(g, coupling, p)
+        return p, report, 1 - (report.gflops_ratio if metric == "gflops" else report.params_ratio)
+
+    lo, hi = 0.0, 0.99
+    best = attempt(hi)
+    if best[2] < target:
+        raise PlanError(f"cannot remove {target:.1%} of {metric}: at most {best[2]:.1%} in scope {scope!r} with "
+                        f"min_channels={min_channels}; widen the scope or lower the target")
+    while hi - lo > resolution:
+        mid = (lo + hi) / 2
+        found = attempt(mid)
+        if found[2] >= target:
+            hi, best = mid, found
+        else:
+            lo = mid
+    return best[0], best[1]
 
 
 def prune(model: Any, plan_: Plan | None = None, *, imgsz: int | tuple[int, int] = 640, inplace: bool = False,

@@ -1,8 +1,11 @@
 """`python -m pruning compare`: several criteria on the same model, data and fine-tuning budget.
 
-For each criterion and each ratio of `compare_ratios`, the trained starting model is pruned in one shot,
-fine-tuned `epochs_per_step` epochs and validated; the table and a plot (mAP50-95 against GFLOPs removed, one
-curve per criterion) go to the run directory as compare.json, compare.md and compare.png.
+Every criterion prunes the same trained starting model in one shot to each target of `compare_targets` (a fraction
+of `compare_metric` removed, so all criteria are compared at equal GFLOPs or params: the channel ratio is found by
+bisection, pruning.plan_for_target), is fine-tuned `compare_epochs` epochs and validated.  A control row fine-tunes
+the unpruned model for the same epochs, so the gain of extra training alone is visible.  The table and a plot
+(mAP50-95 against the fraction removed, one curve per criterion) go to the run directory as compare.json,
+compare.md and compare.png.
 """
 
 from __future__ import annotations
@@ -13,12 +16,13 @@ from typing import Any
 
 import fxgraph
 
-from .api import analyze, prune
-from .api import plan as make_plan
+from .api import analyze, plan_for_target, prune
 from .pipeline import _finetune, _initial_weights, build_criterion, dataset, lazy_calibration, measure, run_dir
+from .progress import progress
 from .report import COLUMNS, markdown_table
 
-COMPARE_COLUMNS = (("criterion", "criterion", "{}"), ("ratio", "ratio", "{:.2f}")) + COLUMNS[2:]
+COMPARE_COLUMNS = (("criterion", "criterion", "{}"), ("target", "target", "{:.2f}"),
+                   ("channel_ratio", "channels removed", "{:.3f}")) + COLUMNS[2:]
 
 
 def compare(settings: dict[str, Any]) -> Path:
@@ -27,26 +31,33 @@ def compare(settings: dict[str, Any]) -> Path:
     weights_dir = out / "weights"
     weights_dir.mkdir(exist_ok=True)
     data = dataset(settings)
+    epochs = settings["compare_epochs"]
     start = _initial_weights(settings, data, out, weights_dir)
-    base = measure(start, settings, data, out, 0, "-")
-    rows = [{**base, "criterion": "unpruned", "ratio": 0.0}]
+    rows = [{**measure(start, settings, data, out, 0, "-"), "criterion": "unpruned", "target": 0.0,
+             "channel_ratio": 0.0}]
+    if epochs > 0:  # control: the same fine-tuning budget without pruning
+        control = _finetune(start, settings, data, out, "unpruned-ft", epochs, weights_dir / "unpruned-ft.pt")
+        rows.append({**measure(control, settings, data, out, "ft", "unpruned+ft"), "target": 0.0,
+                     "channel_ratio": 0.0})
     calibration = lazy_calibration(settings, data, start)
     graph = fxgraph.trace(start, settings["imgsz"])
     coupling = analyze(graph)
-    for name in settings["compare_criteria"]:
-        criterion = build_criterion(name, settings, calibration)
-        scores = criterion(graph, coupling)  # scored once per criterion, reused for every ratio
-        for ratio in settings["compare_ratios"]:
-            plan = make_plan(graph, ratio=ratio, scope=settings["scope"], criterion=lambda g, c, s=scores: s,
-                             min_channels=settings["min_channels"], round_to=settings["round_to"], coupling=coupling)
-            tag = f"{name}-{ratio:g}"
-            pruned_path = prune(graph, plan).save(weights_dir / f"{tag}-pruned.pt", overwrite=True, half=False)
-            weights = pruned_path
-            if settings["epochs_per_step"] > 0:
-                weights = _finetune(pruned_path, settings, data, out, tag, settings["epochs_per_step"],
-                                    weights_dir / f"{tag}.pt")
-            rows.append({**measure(weights, settings, data, out, tag, name), "ratio": ratio})
-            write_compare(out, rows, settings)
+    jobs = [(name, target) for name in settings["compare_criteria"] for target in settings["compare_targets"]]
+    scored: dict[str, Any] = {}
+    for name, target in progress(jobs, "compare"):
+        if name not in scored:  # scored once per criterion, reused for every target
+            scored[name] = build_criterion(name, settings, calibration)(graph, coupling)
+        plan, _report = plan_for_target(graph, target, metric=settings["compare_metric"],
+                                        scope=settings["compare_scope"], criterion=lambda g, c, s=scored[name]: s,
+                                        min_channels=settings["min_channels"], round_to=settings["round_to"],
+                                        coupling=coupling)
+        tag = f"{name}-{target:g}"
+        weights = prune(graph, plan).save(weights_dir / f"{tag}-pruned.pt", overwrite=True, half=False)
+        if epochs > 0:
+            weights = _finetune(weights, settings, data, out, tag, epochs, weights_dir / f"{tag}.pt")
+        rows.append({**measure(weights, settings, data, out, tag, name), "target": target,
+                     "channel_ratio": plan.settings["ratio"]})
+        write_compare(out, rows, settings)
     write_compare(out, rows, settings)
     return out
 
@@ -54,24 +65,45 @@ def compare(settings: dict[str, Any]) -> Path:
 def write_compare(out: Path, rows: list[dict[str, Any]], settings: dict[str, Any]) -> None:
     """compare.json, compare.md and compare.png for the rows so far (row 0: the unpruned model)."""
     (out / "compare.json").write_text(json.dumps({"settings": settings, "rows": rows}, indent=2, default=str))
+    metric = settings["compare_metric"]
+    base = rows[0]
     text = [f"# Criteria compared on {settings.get('pretrained') or settings.get('model')}", "",
-            f"One-shot pruning at each ratio (scope {settings['scope']}), then {settings['epochs_per_step']} "
-            "epochs of fine-tuning; box metrics on the val split.", "", markdown_table(rows, COMPARE_COLUMNS), ""]
+            f"One-shot pruning (scope {settings['compare_scope']}) to each target fraction of {metric} removed, then "
+            f"{settings['compare_epochs']} epochs of fine-tuning; box metrics on the val split.", "",
+            markdown_table(rows, COMPARE_COLUMNS), "",
+            f"mAP50-95 kept (fraction of the unpruned {base['map50_95']:.3f}):", "",
+            _kept_table(rows), ""]
     (out / "compare.md").write_text("\n".join(text))
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    base = rows[0]
     fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
-    for name in dict.fromkeys(r["criterion"] for r in rows[1:]):
+    for name in dict.fromkeys(r["criterion"] for r in rows[1:] if r["target"] > 0):
         pts = [(0.0, base["map50_95"])] + sorted(
-            (1 - r["gflops"] / base["gflops"], r["map50_95"]) for r in rows[1:] if r["criterion"] == name)
+            (1 - r[metric] / base[metric], r["map50_95"]) for r in rows[1:] if r["criterion"] == name)
         ax.plot(*zip(*pts), "o-", label=name)
-    ax.set_xlabel("fraction of GFLOPs removed")
+    for r in rows[1:]:
+        if r["criterion"] == "unpruned+ft":
+            ax.axhline(r["map50_95"], color="grey", ls=":", label="unpruned + same fine-tuning")
+    ax.axhline(0.97 * base["map50_95"], color="grey", ls="--", lw=0.8, label="97% of unpruned")
+    ax.set_xlabel(f"fraction of {'GFLOPs' if metric == 'gflops' else 'parameters'} removed")
     ax.set_ylabel("mAP50-95 (box, val)")
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize=8)
     fig.savefig(out / "compare.png", dpi=110)
     plt.close(fig)
+
+
+def _kept_table(rows: list[dict[str, Any]]) -> str:
+    """criterion × target: mAP50-95 as a fraction of the unpruned model's."""
+    base = rows[0]["map50_95"] or float("nan")
+    pruned = [r for r in rows if r["target"] > 0]
+    targets = sorted({r["target"] for r in pruned})
+    head = "| criterion | " + " | ".join(f"{t:.0%} removed" for t in targets) + " |"
+    lines = [head, "|" + "---|" * (len(targets) + 1)]
+    for name in dict.fromkeys(r["criterion"] for r in pruned):
+        kept = {r["target"]: r["map50_95"] / base for r in pruned if r["criterion"] == name}
+        lines.append(f"| {name} | " + " | ".join(f"{kept[t]:.1%}" if t in kept else "-" for t in targets) + " |")
+    return "\n".join(lines)

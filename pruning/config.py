@@ -14,7 +14,9 @@ DEFAULT_CFG = Path(__file__).resolve().parents[1] / "default.yaml"
 CHOICES = {
     "criterion": ("detdshap", "hsic", "l1", "l2", "taylor", "random"),
     "scope": ("backbone", "all"),
+    "compare_scope": ("backbone", "all"),
     "target_metric": ("params", "gflops"),
+    "compare_metric": ("params", "gflops"),
     "calib_boxes": ("labels", "detections"),
     "export": ("onnx", "none"),
 }
@@ -83,7 +85,7 @@ def validate(s: dict[str, Any]) -> None:
     if not s["step_ratio"] > 0:
         raise ConfigError("step_ratio must be > 0")
     for key in ("imgsz", "batch", "pretrain_epochs", "epochs_per_step", "final_epochs", "calib_images", "max_steps",
-                "min_channels", "round_to", "workers", "seed"):
+                "min_channels", "round_to", "workers", "seed", "compare_epochs"):
         if not isinstance(s[key], int) or isinstance(s[key], bool) or s[key] < 0:
             raise ConfigError(f"{key}={s[key]!r} must be a non-negative integer")
     for key in ("imgsz", "batch", "round_to", "min_channels", "calib_images"):
@@ -92,8 +94,10 @@ def validate(s: dict[str, Any]) -> None:
     bad = [c for c in s["compare_criteria"] if c not in CHOICES["criterion"]] if isinstance(s["compare_criteria"], list) else [s["compare_criteria"]]
     if bad:
         raise ConfigError(f"compare_criteria: {bad} not among {', '.join(CHOICES['criterion'])}")
-    if not isinstance(s["compare_ratios"], list) or not all(isinstance(r, (int, float)) and 0 < r < 1 for r in s["compare_ratios"]):
-        raise ConfigError(f"compare_ratios={s['compare_ratios']!r} must be a list of numbers in (0, 1)")
+    targets = s["compare_targets"]
+    if not isinstance(targets, list) or not targets or not all(
+            isinstance(t, (int, float)) and not isinstance(t, bool) and 0 < t < 1 for t in targets):
+        raise ConfigError(f"compare_targets={targets!r} must be a non-empty list of fractions in (0, 1)")
     if s["pretrained"] is None and s["pretrain_epochs"] == 0:
         raise ConfigError("with pretrained=null the model is trained from its yaml: pretrain_epochs must be > 0")
     if s["pretrained"] is not None and not Path(str(s["pretrained"])).is_file():

@@ -23,6 +23,7 @@ from .coupling import Coupling
 from .criteria import Scores
 from .errors import PruningError
 from .hsic_lasso import hsic_lasso
+from .progress import progress
 
 FilterStats = dict[str, torch.Tensor]  # conv module path -> one number per output filter
 
@@ -70,7 +71,8 @@ class DetDSHAP:
         explainer = relprop.Explainer(graph.model, graph.imgsz, rules=self.rules, device=graph.device)
         stats: FilterStats = {}
         self.explained = self.skipped = 0
-        for image, boxes, classes in self.calibration.images():
+        for image, boxes, classes in progress(self.calibration.images(), "detdshap scoring",
+                                              total=self.calibration.n_images):
             if self.boxes == "labels":
                 explanations = []
                 for box, cls in zip(boxes.tolist(), classes.tolist()):
@@ -138,7 +140,7 @@ class Taylor:
             handles.append(module.register_forward_hook(hook))
         stats: FilterStats = {}
         try:
-            for batch in self.calibration.batches:
+            for batch in progress(self.calibration.batches, "taylor scoring"):
                 b = dict(batch)
                 b["img"] = batch["img"].to(graph.device).float() / 255
                 for key in ("cls", "bboxes", "batch_idx", "masks"):
@@ -209,7 +211,7 @@ class HSIC:
             handles.append(model.model[layer].register_forward_hook(keep(f"layer:{layer}")))
         try:
             with torch.no_grad():
-                for batch in self.calibration.batches:
+                for batch in progress(self.calibration.batches, "hsic features"):
                     model(batch["img"].to(graph.device).float() / 255)
         finally:
             for h in handles:
@@ -223,7 +225,7 @@ class HSIC:
         if n < 3:
             raise PruningError(f"HSIC-Lasso needs at least 3 calibration images (Gram matrices over images); got {n}")
         scores: Scores = {name: torch.zeros(len(g), dtype=torch.float64) for name, g in coupling.groups.items()}
-        for group in groups:
+        for group in progress(groups, "hsic lasso"):
             target = feats.get(f"layer:{group.layer}")
             rows = [(u, *unit.sources[0]) for u, unit in enumerate(group.units) if unit.sources]
             if target is None or not rows or rows[0][1] not in feats:

@@ -30,6 +30,9 @@ def test_every_default_key_is_documented_with_a_comment():
         ("imgsz=-3", "imgsz=-3 must be a non-negative integer"),
         ("pretrained=/nonexistent/w.pt", "no such weights file"),
         ("nokeyvalue", "is not key=value"),
+        ("compare_targets=[0.4,1.2]", r"compare_targets=\[0.4, 1.2\] must be a non-empty list of fractions"),
+        ("compare_targets=[]", "compare_targets=.* must be a non-empty list"),
+        ("compare_metric=latency", "compare_metric='latency' is not one of"),
     ],
 )
 def test_bad_overrides_are_refused(override, message):

@@ -119,13 +119,34 @@ def test_distributed_scoring_equals_single_process(tmp_path, tiny_data):
         assert any(sum(v) > 0 for v in a.values())
 
 
-def test_compare_writes_a_row_per_criterion_and_ratio_and_a_plot(tmp_path, tiny_data):
+def test_compare_prunes_every_criterion_to_the_same_gflops_target_and_writes_table_and_plot(tmp_path, tiny_data):
     from pruning.compare import compare
 
-    settings = _settings(tmp_path, tiny_data, epochs_per_step=0, compare_criteria="[l1,random]",
-                         compare_ratios="[0.3]")
+    settings = _settings(tmp_path, tiny_data, compare_epochs=0, compare_criteria="[l1,random]",
+                         compare_targets="[0.3]")
     out = compare(settings)
     rows = json.loads((out / "compare.json").read_text())["rows"]
-    assert [(r["criterion"], r["ratio"]) for r in rows] == [("unpruned", 0.0), ("l1", 0.3), ("random", 0.3)]
-    assert rows[1]["params"] < rows[0]["params"] and rows[1]["params"] != rows[2]["params"]
-    assert (out / "compare.png").read_bytes()[:4] == b"\x89PNG" and "| random | 0.30 |" in (out / "compare.md").read_text()
+    assert [(r["criterion"], r["target"]) for r in rows] == [("unpruned", 0.0), ("l1", 0.3), ("random", 0.3)]
+    base = rows[0]["gflops"]
+    for r in rows[1:]:  # each criterion reaches the target, by at most a few channels more than needed
+        assert 0.3 <= 1 - r["gflops"] / base < 0.32, r
+        assert 0 < r["channel_ratio"] < 1
+    assert rows[1]["params"] != rows[2]["params"]  # different criteria, different channels
+    md = (out / "compare.md").read_text()
+    assert (out / "compare.png").read_bytes()[:4] == b"\x89PNG" and "| random | 0.30 |" in md
+    assert "| l1 | " in md.split("mAP50-95 kept")[1]
+
+
+def test_plan_for_target_finds_the_smallest_plan_and_refuses_an_unreachable_target():
+    import pruning
+
+    g = fxgraph.trace(fxgraph.load_ultralytics("yolov8n.yaml"), imgsz=64)
+    coupling = pruning.analyze(g)
+    plan, report = pruning.plan_for_target(g, 0.25, criterion="l1", coupling=coupling)
+    assert 1 - report.gflops_ratio >= 0.25
+    smaller = pruning.make_plan(g, coupling, ratio=plan.settings["ratio"] - 2e-3, criterion="l1")
+    assert 1 - pruning.dry_run(g, smaller).gflops_ratio < 0.25  # a slightly smaller ratio misses the target
+    with pytest.raises(pruning.PlanError, match="cannot remove 90.0% of gflops"):
+        pruning.plan_for_target(g, 0.9, scope="backbone", coupling=coupling)
+    with pytest.raises(pruning.RatioError, match="target must be a fraction"):
+        pruning.plan_for_target(g, 1.5, coupling=coupling)
