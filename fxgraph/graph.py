@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Iterator
 
@@ -54,6 +56,15 @@ class FlatGraph:
         """Move or cast the graph module in place (like `nn.Module.to`); returns self."""
         self.module.to(*args, **kwargs)
         return self
+
+    def with_folded_batchnorm(self) -> "FlatGraph":
+        """A copy whose graph module has every BatchNorm folded into its conv, as `trace(fold_bn=True)` gives,
+        without tracing again (a trace costs seconds; the fold milliseconds).  `model` is shared, not copied."""
+        if self.bn_folded:
+            return self
+        from .passes import fold_batchnorm
+
+        return dataclasses.replace(self, module=fold_batchnorm(copy.deepcopy(self.module)), bn_folded=True)
 
     def example_input(self, batch: int = 1) -> torch.Tensor:
         """A random input of the traced size on the graph's device and dtype."""

@@ -14,10 +14,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-import fxgraph
-
 from .api import analyze, plan_for_target, prune
-from .pipeline import _finetune, _initial_weights, build_criterion, dataset, lazy_calibration, measure, run_dir
+from .pipeline import (_finetune, _initial_weights, build_criterion, dataset, lazy_calibration, measure, run_dir,
+                       traced)
 from .progress import progress
 from .report import COLUMNS, markdown_table
 
@@ -35,12 +34,12 @@ def compare(settings: dict[str, Any]) -> Path:
     start = _initial_weights(settings, data, out, weights_dir)
     rows = [{**measure(start, settings, data, out, 0, "-"), "criterion": "unpruned", "target": 0.0,
              "channel_ratio": 0.0}]
+    graph = traced(start, settings["imgsz"])  # the trace measure() just made
     if epochs > 0:  # control: the same fine-tuning budget without pruning
         control = _finetune(start, settings, data, out, "unpruned-ft", epochs, weights_dir / "unpruned-ft.pt")
         rows.append({**measure(control, settings, data, out, "ft", "unpruned+ft"), "target": 0.0,
                      "channel_ratio": 0.0})
     calibration = lazy_calibration(settings, data, start)
-    graph = fxgraph.trace(start, settings["imgsz"])
     coupling = analyze(graph)
     jobs = [(name, target) for name in settings["compare_criteria"] for target in settings["compare_targets"]]
     scored: dict[str, Any] = {}

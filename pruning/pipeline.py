@@ -104,9 +104,24 @@ def validate(weights: Path, settings: dict[str, Any], data: Path, out: Path) -> 
     return val_metrics(results)
 
 
+_TRACED: dict[tuple, fxgraph.FlatGraph] = {}
+
+
+def traced(weights: str | Path, imgsz: int) -> fxgraph.FlatGraph:
+    """fxgraph.trace of a checkpoint, remembering the last one: each step's checkpoint is measured, then pruned by
+    the next step, and a trace costs seconds.  Keyed by path, size and mtime, so a rewritten file is traced anew.
+    Callers must not modify the graph (pruning.prune and the criteria work on copies)."""
+    st = Path(weights).stat()
+    key = (str(Path(weights).resolve()), st.st_size, st.st_mtime_ns, imgsz)
+    if key not in _TRACED:
+        _TRACED.clear()
+        _TRACED[key] = fxgraph.trace(weights, imgsz)
+    return _TRACED[key]
+
+
 def measure(weights: Path, settings: dict[str, Any], data: Path, out: Path, step: Any, criterion: str) -> dict:
     """One report row: size (fxgraph.stats), CPU latency and validation metrics of a checkpoint."""
-    graph = fxgraph.trace(weights, settings["imgsz"])
+    graph = traced(weights, settings["imgsz"])
     row = {"step": step, "criterion": criterion, "weights": str(weights), "params": stats.num_params(graph),
            "gflops": stats.gflops(graph), "latency_ms": cpu_latency_ms(graph.model, settings["imgsz"])}
     row.update(validate(weights, settings, data, out))
@@ -190,7 +205,7 @@ def _initial_weights(settings: dict[str, Any], data: Path, out: Path, weights_di
 
 def _prune_step(k: int, weights: Path, settings: dict[str, Any], data: Path, out: Path, weights_dir: Path,
                 calibration: Callable[[], Calibration]) -> Path:
-    graph = fxgraph.trace(weights, settings["imgsz"])
+    graph = traced(weights, settings["imgsz"])
     coupling = analyze(graph)
     criterion = build_criterion(settings["criterion"], settings, calibration)
     plan = make_plan(graph, ratio=settings["step_ratio"], scope=settings["scope"], criterion=criterion,

@@ -68,7 +68,7 @@ class DetDSHAP:
     def filter_stats(self, graph: fxgraph.FlatGraph) -> FilterStats:
         import relprop
 
-        explainer = relprop.Explainer(graph.model, graph.imgsz, rules=self.rules, device=graph.device)
+        explainer = relprop.Explainer(graph.with_folded_batchnorm(), rules=self.rules)
         stats: FilterStats = {}
         self.explained = self.skipped = 0
         for image, boxes, classes in progress(self.calibration.images(), "detdshap scoring",

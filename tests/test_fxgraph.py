@@ -91,6 +91,18 @@ def test_fold_batchnorm_keeps_outputs(name):
     assert _max_diff(ref64, folded64(x.double())) <= 1e-10
 
 
+def test_folding_a_traced_graph_equals_tracing_folded_and_leaves_the_original():
+    plain = cached_trace("yolov8n-seg.yaml", 320)
+    folded = plain.with_folded_batchnorm()
+    traced = cached_trace("yolov8n-seg.yaml", 320, fold_bn=True)
+    assert folded.bn_folded and not plain.bn_folded and len(list(plain.nodes("batchnorm"))) > 0
+    assert [(n.name, n.meta.get("kind")) for n in folded.nodes()] == [(n.name, n.meta.get("kind")) for n in traced.nodes()]
+    assert dict(folded.module.named_parameters()).keys() == dict(traced.module.named_parameters()).keys()
+    x = torch.rand(1, 3, 320, 320)
+    assert _max_diff(traced(x), folded(x)) == 0.0
+    assert folded.with_folded_batchnorm() is folded
+
+
 @pytest.mark.parametrize("name", ["yolov8n.yaml", "yolov8n-seg.yaml", None], ids=lambda n: n or "embedded")
 def test_every_node_has_metadata_that_maps_back_to_the_model(name):
     graph = cached_trace(name, 320)

@@ -150,3 +150,13 @@ def test_plan_for_target_finds_the_smallest_plan_and_refuses_an_unreachable_targ
         pruning.plan_for_target(g, 0.9, scope="backbone", coupling=coupling)
     with pytest.raises(pruning.RatioError, match="target must be a fraction"):
         pruning.plan_for_target(g, 1.5, coupling=coupling)
+
+
+def test_traced_checkpoint_is_reused_until_the_file_changes(tmp_path):
+    model = fxgraph.load_ultralytics("yolov8n.yaml")
+    path = save_checkpoint(model, tmp_path / "w.pt", half=False)
+    first = pipeline.traced(path, 64)
+    assert pipeline.traced(path, 64) is first
+    assert pipeline.traced(path, 128) is not first  # another image size is another graph
+    os.utime(path, ns=(0, 0))  # the file changed (here: its mtime) -> traced anew
+    assert pipeline.traced(path, 64) is not first
