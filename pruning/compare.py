@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .api import analyze, plan_for_target, prune
-from .pipeline import (_finetune, _initial_weights, build_criterion, dataset, lazy_calibration, measure, run_dir,
+from .pipeline import (_finetune, _log, _initial_weights, build_criterion, dataset, lazy_calibration, measure, run_dir,
                        traced)
 from .progress import progress
 from .report import COLUMNS, markdown_table
@@ -46,11 +46,12 @@ def compare(settings: dict[str, Any]) -> Path:
     for name, target in progress(jobs, "compare"):
         if name not in scored:  # scored once per criterion, reused for every target
             scored[name] = build_criterion(name, settings, calibration)(graph, coupling)
-        plan, _report = plan_for_target(graph, target, metric=settings["compare_metric"],
+        plan, report = plan_for_target(graph, target, metric=settings["compare_metric"],
                                         scope=settings["compare_scope"], criterion=lambda g, c, s=scored[name]: s,
                                         min_channels=settings["min_channels"], round_to=settings["round_to"],
                                         coupling=coupling)
         tag = f"{name}-{target:g}"
+        _log(f"{tag}: {plan.settings['ratio']:.3f} of the channels in scope; {report}")
         weights = prune(graph, plan).save(weights_dir / f"{tag}-pruned.pt", overwrite=True, half=False)
         if epochs > 0:
             weights = _finetune(weights, settings, data, out, tag, epochs, weights_dir / f"{tag}.pt")

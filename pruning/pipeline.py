@@ -163,6 +163,7 @@ def run(settings: dict[str, Any]) -> Path:
         elif state["step"] >= settings["max_steps"]:
             state["stop"] = f"max_steps={settings['max_steps']} reached"
         if state["stop"] is not None:
+            _log(f"pruning stops: {state['stop']}")
             _save_state(out, state)
             break
         k = state["step"] + 1
@@ -183,6 +184,12 @@ def run(settings: dict[str, Any]) -> Path:
     _save_state(out, state)
     write_report(out, state["rows"], settings)
     return out
+
+
+def _log(message: str) -> None:
+    from ultralytics.utils import LOGGER
+
+    LOGGER.info(f"pruning: {message}")
 
 
 def _task(weights: str | Path) -> str:
@@ -211,6 +218,7 @@ def _prune_step(k: int, weights: Path, settings: dict[str, Any], data: Path, out
     plan = make_plan(graph, ratio=settings["step_ratio"], scope=settings["scope"], criterion=criterion,
                      min_channels=settings["min_channels"], round_to=settings["round_to"], coupling=coupling)
     pruned = prune(graph, plan)
+    _log(f"step {k}: {settings['criterion']} removed {plan.num_removed} channel units; {pruned.report}")
     pruned_path = pruned.save(weights_dir / f"step{k}-pruned.pt", overwrite=True, half=False)
     if settings["epochs_per_step"] == 0:
         return pruned_path
