@@ -125,6 +125,7 @@ def plan(
     min_channels: int = 1,
     round_to: int = 1,
     global_ranking: bool = True,
+    threshold: float | None = None,
     imgsz: int | tuple[int, int] = 640,
     coupling: Coupling | None = None,
 ) -> Plan:
@@ -133,7 +134,7 @@ def plan(
     g = _graph(model, imgsz)
     coupling = coupling or analyze(g)
     return make_plan(g, coupling, ratio=ratio, layer_ratios=layer_ratios, scope=scope, criterion=criterion,
-                     min_channels=min_channels, round_to=round_to, global_ranking=global_ranking)
+                     min_channels=min_channels, round_to=round_to, global_ranking=global_ranking, threshold=threshold)
 
 
 def dry_run(model: Any, plan_: Plan | None = None, *, imgsz: int | tuple[int, int] = 640, **options) -> Report:

@@ -84,6 +84,9 @@ def validate(s: dict[str, Any]) -> None:
             raise ConfigError(f"{key}={s[key]!r} must be a number in [0, 1)")
     if not s["step_ratio"] > 0:
         raise ConfigError("step_ratio must be > 0")
+    t = s["prune_threshold"]
+    if t is not None and (not isinstance(t, (int, float)) or isinstance(t, bool) or t != t or abs(t) == float("inf")):
+        raise ConfigError(f"prune_threshold={t!r} must be null or a finite number")
     for key in ("imgsz", "batch", "pretrain_epochs", "epochs_per_step", "final_epochs", "calib_images", "max_steps",
                 "min_channels", "round_to", "workers", "seed", "compare_epochs"):
         if not isinstance(s[key], int) or isinstance(s[key], bool) or s[key] < 0:

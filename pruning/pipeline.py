@@ -156,18 +156,23 @@ def run(settings: dict[str, Any]) -> Path:
     while state["stop"] is None:
         last = state["rows"][-1]
         removed = 1 - last[metric] / base[metric]
+        k = state["step"] + 1
+        weights = None
         if removed >= settings["target"]:
             state["stop"] = f"target reached: {removed:.1%} of {metric} removed"
         elif base["map50_95"] - last["map50_95"] > settings["max_map_drop"]:
             state["stop"] = f"mAP50-95 fell {base['map50_95'] - last['map50_95']:.3f} below the start"
         elif state["step"] >= settings["max_steps"]:
             state["stop"] = f"max_steps={settings['max_steps']} reached"
-        if state["stop"] is not None:
+        else:
+            weights = _prune_step(k, Path(state["weights"]), settings, data, out, weights_dir, calibration)
+            if weights is None:
+                state["stop"] = (f"no filter in scope scores <= prune_threshold={settings['prune_threshold']}"
+                                 if settings["prune_threshold"] is not None else "nothing left to prune in scope")
+        if weights is None:
             _log(f"pruning stops: {state['stop']}")
             _save_state(out, state)
             break
-        k = state["step"] + 1
-        weights = _prune_step(k, Path(state["weights"]), settings, data, out, weights_dir, calibration)
         state["rows"].append(measure(weights, settings, data, out, k, settings["criterion"]))
         state["step"], state["weights"] = k, str(weights)
         _save_state(out, state)
@@ -211,12 +216,17 @@ def _initial_weights(settings: dict[str, Any], data: Path, out: Path, weights_di
 
 
 def _prune_step(k: int, weights: Path, settings: dict[str, Any], data: Path, out: Path, weights_dir: Path,
-                calibration: Callable[[], Calibration]) -> Path:
+                calibration: Callable[[], Calibration]) -> Path | None:
+    """Score, prune and fine-tune step k; returns its checkpoint, or None when the plan removes nothing."""
     graph = traced(weights, settings["imgsz"])
     coupling = analyze(graph)
     criterion = build_criterion(settings["criterion"], settings, calibration)
-    plan = make_plan(graph, ratio=settings["step_ratio"], scope=settings["scope"], criterion=criterion,
-                     min_channels=settings["min_channels"], round_to=settings["round_to"], coupling=coupling)
+    threshold = settings["prune_threshold"]
+    plan = make_plan(graph, ratio=None if threshold is not None else settings["step_ratio"], threshold=threshold,
+                     scope=settings["scope"], criterion=criterion, min_channels=settings["min_channels"],
+                     round_to=settings["round_to"], coupling=coupling)
+    if plan.num_removed == 0:
+        return None
     pruned = prune(graph, plan)
     _log(f"step {k}: {settings['criterion']} removed {plan.num_removed} channel units; {pruned.report}")
     pruned_path = pruned.save(weights_dir / f"step{k}-pruned.pt", overwrite=True, half=False)

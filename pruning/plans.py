@@ -85,6 +85,7 @@ def make_plan(
     round_to: int = 1,
     global_ranking: bool = True,
     normalize: bool = True,
+    threshold: float | None = None,
 ) -> Plan:
     """Choose the units to remove.
 
@@ -93,9 +94,16 @@ def make_plan(
     ultralytics layer index or per group name / module-path prefix ('model.4', 'model.22.cv2.0.0.conv'),
     overriding `ratio` there.  `scope`: 'all', 'backbone' (layers 0-9) or layer indices.  Every group keeps
     at least `min_channels` channels, and the number it keeps is rounded up to a multiple of `round_to`.
+    `threshold` (instead of `ratio`): remove every unit in scope whose raw score is <= threshold, e.g. 0 for the
+    HSIC-Lasso coefficients of filters that carry nothing the others do not (coupled groups lose the same number).
     """
-    if ratio is None and not layer_ratios:
-        raise PlanError("give a global `ratio` in [0, 1) or `layer_ratios` {layer: ratio}")
+    if threshold is not None:
+        if ratio is not None or layer_ratios:
+            raise PlanError("give either `threshold` or `ratio` / `layer_ratios`, not both")
+        if not isinstance(threshold, (int, float)) or isinstance(threshold, bool) or not math.isfinite(threshold):
+            raise PlanError(f"threshold must be a finite number; got {threshold!r}")
+    elif ratio is None and not layer_ratios:
+        raise PlanError("give a global `ratio` in [0, 1), `layer_ratios` {layer: ratio} or a score `threshold`")
     if ratio is not None:
         check_ratio(ratio)
     if not isinstance(min_channels, int) or min_channels < 1:
@@ -112,11 +120,15 @@ def make_plan(
     order = {n: torch.argsort(scores[n], stable=True) for n in (g.name for g in groups)}
 
     counts: dict[tuple[str, ...], int] = {}
-    local = [b for b in blocks if b in overrides or ratio is None or not global_ranking]
+    local = [b for b in blocks if threshold is None and (b in overrides or ratio is None or not global_ranking)]
     for block in local:
         r = overrides.get(block, ratio if ratio is not None else 0.0)
         size = len(coupling.groups[block[0]])
         counts[block] = min(math.floor(r * size + 1e-9), _cap(size, min_channels))
+    if threshold is not None:
+        for block in blocks:
+            below = min(int((scores[name] <= threshold).sum()) for name in block)
+            counts[block] = min(below, _cap(len(coupling.groups[block[0]]), min_channels))
     ranked = [b for b in blocks if b not in counts]
     if ranked and ratio:
         counts.update(_global_counts(ranked, coupling, scores, ratio, min_channels, normalize))
@@ -135,6 +147,7 @@ def make_plan(
             "scope": scope if isinstance(scope, str) else sorted(layers_in_scope or ()),
             "criterion": getattr(crit, "name", getattr(crit, "__name__", type(crit).__name__)),
             "min_channels": min_channels, "round_to": round_to, "global_ranking": global_ranking,
+            "threshold": threshold,
         },
     )
     check_plan(plan, coupling)

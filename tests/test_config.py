@@ -32,6 +32,7 @@ def test_every_default_key_is_documented_with_a_comment():
         ("nokeyvalue", "is not key=value"),
         ("compare_targets=[0.4,1.2]", r"compare_targets=\[0.4, 1.2\] must be a non-empty list of fractions"),
         ("compare_targets=[]", "compare_targets=.* must be a non-empty list"),
+        ("prune_threshold=abc", "prune_threshold='abc' must be null or a finite number"),
         ("compare_metric=latency", "compare_metric='latency' is not one of"),
     ],
 )

@@ -51,6 +51,14 @@ def test_end_to_end_writes_every_artefact_and_prunes_only_the_backbone(tmp_path,
     assert json.loads((out / "state.json").read_text())["done"] is True
 
 
+def test_threshold_that_no_filter_reaches_stops_the_run_without_pruning(tmp_path, tiny_data):
+    out = pipeline.run(_settings(tmp_path, tiny_data, prune_threshold=-1.0, export="none"))
+    state = json.loads((out / "state.json").read_text())
+    assert state["stop"] == "no filter in scope scores <= prune_threshold=-1.0" and state["done"] is True
+    assert [r["step"] for r in state["rows"]] == [0]
+    assert not (out / "weights/step1-pruned.pt").exists()
+
+
 def test_resume_continues_from_the_last_finished_step(tmp_path, tiny_data, monkeypatch):
     settings = _settings(tmp_path, tiny_data, target=0.9, max_steps=2, epochs_per_step=0, final_epochs=0,
                          export="none")

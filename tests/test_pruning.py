@@ -290,6 +290,31 @@ def test_global_ranking_differs_from_uniform_and_criteria_differ():
         pruning.make_plan(g, coupling, ratio=0.3, criterion="random").remove
 
 
+def test_threshold_removes_exactly_the_units_scoring_at_or_below_it():
+    g = graph64("yolov8n.yaml")
+    coupling = coupling_of("yolov8n.yaml")
+    gen = torch.Generator().manual_seed(0)
+    # a sparse score as HSIC-Lasso gives: about a third of every group exactly zero
+    scores = {n: torch.rand(len(grp), generator=gen, dtype=torch.float64) * (torch.rand(len(grp), generator=gen) > 0.33)
+              for n, grp in coupling.groups.items()}
+    plan = pruning.make_plan(g, coupling, threshold=0.0, criterion=lambda *_: scores, min_channels=4)
+    assert plan.num_removed > 0 and plan.settings["threshold"] == 0.0
+    for block in coupling.all_blocks():
+        if not all(coupling.groups[n].prunable for n in block):
+            assert not any(plan.remove.get(n) for n in block)
+            continue
+        size = len(coupling.groups[block[0]])
+        expected = min(min(int((scores[n] == 0).sum()) for n in block), size - 4)
+        for name in block:
+            removed = plan.remove.get(name, ())
+            assert len(removed) == expected, name
+            assert all(scores[name][i] == 0 for i in removed)  # only zero-scored units go
+    nothing = pruning.make_plan(g, coupling, threshold=-1.0, criterion=lambda *_: scores)
+    assert nothing.num_removed == 0
+    with pytest.raises(pruning.PlanError, match="either `threshold` or `ratio`"):
+        pruning.make_plan(g, coupling, threshold=0.0, ratio=0.2)
+
+
 def test_magnitude_keeps_strong_filters():
     g = fresh("yolov8n.yaml")
     coupling = pruning.analyze(g)
