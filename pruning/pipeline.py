@@ -90,7 +90,7 @@ def run_dir(settings: dict[str, Any]) -> Path:
 
 def _train_kwargs(settings: dict[str, Any], data: Path, out: Path, name: str, epochs: int) -> dict[str, Any]:
     return dict(data=str(data), epochs=epochs, imgsz=settings["imgsz"], batch=settings["batch"],
-                device=settings["device"], workers=settings["workers"], seed=settings["seed"], project=str(out),
+                device=settings["device"], workers=settings["workers"], seed=settings["seed"], project=str(out.resolve()),
                 name=name, exist_ok=True, plots=False, verbose=False, amp=False)
 
 
@@ -100,7 +100,7 @@ def validate(weights: Path, settings: dict[str, Any], data: Path, out: Path) -> 
 
     results = YOLO(str(weights)).val(data=str(data), imgsz=settings["imgsz"], batch=settings["batch"],
                                      device=settings["device"], workers=settings["workers"], plots=False,
-                                     verbose=False, project=str(out), name="val", exist_ok=True)
+                                     verbose=False, project=str(out.resolve()), name="val", exist_ok=True)
     return val_metrics(results)
 
 

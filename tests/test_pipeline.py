@@ -51,8 +51,11 @@ def test_end_to_end_writes_every_artefact_and_prunes_only_the_backbone(tmp_path,
     assert json.loads((out / "state.json").read_text())["done"] is True
 
 
-def test_threshold_that_no_filter_reaches_stops_the_run_without_pruning(tmp_path, tiny_data):
-    out = pipeline.run(_settings(tmp_path, tiny_data, prune_threshold=-1.0, export="none"))
+def test_threshold_that_no_filter_reaches_stops_the_run_without_pruning(tmp_path, tiny_data, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a relative project (the default runs/prune) keeps training output in the run dir
+    out = pipeline.run(_settings(tmp_path, tiny_data, prune_threshold=-1.0, export="none", project="runs/prune"))
+    assert out.resolve() == (tmp_path / "runs/prune/exp").resolve()
+    assert (out / "pretrain/weights").is_dir() and (out / "val").is_dir()
     state = json.loads((out / "state.json").read_text())
     assert state["stop"] == "no filter in scope scores <= prune_threshold=-1.0" and state["done"] is True
     assert [r["step"] for r in state["rows"]] == [0]
