@@ -36,3 +36,21 @@ def test_latency_is_positive_and_leaves_the_model_alone():
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3)).double().train()
     assert cpu_latency_ms(net, 32, runs=3, warmup=1) > 0
     assert net.training and next(net.parameters()).dtype == torch.float64
+
+
+def test_compare_tables_give_kept_map_against_the_unpruned_model_and_the_fine_tuned_control(tmp_path):
+    from pruning.compare import write_compare
+
+    def row(criterion, target, gflops, m):
+        return {**ROWS[0], "criterion": criterion, "target": target, "channel_ratio": target / 2, "gflops": gflops,
+                "map50_95": m}
+
+    rows = [row("unpruned", 0.0, 2.0, 0.6), row("unpruned+ft", 0.0, 2.0, 0.8), row("l1", 0.4, 1.2, 0.72),
+            row("random", 0.4, 1.2, 0.48), row("l1", 0.5, 1.0, 0.4)]
+    write_compare(tmp_path, rows, {"model": "m.yaml", "compare_scope": "all", "compare_metric": "gflops",
+                                   "compare_epochs": 3})
+    md = (tmp_path / "compare.md").read_text()
+    against_unpruned, against_control = md.split("mAP50-95 kept")[1].split("fine-tuned for the same 3 epochs")
+    assert "| l1 | 120.0% | 66.7% |" in against_unpruned and "| random | 80.0% | - |" in against_unpruned
+    assert "| l1 | 90.0% | 50.0% |" in against_control and "| random | 60.0% | - |" in against_control
+    assert (tmp_path / "compare.png").read_bytes()[:4] == b"\x89PNG"
