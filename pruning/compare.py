@@ -14,6 +14,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import fxgraph
+
 from .api import analyze, plan_for_target, prune
 from .pipeline import (_finetune, _log, _initial_weights, build_criterion, dataset, lazy_calibration, measure, run_dir,
                        traced)
@@ -26,6 +28,7 @@ COMPARE_COLUMNS = (("criterion", "criterion", "{}"), ("target", "target", "{:.2f
 
 def compare(settings: dict[str, Any]) -> Path:
     """Run the sweep; returns the run directory."""
+    _check_reachable(settings)
     out = run_dir({**settings, "resume": False})
     weights_dir = out / "weights"
     weights_dir.mkdir(exist_ok=True)
@@ -60,6 +63,15 @@ def compare(settings: dict[str, Any]) -> Path:
         write_compare(out, rows, settings)
     write_compare(out, rows, settings)
     return out
+
+
+def _check_reachable(settings: dict[str, Any]) -> None:
+    """Refuse targets the scope cannot reach before any training (the most that can be removed depends on the
+    architecture, `compare_scope` and `min_channels` only, not on the weights or the criterion)."""
+    graph = fxgraph.trace(settings["pretrained"] or settings["model"], settings["imgsz"])
+    plan_for_target(graph, max(settings["compare_targets"]), metric=settings["compare_metric"],
+                    scope=settings["compare_scope"], criterion="random", min_channels=settings["min_channels"],
+                    round_to=settings["round_to"], resolution=0.5)
 
 
 def write_compare(out: Path, rows: list[dict[str, Any]], settings: dict[str, Any]) -> None:

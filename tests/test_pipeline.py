@@ -171,3 +171,13 @@ def test_traced_checkpoint_is_reused_until_the_file_changes(tmp_path):
     assert pipeline.traced(path, 128) is not first  # another image size is another graph
     os.utime(path, ns=(0, 0))  # the file changed (here: its mtime) -> traced anew
     assert pipeline.traced(path, 64) is not first
+
+
+def test_compare_refuses_an_unreachable_target_before_training_or_writing(tmp_path, tiny_data):
+    from pruning import PlanError
+    from pruning.compare import compare
+
+    settings = _settings(tmp_path, tiny_data, compare_scope="backbone", compare_targets="[0.2,0.9]")
+    with pytest.raises(PlanError, match="cannot remove 90.0% of gflops: at most .* in scope 'backbone'"):
+        compare(settings)
+    assert not (tmp_path / "runs").exists()
