@@ -27,7 +27,7 @@ from . import surgery
 from .checkpoint import save_checkpoint
 from .coupling import Coupling, gc_paused
 from .coupling import analyze as analyze_graph
-from .criteria import Criterion, get_criterion
+from .criteria import Criterion, Precomputed, criterion_name, get_criterion
 from .errors import PlanError, RatioError
 from .plans import Plan, check_ratio, make_plan
 from .yolo import protector
@@ -181,10 +181,11 @@ def plan_for_target(
         raise PlanError(f"metric must be one of {', '.join(TARGET_METRICS)}; got {metric!r}")
     g = _graph(model, imgsz)
     coupling = coupling or analyze(g)
-    scores = get_criterion(criterion)(g, coupling)
+    crit = get_criterion(criterion)
+    scores = crit if isinstance(crit, Precomputed) else Precomputed(crit(g, coupling), criterion_name(crit))
 
     def attempt(ratio: float) -> tuple[Plan, Report, float]:
-        p = make_plan(g, coupling, ratio=ratio, scope=scope, criterion=lambda *_: scores,
+        p = make_plan(g, coupling, ratio=ratio, scope=scope, criterion=scores,
                       min_channels=min_channels, round_to=round_to)
         report = _dry_report(g, coupling, p)
         return p, report, 1 - (report.gflops_ratio if metric == "gflops" else report.params_ratio)

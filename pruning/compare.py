@@ -17,6 +17,7 @@ from typing import Any
 import fxgraph
 
 from .api import analyze, plan_for_target, prune
+from .criteria import Precomputed
 from .pipeline import (_finetune, _log, _initial_weights, build_criterion, dataset, lazy_calibration, measure, run_dir,
                        traced)
 from .progress import progress
@@ -45,14 +46,14 @@ def compare(settings: dict[str, Any]) -> Path:
     calibration = lazy_calibration(settings, data, start)
     coupling = analyze(graph)
     jobs = [(name, target) for name in settings["compare_criteria"] for target in settings["compare_targets"]]
-    scored: dict[str, Any] = {}
+    scored: dict[str, Precomputed] = {}
     for name, target in progress(jobs, "compare"):
         if name not in scored:  # scored once per criterion, reused for every target
-            scored[name] = build_criterion(name, settings, calibration)(graph, coupling)
+            scored[name] = Precomputed(build_criterion(name, settings, calibration)(graph, coupling), name)
         plan, report = plan_for_target(graph, target, metric=settings["compare_metric"],
-                                        scope=settings["compare_scope"], criterion=lambda g, c, s=scored[name]: s,
-                                        min_channels=settings["min_channels"], round_to=settings["round_to"],
-                                        coupling=coupling)
+                                       scope=settings["compare_scope"], criterion=scored[name],
+                                       min_channels=settings["min_channels"], round_to=settings["round_to"],
+                                       coupling=coupling)
         tag = f"{name}-{target:g}"
         _log(f"{tag}: {plan.settings['ratio']:.3f} of the channels in scope; {report}")
         weights = prune(graph, plan).save(weights_dir / f"{tag}-pruned.pt", overwrite=True, half=False)

@@ -78,6 +78,21 @@ class RandomCriterion:
         return {g.name: torch.rand(len(g), generator=gen, dtype=torch.float64) for g in coupling.groups.values()}
 
 
+class Precomputed:
+    """Scores computed once (a data-driven criterion is costly), replayed for several plans under the name of the
+    criterion that made them."""
+
+    def __init__(self, scores: Scores, name: str) -> None:
+        self.scores, self.name = scores, name
+
+    def __call__(self, graph: fxgraph.FlatGraph, coupling: Coupling) -> Scores:
+        return self.scores
+
+
+def criterion_name(criterion: Criterion) -> str:
+    return getattr(criterion, "name", getattr(criterion, "__name__", type(criterion).__name__))
+
+
 CRITERIA: dict[str, Callable[[], Criterion]] = {
     "l1": lambda: Magnitude(1),
     "l2": lambda: Magnitude(2),

@@ -90,8 +90,8 @@ def run_dir(settings: dict[str, Any]) -> Path:
 
 def _train_kwargs(settings: dict[str, Any], data: Path, out: Path, name: str, epochs: int) -> dict[str, Any]:
     return dict(data=str(data), epochs=epochs, imgsz=settings["imgsz"], batch=settings["batch"],
-                device=settings["device"], workers=settings["workers"], seed=settings["seed"], project=str(out.resolve()),
-                name=name, exist_ok=True, plots=False, verbose=False, amp=False)
+                device=settings["device"], workers=settings["workers"], seed=settings["seed"],
+                project=str(out.resolve()), name=name, exist_ok=True, plots=False, verbose=False, amp=False)
 
 
 def validate(weights: Path, settings: dict[str, Any], data: Path, out: Path) -> dict[str, float]:

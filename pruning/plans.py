@@ -20,7 +20,7 @@ import torch
 import fxgraph
 
 from .coupling import Coupling, Group
-from .criteria import Criterion, check_scores, get_criterion
+from .criteria import Criterion, check_scores, criterion_name, get_criterion
 from .errors import (
     EmptyLayerError,
     PlanError,
@@ -145,7 +145,7 @@ def make_plan(
         settings={
             "ratio": ratio, "layer_ratios": {str(k): v for k, v in (layer_ratios or {}).items()},
             "scope": scope if isinstance(scope, str) else sorted(layers_in_scope or ()),
-            "criterion": getattr(crit, "name", getattr(crit, "__name__", type(crit).__name__)),
+            "criterion": criterion_name(crit),
             "min_channels": min_channels, "round_to": round_to, "global_ranking": global_ranking,
             "threshold": threshold,
         },
