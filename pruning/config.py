@@ -18,6 +18,7 @@ CHOICES = {
     "target_metric": ("params", "gflops"),
     "compare_metric": ("params", "gflops"),
     "calib_boxes": ("labels", "detections"),
+    "calib_target": ("class", "box", "all"),
     "export": ("onnx", "none"),
 }
 FRACTIONS = ("step_ratio", "target", "max_map_drop")

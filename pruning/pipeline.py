@@ -38,7 +38,7 @@ def build_criterion(name: str, settings: dict[str, Any], calibration: Callable[[
     """The criterion `name` configured from the settings (the calibration data is read only when needed)."""
     if name == "detdshap":
         return DetDSHAP(calibration(), boxes=settings["calib_boxes"], iou=settings["iou"],
-                        baseline=settings["baseline"])
+                        baseline=settings["baseline"], target=settings["calib_target"])
     if name == "hsic":
         return HSIC(calibration(), lam=settings["hsic_lambda"])
     if name == "taylor":

@@ -17,6 +17,7 @@ from ultralytics.utils import DEFAULT_CFG
 import fxgraph
 import pruning
 from pruning.calibration import Calibration
+from pruning.errors import PruningError
 from pruning.relevance_criteria import HSIC, DetDSHAP, Taylor, unit_scores
 from relprop.target import detections
 
@@ -83,6 +84,23 @@ def test_detdshap_scores_a_silenced_filter_lowest_and_repeats(silenced, calibrat
     _check_silenced_is_lowest(first, coupling)
     second = criterion(graph, coupling)
     assert all(torch.equal(first[k], second[k]) for k in first)
+
+
+def test_detdshap_box_and_class_target_weighs_each_explanation_alike_and_still_finds_the_silenced_filter(
+        silenced, calibration):
+    graph, coupling = silenced
+    both = DetDSHAP(calibration, target="all")
+    stats = both.filter_stats(graph)
+    assert both.explained == 3 and both.skipped == 0  # boxes are counted once, not once per kind
+    total = sum(float(v.sum()) for v in stats.values())
+    assert total == pytest.approx(2 * both.explained, rel=1e-9)  # class and box: a total |relevance| of 1 each
+    box_only = DetDSHAP(calibration, target="box").filter_stats(graph)
+    class_only = DetDSHAP(calibration, target="class").filter_stats(graph)
+    assert not torch.allclose(box_only["model.22.cv2.0.0.conv"] / box_only["model.22.cv2.0.0.conv"].sum(),
+                              class_only["model.22.cv2.0.0.conv"] / class_only["model.22.cv2.0.0.conv"].sum())
+    _check_silenced_is_lowest(both(graph, coupling), coupling)
+    with pytest.raises(PruningError, match="target must be one of class, box, all"):
+        DetDSHAP(calibration, target="mask")
 
 
 @pytest.mark.parametrize("make, live", [(Taylor, 0.95), (HSIC, 0.0)], ids=["taylor", "hsic"])
