@@ -228,7 +228,7 @@ def _prune_step(k: int, weights: Path, settings: dict[str, Any], data: Path, out
     if plan.num_removed == 0:
         return None
     pruned = prune(graph, plan)
-    _log(f"step {k}: {settings['criterion']} removed {plan.num_removed} channel units; {pruned.report}")
+    _log(f"step {k} ({settings['criterion']}): {pruned.report}")
     pruned_path = pruned.save(weights_dir / f"step{k}-pruned.pt", overwrite=True, half=False)
     if settings["epochs_per_step"] == 0:
         return pruned_path
