@@ -61,7 +61,7 @@ class DetDSHAP:
     TARGETS = {"class": ("class",), "box": ("box",), "all": ("class", "box")}
 
     def __init__(self, calibration: Calibration, *, boxes: str = "labels", iou: float = 0.7,
-                 baseline: Any = "black", rules: Any = None, conf: float = 0.25, target: str = "class") -> None:
+                 baseline: Any = "black", rules: Any = None, conf: float = 0.25, target: str = "all") -> None:
         if boxes not in ("labels", "detections"):
             raise PruningError(f"DetDSHAP boxes must be 'labels' or 'detections', got {boxes!r}")
         if target not in self.TARGETS:
