@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Iterable, Iterator, TypeVar
 
-import torch.distributed as dist
+from .distributed import rank_world
 
 T = TypeVar("T")
 
@@ -16,7 +16,7 @@ def progress(items: Iterable[T], desc: str, total: int | None = None) -> Iterato
     """Iterate `items` under a progress bar labelled `desc` (silent on ranks other than 0)."""
     from ultralytics.utils import TQDM
 
-    quiet = dist.is_available() and dist.is_initialized() and dist.get_rank() != 0
+    quiet = rank_world()[0] != 0
     if total is None and hasattr(items, "__len__"):
         total = len(items)  # type: ignore[arg-type]
     yield from TQDM(items, desc=desc, total=total, disable=quiet)
