@@ -72,7 +72,7 @@ def _check_reachable(settings: dict[str, Any]) -> None:
     graph = fxgraph.trace(settings["pretrained"] or settings["model"], settings["imgsz"])
     plan_for_target(graph, max(settings["compare_targets"]), metric=settings["compare_metric"],
                     scope=settings["compare_scope"], criterion="random", min_channels=settings["min_channels"],
-                    round_to=settings["round_to"], resolution=0.5)
+                    round_to=settings["round_to"], resolution=1.0)  # the largest plan only
 
 
 def write_compare(out: Path, rows: list[dict[str, Any]], settings: dict[str, Any]) -> None:
