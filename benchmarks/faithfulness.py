@@ -327,7 +327,7 @@ def figure(fig_maps: dict, path: Path, names: dict) -> None:
 
 def train_shapes(out: Path, minutes: float = 4.5) -> Path:
     """Train yolov8n from scratch on the synthetic shapes (128 px) for `minutes` on the CPU; returns best.pt."""
-    from pruning.synthetic import ShapesConfig, make_shapes_dataset
+    from pruning.job.synthetic import ShapesConfig, make_shapes_dataset
     from ultralytics import YOLO
 
     data = make_shapes_dataset(out / "shapes", ShapesConfig())
@@ -339,7 +339,7 @@ def train_shapes(out: Path, minutes: float = 4.5) -> Path:
 
 def shapes_items(root: Path, limit: int) -> list[tuple[Path, list]]:
     """Validation images of the synthetic set with their ground-truth boxes (xyxy pixels, class)."""
-    from pruning.synthetic import ShapesConfig, make_shapes_dataset
+    from pruning.job.synthetic import ShapesConfig, make_shapes_dataset
 
     data = make_shapes_dataset(root / "shapes", ShapesConfig())
     images = sorted((Path(data).parent / "images" / "val").glob("*"))[:limit]

@@ -1,4 +1,4 @@
-"""pruning: dependency-aware structured pruning of ultralytics YOLOv8 on the flat fx graph.
+"""pruning: dependency-aware structured pruning of ultralytics YOLO on the flat fx graph.
 
     import fxgraph, pruning
     g = fxgraph.trace("best.pt", imgsz=640)
@@ -9,10 +9,27 @@
     pruned.save("best-pruned.pt")                        # an ordinary ultralytics checkpoint
     pruning.finetune("best-pruned.pt", data="data.yaml", epochs=50)   # trains the pruned architecture
 
-Channel groups come from pruning.coupling: channel labels propagated through the fx graph, tied in a networkx
-graph whose connected components are the units that must be removed together.
+Three layers, one direction of import (tests/test_layers.py enforces it):
+
+- the engine, this package's top-level modules: `coupling` (channel labels through the fx graph, tied in a
+  networkx graph whose connected components are the units removed together), `importance` (the criterion
+  interface and registry), `plans`, `surgery`, `checkpoint`, `errors`, and `policy` (what is YOLO-specific:
+  protected head outputs, scopes, module attributes to resync), handed to coupling and surgery as callbacks.
+  The engine imports fxgraph only: neither the criteria nor the job.
+- `pruning.criteria`: magnitude, random, DetDSHAP (imports relprop), Taylor, HSIC-Lasso, calibration data,
+  distributed scoring.  Imports the engine, never the job.
+- `pruning.job`: the workflow around the engine (pipeline, compare, settings, reports, measuring, synthetic data,
+  ultralytics trainers, the CLI).  May import everything; ultralytics's trainers are imported only when the job
+  is used (the names below that live there are loaded on first access).
+
+`api` is the facade over engine and criteria (names such as "l1" resolve through the registry).
 """
 
+from __future__ import annotations
+
+from typing import Any
+
+from . import criteria  # registers the built-in criteria by name
 from .api import Pruned, Report, analyze, dry_run, plan, plan_for_target, prune
 from .checkpoint import save_checkpoint
 from .coupling import Coupling, Group, Touch, Unit
@@ -29,11 +46,24 @@ from .errors import (
     UnknownLayerError,
 )
 from .plans import Plan, check_plan, make_plan
-from .train import PrunedDetectionTrainer, PrunedSegmentationTrainer, finetune, trainer_for
+
+_JOB = {  # name -> module of pruning.job that defines it; imported on first access (ultralytics trainers)
+    "finetune": "train", "trainer_for": "train", "PrunedDetectionTrainer": "train",
+    "PrunedSegmentationTrainer": "train",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _JOB:
+        import importlib
+
+        return getattr(importlib.import_module(f".job.{_JOB[name]}", __name__), name)
+    raise AttributeError(f"module 'pruning' has no attribute {name!r}")
+
 
 __all__ = [
     "CRITERIA", "Coupling", "Criterion", "EmptyLayerError", "Group", "Magnitude", "OverwriteError", "Plan",
-    "PlanError", "ProtectedChannelError", "Pruned", "PrunedDetectionTrainer", "PrunedSegmentationTrainer", "PruningError", "RandomCriterion", "RatioError", "Report",
+    "PlanError", "ProtectedChannelError", "Pruned", "PruningError", "RandomCriterion", "RatioError", "Report",
     "SplitConstraintError", "StalePlanError", "Touch", "Unit", "UnknownLayerError", "analyze", "check_plan",
-    "dry_run", "finetune", "plan_for_target", "get_criterion", "make_plan", "plan", "prune", "save_checkpoint", "trainer_for",
+    "dry_run", "get_criterion", "make_plan", "plan", "plan_for_target", "prune", "save_checkpoint", *_JOB,
 ]

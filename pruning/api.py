@@ -27,10 +27,10 @@ from . import surgery
 from .checkpoint import save_checkpoint
 from .coupling import Coupling, gc_paused
 from .coupling import analyze as analyze_graph
-from .criteria import Criterion, Precomputed, criterion_name, get_criterion
+from .importance import Criterion, Precomputed, criterion_name, get_criterion
 from .errors import PlanError, RatioError
 from .plans import Plan, check_ratio, make_plan
-from .yolo import protector
+from .policy import protector, sync_modules
 
 
 @dataclass
@@ -222,7 +222,7 @@ def prune(model: Any, plan_: Plan | None = None, *, imgsz: int | tuple[int, int]
         params_before, gflops_before = stats.num_params(g), stats.gflops(g)
         coupling = analyze(g)
         plan_ = plan_ or plan(g, coupling=coupling, **options)
-        surgery.apply(g.module, g.model, coupling, plan_)
+        surgery.apply(g.module, g.model, coupling, plan_, sync=sync_modules)
         del coupling
     seconds = time.perf_counter() - start
     report = Report(params_before, stats.num_params(g), gflops_before, stats.gflops(g), plan_.num_removed, g.imgsz)

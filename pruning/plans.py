@@ -20,7 +20,7 @@ import torch
 import fxgraph
 
 from .coupling import Coupling, Group
-from .criteria import Criterion, check_scores, criterion_name, get_criterion
+from .importance import Criterion, check_scores, criterion_name, get_criterion
 from .errors import (
     EmptyLayerError,
     PlanError,
@@ -30,7 +30,7 @@ from .errors import (
     StalePlanError,
     UnknownLayerError,
 )
-from .yolo import scope_layers
+from .policy import scope_layers
 
 
 @dataclass

@@ -9,12 +9,12 @@ FLOP counts (fxgraph.stats) describe the pruned network.
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import fx, nn
 
-from fxgraph.passes import owner_of
+from fxgraph.passes import get_tensor, owner_of
 
 from .coupling import Coupling
 from .plans import Plan, check_plan
@@ -99,7 +99,7 @@ def update_shapes(gm: fx.GraphModule, coupling: Coupling, plan: Plan) -> None:
     removed = {(name, i) for name, indices in plan.remove.items() for i in indices}
     for node in gm.graph.nodes:
         if node.op == "get_attr":
-            value = _attr(gm, node.target)
+            value = get_tensor(gm, node.target)
             if isinstance(value, torch.Tensor):
                 node.meta["shape"] = tuple(value.shape)
                 node.meta.pop("val", None)
@@ -114,21 +114,15 @@ def update_shapes(gm: fx.GraphModule, coupling: Coupling, plan: Plan) -> None:
         node.meta.pop("val", None)
 
 
-def _attr(gm: fx.GraphModule, target: str) -> Any:
-    obj: Any = gm
-    for part in target.split("."):
-        obj = getattr(obj, part)
-    return obj
-
-
-def apply(gm: fx.GraphModule, model: nn.Module | None, coupling: Coupling, plan: Plan) -> None:
-    """Cut `plan` from the GraphModule (and from the ultralytics `model`, if given), in place."""
-    from .yolo import sync_modules
-
+def apply(gm: fx.GraphModule, model: nn.Module | None, coupling: Coupling, plan: Plan,
+          sync: Callable[[nn.Module], None] | None = None) -> None:
+    """Cut `plan` from the GraphModule (and from the ultralytics `model`, if given), in place; then `sync(model)`
+    lets the model's policy update the module attributes that record channel counts (e.g. C2f's `c`)."""
     drop = removals(coupling, plan)
     slice_tensors(gm, drop)
     gm.recompile()
     update_shapes(gm, coupling, plan)
     if model is not None:
         slice_tensors(model, drop)
-        sync_modules(model)
+        if sync is not None:
+            sync(model)

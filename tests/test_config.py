@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pruning.config import DEFAULT_CFG, ConfigError, load_config, parse_value
+from pruning.job.config import DEFAULT_CFG, ConfigError, load_config, parse_value
 
 
 def test_defaults_load_and_overrides_are_typed():

@@ -16,9 +16,10 @@ from ultralytics.utils import DEFAULT_CFG
 
 import fxgraph
 import pruning
-from pruning.calibration import Calibration
+from pruning.criteria.calibration import Calibration
 from pruning.errors import PruningError
-from pruning.relevance_criteria import HSIC, DetDSHAP, Taylor, unit_scores
+from pruning.criteria import HSIC, DetDSHAP, Taylor
+from pruning.criteria.stats import unit_scores
 from relprop.target import detections
 
 IMGSZ = 256

@@ -7,7 +7,7 @@ import pytest
 import torch
 from scipy.optimize import minimize
 
-from pruning.hsic_lasso import centre_normalise, gaussian_gram, hsic_lasso, nonnegative_lasso
+from pruning.criteria.hsic_lasso import centre_normalise, gaussian_gram, hsic_lasso, nonnegative_lasso
 
 
 def test_planted_informative_filters_get_the_largest_coefficients():

@@ -12,9 +12,10 @@ import pytest
 import torch
 
 import fxgraph
-from pruning import pipeline, save_checkpoint
-from pruning.config import ConfigError, load_config
-from pruning.synthetic import ShapesConfig, make_shapes_dataset
+from pruning import save_checkpoint
+from pruning.job import pipeline, workspace
+from pruning.job.config import ConfigError, load_config
+from pruning.job.synthetic import ShapesConfig, make_shapes_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -131,7 +132,7 @@ def test_distributed_scoring_equals_single_process(tmp_path, tiny_data):
 
 
 def test_compare_prunes_every_criterion_to_the_same_gflops_target_and_writes_table_and_plot(tmp_path, tiny_data):
-    from pruning.compare import compare
+    from pruning.job.compare import compare
 
     settings = _settings(tmp_path, tiny_data, compare_epochs=0, compare_criteria="[l1,random]",
                          compare_targets="[0.3]")
@@ -167,16 +168,16 @@ def test_plan_for_target_finds_the_smallest_plan_and_refuses_an_unreachable_targ
 def test_traced_checkpoint_is_reused_until_the_file_changes(tmp_path):
     model = fxgraph.load_ultralytics("yolov8n.yaml")
     path = save_checkpoint(model, tmp_path / "w.pt", half=False)
-    first = pipeline.traced(path, 64)
-    assert pipeline.traced(path, 64) is first
-    assert pipeline.traced(path, 128) is not first  # another image size is another graph
+    first = workspace.traced(path, 64)
+    assert workspace.traced(path, 64) is first
+    assert workspace.traced(path, 128) is not first  # another image size is another graph
     os.utime(path, ns=(0, 0))  # the file changed (here: its mtime) -> traced anew
-    assert pipeline.traced(path, 64) is not first
+    assert workspace.traced(path, 64) is not first
 
 
 def test_compare_refuses_an_unreachable_target_before_training_or_writing(tmp_path, tiny_data):
     from pruning import PlanError
-    from pruning.compare import compare
+    from pruning.job.compare import compare
 
     settings = _settings(tmp_path, tiny_data, compare_scope="backbone", compare_targets="[0.2,0.9]")
     with pytest.raises(PlanError, match="cannot remove 90.0% of gflops: at most .* in scope 'backbone'"):

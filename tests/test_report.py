@@ -6,8 +6,8 @@ import json
 
 import torch
 
-from pruning.measure import cpu_latency_ms
-from pruning.report import markdown_table, write_report
+from pruning.job.measure import cpu_latency_ms
+from pruning.job.report import markdown_table, write_report
 
 ROWS = [
     {"step": 0, "criterion": "-", "params": 1000, "gflops": 2.0, "latency_ms": 5.0, "map50": 0.9, "map50_95": 0.6,
@@ -39,7 +39,7 @@ def test_latency_is_positive_and_leaves_the_model_alone():
 
 
 def test_compare_tables_give_kept_map_against_the_unpruned_model_and_the_fine_tuned_control(tmp_path):
-    from pruning.compare import write_compare
+    from pruning.job.compare import write_compare
 
     def row(criterion, target, gflops, m):
         return {**ROWS[0], "criterion": criterion, "target": target, "channel_ratio": target / 2, "gflops": gflops,

@@ -6,7 +6,7 @@ import hashlib
 
 import numpy as np
 
-from pruning.synthetic import CLASSES, ShapesConfig, make_shapes_dataset
+from pruning.job.synthetic import CLASSES, ShapesConfig, make_shapes_dataset
 
 
 def _digest(folder):

@@ -16,12 +16,12 @@ from typing import Any
 
 import fxgraph
 
-from .api import analyze, plan_for_target, prune
-from .criteria import Precomputed
-from .pipeline import (_finetune, _log, _initial_weights, build_criterion, dataset, lazy_calibration, measure, run_dir,
-                       traced)
-from .progress import progress
+from ..api import analyze, plan_for_target, prune
+from ..criteria import Precomputed
+from ..criteria.progress import progress
 from .report import COLUMNS, markdown_table
+from .workspace import (build_criterion, dataset, finetune_to, initial_weights, lazy_calibration, log, measure, run_dir,
+                        traced)
 
 COMPARE_COLUMNS = (("criterion", "criterion", "{}"), ("target", "target", "{:.2f}"),
                    ("channel_ratio", "channels removed", "{:.3f}")) + COLUMNS[2:]
@@ -35,12 +35,12 @@ def compare(settings: dict[str, Any]) -> Path:
     weights_dir.mkdir(exist_ok=True)
     data = dataset(settings)
     epochs = settings["compare_epochs"]
-    start = _initial_weights(settings, data, out, weights_dir)
+    start = initial_weights(settings, data, out, weights_dir)
     rows = [{**measure(start, settings, data, out, 0, "-"), "criterion": "unpruned", "target": 0.0,
              "channel_ratio": 0.0}]
     graph = traced(start, settings["imgsz"])  # the trace measure() just made
     if epochs > 0:  # control: the same fine-tuning budget without pruning
-        control = _finetune(start, settings, data, out, "unpruned-ft", epochs, weights_dir / "unpruned-ft.pt")
+        control = finetune_to(start, settings, data, out, "unpruned-ft", epochs, weights_dir / "unpruned-ft.pt")
         rows.append({**measure(control, settings, data, out, "ft", "unpruned+ft"), "target": 0.0,
                      "channel_ratio": 0.0})
     calibration = lazy_calibration(settings, data, start)
@@ -55,10 +55,10 @@ def compare(settings: dict[str, Any]) -> Path:
                                        min_channels=settings["min_channels"], round_to=settings["round_to"],
                                        coupling=coupling)
         tag = f"{name}-{target:g}"
-        _log(f"{tag}: {plan.settings['ratio']:.3f} of the channels in scope; {report}")
+        log(f"{tag}: {plan.settings['ratio']:.3f} of the channels in scope; {report}")
         weights = prune(graph, plan).save(weights_dir / f"{tag}-pruned.pt", overwrite=True, half=False)
         if epochs > 0:
-            weights = _finetune(weights, settings, data, out, tag, epochs, weights_dir / f"{tag}.pt")
+            weights = finetune_to(weights, settings, data, out, tag, epochs, weights_dir / f"{tag}.pt")
         rows.append({**measure(weights, settings, data, out, tag, name), "target": target,
                      "channel_ratio": plan.settings["ratio"]})
         write_compare(out, rows, settings)

@@ -1,10 +1,7 @@
-"""The relevance-guided pruning pipeline (the paper's Algorithm 2 around ultralytics training):
+"""The job's workspace: run directories, datasets, the trace cache, calibration, training, measuring, exporting.
 
-load (or train) → validate → repeat { score filters, prune `step_ratio` of the remaining, fine-tune, validate }
-until `target` of params/GFLOPs is removed or mAP50-95 drops more than `max_map_drop` → final fine-tune → ONNX.
-
-Everything goes into a run directory: every step's checkpoint, `state.json` (what `resume` continues from),
-`report.json`, `report.md`, `trend.png`.  The input weights are only ever read.
+Shared by the pipeline (`pruning.job.pipeline`), the criteria sweep (`compare`) and the CLI, so that each number
+and each file is made in one place.
 """
 
 from __future__ import annotations
@@ -15,19 +12,12 @@ import shutil
 from pathlib import Path
 from typing import Any, Callable
 
-import torch
-
 import fxgraph
 from fxgraph import stats
 
-from .api import analyze, prune
-from .api import plan as make_plan
-from .calibration import Calibration, load_calibration
-from .criteria import Criterion, get_criterion
-from .errors import PruningError
+from ..criteria import HSIC, Calibration, Criterion, DetDSHAP, RandomCriterion, Taylor, get_criterion, load_calibration
+from ..errors import PruningError
 from .measure import cpu_latency_ms, val_metrics
-from .relevance_criteria import HSIC, DetDSHAP, Taylor
-from .report import write_report
 from .synthetic import ShapesConfig, make_shapes_dataset
 from .train import finetune
 
@@ -44,8 +34,6 @@ def build_criterion(name: str, settings: dict[str, Any], calibration: Callable[[
     if name == "taylor":
         return Taylor(calibration())
     if name == "random":
-        from .criteria import RandomCriterion
-
         return RandomCriterion(seed=settings["seed"])
     return get_criterion(name)
 
@@ -57,7 +45,7 @@ def lazy_calibration(settings: dict[str, Any], data: Path, weights: str | Path, 
 
     def calibration() -> Calibration:
         if not cache:
-            full = load_calibration(data, _task(weights), settings["imgsz"], settings["calib_images"],
+            full = load_calibration(data, task_of(weights), settings["imgsz"], settings["calib_images"],
                                     batch=min(settings["batch"], settings["calib_images"]))
             cache.append(full.shard(rank, world))
         return cache[0]
@@ -88,7 +76,7 @@ def run_dir(settings: dict[str, Any]) -> Path:
     return path
 
 
-def _train_kwargs(settings: dict[str, Any], data: Path, out: Path, name: str, epochs: int) -> dict[str, Any]:
+def train_kwargs(settings: dict[str, Any], data: Path, out: Path, name: str, epochs: int) -> dict[str, Any]:
     return dict(data=str(data), epochs=epochs, imgsz=settings["imgsz"], batch=settings["batch"],
                 device=settings["device"], workers=settings["workers"], seed=settings["seed"],
                 project=str(out.resolve()), name=name, exist_ok=True, plots=False, verbose=False, amp=False)
@@ -128,80 +116,23 @@ def measure(weights: Path, settings: dict[str, Any], data: Path, out: Path, step
     return row
 
 
-def _save_state(out: Path, state: dict[str, Any]) -> None:
+def save_state(out: Path, state: dict[str, Any]) -> None:
     tmp = out / "state.json.tmp"
     tmp.write_text(json.dumps(state, indent=2, default=str))
     tmp.replace(out / "state.json")  # atomic: an interruption leaves the previous state intact
 
 
-def run(settings: dict[str, Any]) -> Path:
-    """Run the whole pipeline with validated `settings` (see pruning.config); returns the run directory."""
-    torch.manual_seed(settings["seed"])
-    out = run_dir(settings)
-    weights_dir = out / "weights"
-    weights_dir.mkdir(exist_ok=True)
-    data = dataset(settings)
-    state: dict[str, Any] = json.loads((out / "state.json").read_text()) if settings["resume"] else {}
-    if not state:
-        state = {"settings": settings, "rows": [], "step": 0, "done": False, "stop": None}
-        state["weights"] = str(_initial_weights(settings, data, out, weights_dir))
-        state["rows"].append(measure(Path(state["weights"]), settings, data, out, 0, "-"))
-        _save_state(out, state)
-        write_report(out, state["rows"], settings)
-    elif state.get("done"):
-        return out
-    base = state["rows"][0]
-    metric = settings["target_metric"]
-    calibration = lazy_calibration(settings, data, state["weights"])
-    while state["stop"] is None:
-        last = state["rows"][-1]
-        removed = 1 - last[metric] / base[metric]
-        k = state["step"] + 1
-        weights = None
-        if removed >= settings["target"]:
-            state["stop"] = f"target reached: {removed:.1%} of {metric} removed"
-        elif base["map50_95"] - last["map50_95"] > settings["max_map_drop"]:
-            state["stop"] = f"mAP50-95 fell {base['map50_95'] - last['map50_95']:.3f} below the start"
-        elif state["step"] >= settings["max_steps"]:
-            state["stop"] = f"max_steps={settings['max_steps']} reached"
-        else:
-            weights = _prune_step(k, Path(state["weights"]), settings, data, out, weights_dir, calibration)
-            if weights is None:
-                state["stop"] = (f"no filter in scope scores <= prune_threshold={settings['prune_threshold']}"
-                                 if settings["prune_threshold"] is not None else "nothing left to prune in scope")
-        if weights is None:
-            _log(f"pruning stops: {state['stop']}")
-            _save_state(out, state)
-            break
-        state["rows"].append(measure(weights, settings, data, out, k, settings["criterion"]))
-        state["step"], state["weights"] = k, str(weights)
-        _save_state(out, state)
-        write_report(out, state["rows"], settings)
-
-    final = Path(state["weights"])
-    if settings["final_epochs"] > 0 and state["step"] > 0:
-        final = _finetune(final, settings, data, out, "final", settings["final_epochs"], weights_dir / "final.pt")
-        state["rows"].append(measure(final, settings, data, out, "final", settings["criterion"]))
-    state["final"] = str(final)
-    if settings["export"] == "onnx":
-        state["onnx"] = export_onnx(final, settings, weights_dir)
-    state["done"] = True
-    _save_state(out, state)
-    write_report(out, state["rows"], settings)
-    return out
-
-
-def _log(message: str) -> None:
+def log(message: str) -> None:
     from ultralytics.utils import LOGGER
 
     LOGGER.info(f"pruning: {message}")
 
 
-def _task(weights: str | Path) -> str:
+def task_of(weights: str | Path) -> str:
     return fxgraph.yolo.TASK_OF_HEAD[type(fxgraph.load_ultralytics(weights).model[-1]).__name__]
 
 
-def _initial_weights(settings: dict[str, Any], data: Path, out: Path, weights_dir: Path) -> Path:
+def initial_weights(settings: dict[str, Any], data: Path, out: Path, weights_dir: Path) -> Path:
     """Step 0: a copy of `pretrained` (optionally trained further), or a model trained from its yaml."""
     from ultralytics import YOLO
 
@@ -210,35 +141,14 @@ def _initial_weights(settings: dict[str, Any], data: Path, out: Path, weights_di
         shutil.copyfile(settings["pretrained"], target)  # read once; the run works on its own copy
         return target
     yolo = YOLO(str(settings["pretrained"] or settings["model"]))
-    yolo.train(**_train_kwargs(settings, data, out, "pretrain", settings["pretrain_epochs"]))
+    yolo.train(**train_kwargs(settings, data, out, "pretrain", settings["pretrain_epochs"]))
     shutil.copyfile(yolo.trainer.best if Path(yolo.trainer.best).is_file() else yolo.trainer.last, target)
     return target
 
 
-def _prune_step(k: int, weights: Path, settings: dict[str, Any], data: Path, out: Path, weights_dir: Path,
-                calibration: Callable[[], Calibration]) -> Path | None:
-    """Score, prune and fine-tune step k; returns its checkpoint, or None when the plan removes nothing."""
-    graph = traced(weights, settings["imgsz"])
-    coupling = analyze(graph)
-    criterion = build_criterion(settings["criterion"], settings, calibration)
-    threshold = settings["prune_threshold"]
-    plan = make_plan(graph, ratio=None if threshold is not None else settings["step_ratio"], threshold=threshold,
-                     scope=settings["scope"], criterion=criterion, min_channels=settings["min_channels"],
-                     round_to=settings["round_to"], coupling=coupling)
-    if plan.num_removed == 0:
-        return None
-    pruned = prune(graph, plan)
-    _log(f"step {k} ({settings['criterion']}): {pruned.report}")
-    pruned_path = pruned.save(weights_dir / f"step{k}-pruned.pt", overwrite=True, half=False)
-    if settings["epochs_per_step"] == 0:
-        return pruned_path
-    return _finetune(pruned_path, settings, data, out, f"step{k}", settings["epochs_per_step"],
-                     weights_dir / f"step{k}.pt")
-
-
-def _finetune(weights: Path, settings: dict[str, Any], data: Path, out: Path, name: str, epochs: int,
+def finetune_to(weights: Path, settings: dict[str, Any], data: Path, out: Path, name: str, epochs: int,
               target: Path) -> Path:
-    yolo = finetune(str(weights), **_train_kwargs(settings, data, out, name, epochs))
+    yolo = finetune(str(weights), **train_kwargs(settings, data, out, name, epochs))
     best = Path(yolo.trainer.best)
     shutil.copyfile(best if best.is_file() else yolo.trainer.last, target)
     return target

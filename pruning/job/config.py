@@ -7,9 +7,9 @@ from typing import Any
 
 import yaml
 
-from .errors import PruningError
+from ..errors import PruningError
 
-DEFAULT_CFG = Path(__file__).resolve().parents[1] / "default.yaml"
+DEFAULT_CFG = Path(__file__).resolve().parents[2] / "default.yaml"
 
 CHOICES = {
     "criterion": ("detdshap", "hsic", "l1", "l2", "taylor", "random"),

@@ -19,8 +19,8 @@ from torch import nn
 from ultralytics.models.yolo.detect import DetectionTrainer
 from ultralytics.models.yolo.segment import SegmentationTrainer
 
-from .checkpoint import save_checkpoint
-from .errors import PruningError
+from ..checkpoint import save_checkpoint
+from ..errors import PruningError
 
 
 class PrunedModelMixin:

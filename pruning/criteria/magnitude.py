@@ -1,30 +1,15 @@
-"""Pruning criteria: one score per unit of each channel group, higher = keep.
-
-A criterion is any callable `criterion(graph, coupling) -> {group name: 1-D tensor of len(group)}`.  The
-magnitude criteria (`l1`, `l2`) are the DepGraph baseline; `random` is a control for experiments and is never a
-default.  Relevance criteria (DetDSHAP, HSIC-Lasso) plug in with the same signature.
-"""
+"""Data-free criteria: Lp magnitude of the filters (`l1`, `l2`, the DepGraph baseline) and `random` (a control
+for experiments, never a default)."""
 
 from __future__ import annotations
 
-from typing import Callable, Protocol
-
 import torch
-from torch import nn
 
 import fxgraph
 from fxgraph.passes import get_tensor
 
-from .coupling import OUT, Coupling, Group
-from .errors import PlanError
-
-Scores = dict[str, torch.Tensor]
-
-
-class Criterion(Protocol):
-    """Scores every unit of every group of `coupling` (higher = more worth keeping)."""
-
-    def __call__(self, graph: fxgraph.FlatGraph, coupling: Coupling) -> Scores: ...
+from ..coupling import OUT, Coupling
+from ..importance import Scores
 
 
 class Magnitude:
@@ -76,45 +61,3 @@ class RandomCriterion:
     def __call__(self, graph: fxgraph.FlatGraph, coupling: Coupling) -> Scores:
         gen = torch.Generator().manual_seed(self.seed)
         return {g.name: torch.rand(len(g), generator=gen, dtype=torch.float64) for g in coupling.groups.values()}
-
-
-class Precomputed:
-    """Scores computed once (a data-driven criterion is costly), replayed for several plans under the name of the
-    criterion that made them."""
-
-    def __init__(self, scores: Scores, name: str) -> None:
-        self.scores, self.name = scores, name
-
-    def __call__(self, graph: fxgraph.FlatGraph, coupling: Coupling) -> Scores:
-        return self.scores
-
-
-def criterion_name(criterion: Criterion) -> str:
-    return getattr(criterion, "name", getattr(criterion, "__name__", type(criterion).__name__))
-
-
-CRITERIA: dict[str, Callable[[], Criterion]] = {
-    "l1": lambda: Magnitude(1),
-    "l2": lambda: Magnitude(2),
-    "random": RandomCriterion,
-}
-
-
-def get_criterion(criterion: str | Criterion) -> Criterion:
-    """A criterion by name ('l1', 'l2', 'random') or the callable itself."""
-    if callable(criterion):
-        return criterion
-    try:
-        return CRITERIA[criterion]()
-    except KeyError:
-        raise PlanError(f"unknown criterion {criterion!r}; use one of {sorted(CRITERIA)} or a callable") from None
-
-
-def check_scores(scores: Scores, groups: list[Group]) -> None:
-    """Raise PlanError unless every group has one finite score per unit."""
-    for group in groups:
-        s = scores.get(group.name)
-        if s is None or s.ndim != 1 or len(s) != len(group):
-            raise PlanError(f"criterion gave no scores of length {len(group)} for group {group.name}")
-        if not torch.isfinite(s).all():
-            raise PlanError(f"criterion gave non-finite scores for group {group.name}")

@@ -14,7 +14,7 @@ from typing import Any, Iterator
 
 import torch
 
-from .errors import PruningError
+from ..errors import PruningError
 
 
 @dataclass

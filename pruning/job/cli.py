@@ -1,0 +1,88 @@
+"""Command line of the pruning pipeline (ultralytics-style key=value overrides of default.yaml):
+
+    python -m pruning [--pretrained W] [--cfg default.yaml] [key=value ...]       prune → fine-tune → report
+    python -m pruning score --pretrained W [--out scores.json] [key=value ...]    scores only (torchrun-able)
+    python -m pruning compare [--cfg F] [key=value ...]                            criteria side by side
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .config import load_config
+from ..errors import PruningError
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m pruning", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("command", nargs="?", default="run", help="run (default), score or compare")
+    p.add_argument("--pretrained", default=None, help="weights to prune (default: train `model` on `data` first)")
+    p.add_argument("--cfg", default=None, help="settings yaml (default: the repository's default.yaml)")
+    p.add_argument("--out", default=None, help="score: where to write the scores JSON")
+    p.add_argument("overrides", nargs="*", help="key=value settings, e.g. criterion=hsic step_ratio=0.2")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_intermixed_args(argv)
+    overrides = list(args.overrides)
+    if args.command not in ("run", "score", "compare"):
+        if "=" in args.command:  # `python -m pruning key=value ...`
+            overrides.insert(0, args.command)
+            args.command = "run"
+        else:
+            print(f"error: unknown command '{args.command}'; use run, score or compare", file=sys.stderr)
+            return 2
+    if args.pretrained is not None:
+        overrides.append(f"pretrained={args.pretrained}")
+    try:
+        settings = load_config(args.cfg, overrides)
+        if args.command == "score":
+            return _score(settings, args.out)
+        if args.command == "compare":
+            from .compare import compare
+
+            out = compare(settings)
+            print(f"comparison written to {out}/compare.md and compare.png")
+            return 0
+        from .pipeline import run
+
+        out = run(settings)
+        print(f"run finished: {out} (report.md, trend.png, weights/)")
+        return 0
+    except PruningError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _score(settings: dict, out: str | None) -> int:
+    """Score every group with the configured criterion; under torchrun each rank scores its shard."""
+    import fxgraph
+
+    from ..api import analyze
+    from ..criteria import distributed
+    from .workspace import build_criterion, dataset, lazy_calibration
+
+    if settings["pretrained"] is None:
+        raise PruningError("score needs --pretrained WEIGHTS")
+    rank, world = distributed.init(settings["device"])
+    try:
+        data = dataset(settings)
+        graph = fxgraph.trace(settings["pretrained"], settings["imgsz"])
+        calib = lazy_calibration(settings, data, settings["pretrained"], rank, world)
+        scores = build_criterion(settings["criterion"], settings, calib)(graph, analyze(graph))
+        if rank == 0:
+            text = json.dumps({k: v.tolist() for k, v in scores.items()}, indent=1)
+            if out:
+                Path(out).write_text(text)
+                print(f"scores of {len(scores)} groups written to {out} ({world} process(es))")
+            else:
+                print(text)
+    finally:
+        distributed.finish()
+    return 0
+
