@@ -22,7 +22,9 @@ Three layers, one direction of import (tests/test_layers.py enforces it):
   ultralytics trainers, the CLI).  May import everything; ultralytics's trainers are imported only when the job
   is used (the names below that live there are loaded on first access).
 
-`api` is the facade over engine and criteria (names such as "l1" resolve through the registry).
+`api` is the facade over engine and criteria (names such as "l1" resolve through the registry); `pruners` binds
+a criterion and its data into an object for in-memory use (`MagnitudePruner(norm=1).prune(model, ratio=0.3)`);
+`pruning.Pruner` (in job) is the whole workflow as an object to run or subclass.
 """
 
 from __future__ import annotations
@@ -46,10 +48,11 @@ from .errors import (
     UnknownLayerError,
 )
 from .plans import Plan, check_plan, make_plan
+from .pruners import CriterionPruner, DetDSHAPPruner, HsicLassoPruner, MagnitudePruner
 
 _JOB = {  # name -> module of pruning.job that defines it; imported on first access (ultralytics trainers)
     "finetune": "train", "trainer_for": "train", "PrunedDetectionTrainer": "train",
-    "PrunedSegmentationTrainer": "train",
+    "PrunedSegmentationTrainer": "train", "Pruner": "pipeline", "Settings": "config", "load_config": "config",
 }
 
 
@@ -62,7 +65,8 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
-    "CRITERIA", "Coupling", "Criterion", "EmptyLayerError", "Group", "Magnitude", "OverwriteError", "Plan",
+    "CRITERIA", "Coupling", "Criterion", "CriterionPruner", "DetDSHAPPruner", "EmptyLayerError", "HsicLassoPruner",
+    "MagnitudePruner", "Group", "Magnitude", "OverwriteError", "Plan",
     "PlanError", "ProtectedChannelError", "Pruned", "PruningError", "RandomCriterion", "RatioError", "Report",
     "SplitConstraintError", "StalePlanError", "Touch", "Unit", "UnknownLayerError", "analyze", "check_plan",
     "dry_run", "get_criterion", "make_plan", "plan", "plan_for_target", "prune", "save_checkpoint", *_JOB,

@@ -4,15 +4,43 @@ from __future__ import annotations
 
 import pytest
 
-from pruning.job.config import DEFAULT_CFG, ConfigError, load_config, parse_value
+from pruning.job.config import DEFAULT_CFG, KEYS, ConfigError, Settings, choices, load_config, parse_value
 
 
 def test_defaults_load_and_overrides_are_typed():
     s = load_config()
-    assert s["criterion"] == "detdshap" and s["scope"] == "backbone"
+    assert isinstance(s, Settings) and s.criterion == "detdshap" and s.scope == "backbone"
     s = load_config(None, ["criterion=hsic", "step_ratio=0.2", "resume=true", "imgsz=96"])
-    assert (s["criterion"], s["step_ratio"], s["resume"], s["imgsz"]) == ("hsic", 0.2, True, 96)
+    assert (s.criterion, s.step_ratio, s.resume, s.imgsz) == ("hsic", 0.2, True, 96)
     assert parse_value("null") is None and parse_value("[1, 2]") == [1, 2]
+    assert load_config({"criterion": "l1"}, {"imgsz": 64}).imgsz == 64  # a dict as cfg, a dict of overrides
+    assert s.replace(imgsz=32).imgsz == 32 and s.imgsz == 96
+
+
+def test_settings_fields_are_exactly_the_keys_of_default_yaml():
+    import yaml
+
+    assert set(yaml.safe_load(DEFAULT_CFG.read_text())) == set(KEYS)
+    assert load_config() == Settings(**yaml.safe_load(DEFAULT_CFG.read_text()))
+
+
+def test_choices_come_from_the_registries():
+    from pruning.criteria import DetDSHAP
+    from pruning.job.workspace import CRITERION_BUILDERS
+    from pruning.policy import SCOPES
+
+    c = choices()
+    assert c["criterion"] == tuple(CRITERION_BUILDERS) and set(c["criterion"]) >= {"detdshap", "hsic", "taylor", "l1"}
+    assert c["calib_target"] == tuple(DetDSHAP.TARGETS) and c["scope"] == SCOPES
+
+
+def test_export_onnx_without_onnx_is_refused_before_anything(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "onnx", None)  # as if onnx were not installed
+    with pytest.raises(ConfigError, match=r"export=onnx needs the onnx package.*pip install 'onnx"):
+        load_config(None, ["export=onnx"])
+    assert load_config(None, ["export=none"]).export == "none"
 
 
 def test_every_default_key_is_documented_with_a_comment():
@@ -34,6 +62,8 @@ def test_every_default_key_is_documented_with_a_comment():
         ("compare_targets=[]", "compare_targets=.* must be a non-empty list"),
         ("prune_threshold=abc", "prune_threshold='abc' must be null or a finite number"),
         ("compare_metric=latency", "compare_metric='latency' is not one of"),
+        ("iou=1.5", r"iou=1.5 must be a number in \[0, 1\]"),
+        ("resume=maybe", "resume='maybe' must be true or false"),
     ],
 )
 def test_bad_overrides_are_refused(override, message):
@@ -48,7 +78,7 @@ def test_malformed_and_unknown_files_are_refused(tmp_path):
         load_config(bad)
     extra = tmp_path / "extra.yaml"
     extra.write_text("criterion: l1\nlearning_speed: 3\n")
-    with pytest.raises(ConfigError, match="unknown key.*learning_speed"):
+    with pytest.raises(ConfigError, match="extra.yaml: unknown setting 'learning_speed'"):
         load_config(extra)
     with pytest.raises(ConfigError, match="no such settings file"):
         load_config(tmp_path / "missing.yaml")

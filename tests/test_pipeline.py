@@ -66,23 +66,22 @@ def test_threshold_that_no_filter_reaches_stops_the_run_without_pruning(tmp_path
 def test_resume_continues_from_the_last_finished_step(tmp_path, tiny_data, monkeypatch):
     settings = _settings(tmp_path, tiny_data, target=0.9, max_steps=2, epochs_per_step=0, final_epochs=0,
                          export="none")
-    real_step = pipeline._prune_step
 
-    def interrupted(k, *args, **kwargs):
-        if k == 2:
-            raise KeyboardInterrupt
-        return real_step(k, *args, **kwargs)
+    class Interrupted(pipeline.Pruner):
+        def prune(self, graph, step_plan, step):
+            if step == 2:
+                raise KeyboardInterrupt
+            return super().prune(graph, step_plan, step)
 
-    monkeypatch.setattr(pipeline, "_prune_step", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        pipeline.run(settings)
+        Interrupted.from_settings(settings).run()
     out = tmp_path / "runs" / "exp"
     state = json.loads((out / "state.json").read_text())
     assert state["step"] == 1 and not state["done"]
+    assert [(r["stage"], r["step"]) for r in state["stages"]][-2:] == [("score", 2), ("plan", 2)]
     step1 = (out / "weights" / "step1-pruned.pt").stat().st_mtime_ns
 
-    monkeypatch.setattr(pipeline, "_prune_step", real_step)
-    assert pipeline.run({**settings, "resume": True}) == out
+    assert pipeline.run(settings.replace(resume=True)) == out
     state = json.loads((out / "state.json").read_text())
     assert state["done"] and state["step"] == 2 and [r["step"] for r in state["rows"]] == [0, 1, 2]
     assert (out / "weights" / "step1-pruned.pt").stat().st_mtime_ns == step1  # step 1 was not redone
@@ -93,6 +92,7 @@ def test_resume_continues_from_the_last_finished_step(tmp_path, tiny_data, monke
     (["criterion=magic"], "criterion='magic' is not one of"),
     (["data=/nonexistent/data.yaml"], "no such dataset yaml"),
     (["--cfg", "MALFORMED"], "not valid YAML"),
+    (["colour=red"], "unknown setting 'colour'"),
 ])
 def test_cli_refuses_bad_settings_and_writes_nothing(tmp_path, args, message):
     (tmp_path / "bad.yaml").write_text("criterion: [unclosed\n")
@@ -104,7 +104,9 @@ def test_cli_refuses_bad_settings_and_writes_nothing(tmp_path, args, message):
 
 
 def test_resume_without_a_run_is_refused(tmp_path, tiny_data):
-    with pytest.raises(Exception, match="no state.json"):
+    from pruning import PruningError
+
+    with pytest.raises(PruningError, match="resume: .* has no state.json to continue from"):
         pipeline.run(_settings(tmp_path, tiny_data, resume=True))
 
 
@@ -183,3 +185,13 @@ def test_compare_refuses_an_unreachable_target_before_training_or_writing(tmp_pa
     with pytest.raises(PlanError, match="cannot remove 90.0% of gflops: at most .* in scope 'backbone'"):
         compare(settings)
     assert not (tmp_path / "runs").exists()
+
+
+def test_export_onnx_without_onnx_fails_in_the_first_second_and_writes_nothing(tmp_path):
+    code = ("import sys; sys.modules['onnx'] = None; from pruning.job.cli import main; "
+            "sys.exit(main(sys.argv[1:]))")  # onnx hidden, as on a machine where it is not installed
+    res = subprocess.run([sys.executable, "-c", code, "export=onnx", f"project={tmp_path / 'runs'}"], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 2, res.stderr[-2000:]
+    assert "export=onnx needs the onnx package" in res.stderr and "pip install" in res.stderr
+    assert "Traceback" not in res.stderr and list(tmp_path.iterdir()) == []

@@ -12,12 +12,15 @@ import json
 import sys
 from pathlib import Path
 
-from .config import load_config
+import fxgraph
+import relprop
+
 from ..errors import PruningError
+from .config import Settings, load_config
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m pruning", description=__doc__,
+def _parser(prog: str = "python -m pruning") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("command", nargs="?", default="run", help="run (default), score or compare")
     p.add_argument("--pretrained", default=None, help="weights to prune (default: train `model` on `data` first)")
@@ -27,8 +30,9 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_intermixed_args(argv)
+def main(argv: list[str] | None = None, prog: str = "python -m pruning") -> int:
+    """Run the command line; returns the exit status (2 with one line on stderr for our errors)."""
+    args = _parser(prog).parse_intermixed_args(argv)
     overrides = list(args.overrides)
     if args.command not in ("run", "score", "compare"):
         if "=" in args.command:  # `python -m pruning key=value ...`
@@ -49,32 +53,30 @@ def main(argv: list[str] | None = None) -> int:
             out = compare(settings)
             print(f"comparison written to {out}/compare.md and compare.png")
             return 0
-        from .pipeline import run
+        from .pipeline import Pruner
 
-        out = run(settings)
+        out = Pruner.from_settings(settings).run()
         print(f"run finished: {out} (report.md, trend.png, weights/)")
         return 0
-    except PruningError as exc:
+    except (PruningError, fxgraph.FxGraphError, relprop.RelpropError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
 
-def _score(settings: dict, out: str | None) -> int:
+def _score(settings: Settings, out: str | None) -> int:
     """Score every group with the configured criterion; under torchrun each rank scores its shard."""
-    import fxgraph
-
     from ..api import analyze
     from ..criteria import distributed
     from .workspace import build_criterion, dataset, lazy_calibration
 
-    if settings["pretrained"] is None:
+    if settings.pretrained is None:
         raise PruningError("score needs --pretrained WEIGHTS")
-    rank, world = distributed.init(settings["device"])
+    rank, world = distributed.init(settings.device)
     try:
         data = dataset(settings)
-        graph = fxgraph.trace(settings["pretrained"], settings["imgsz"])
-        calib = lazy_calibration(settings, data, settings["pretrained"], rank, world)
-        scores = build_criterion(settings["criterion"], settings, calib)(graph, analyze(graph))
+        graph = fxgraph.trace(settings.pretrained, settings.imgsz)
+        calib = lazy_calibration(settings, data, settings.pretrained, rank, world)
+        scores = build_criterion(settings.criterion, settings, calib)(graph, analyze(graph))
         if rank == 0:
             text = json.dumps({k: v.tolist() for k, v in scores.items()}, indent=1)
             if out:

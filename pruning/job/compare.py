@@ -19,6 +19,7 @@ import fxgraph
 from ..api import analyze, plan_for_target, prune
 from ..criteria import Precomputed
 from ..criteria.progress import progress
+from .config import Settings
 from .report import COLUMNS, markdown_table
 from .workspace import (build_criterion, dataset, finetune_to, initial_weights, lazy_calibration, log, measure, run_dir,
                         traced)
@@ -27,32 +28,32 @@ COMPARE_COLUMNS = (("criterion", "criterion", "{}"), ("target", "target", "{:.2f
                    ("channel_ratio", "channels removed", "{:.3f}")) + COLUMNS[2:]
 
 
-def compare(settings: dict[str, Any]) -> Path:
+def compare(settings: Settings) -> Path:
     """Run the sweep; returns the run directory."""
     _check_reachable(settings)
-    out = run_dir({**settings, "resume": False})
+    out = run_dir(settings.replace(resume=False))
     weights_dir = out / "weights"
     weights_dir.mkdir(exist_ok=True)
     data = dataset(settings)
-    epochs = settings["compare_epochs"]
+    epochs = settings.compare_epochs
     start = initial_weights(settings, data, out, weights_dir)
     rows = [{**measure(start, settings, data, out, 0, "-"), "criterion": "unpruned", "target": 0.0,
              "channel_ratio": 0.0}]
-    graph = traced(start, settings["imgsz"])  # the trace measure() just made
+    graph = traced(start, settings.imgsz)  # the trace measure() just made
     if epochs > 0:  # control: the same fine-tuning budget without pruning
         control = finetune_to(start, settings, data, out, "unpruned-ft", epochs, weights_dir / "unpruned-ft.pt")
         rows.append({**measure(control, settings, data, out, "ft", "unpruned+ft"), "target": 0.0,
                      "channel_ratio": 0.0})
     calibration = lazy_calibration(settings, data, start)
     coupling = analyze(graph)
-    jobs = [(name, target) for name in settings["compare_criteria"] for target in settings["compare_targets"]]
+    jobs = [(name, target) for name in settings.compare_criteria for target in settings.compare_targets]
     scored: dict[str, Precomputed] = {}
     for name, target in progress(jobs, "compare"):
         if name not in scored:  # scored once per criterion, reused for every target
             scored[name] = Precomputed(build_criterion(name, settings, calibration)(graph, coupling), name)
-        plan, report = plan_for_target(graph, target, metric=settings["compare_metric"],
-                                       scope=settings["compare_scope"], criterion=scored[name],
-                                       min_channels=settings["min_channels"], round_to=settings["round_to"],
+        plan, report = plan_for_target(graph, target, metric=settings.compare_metric,
+                                       scope=settings.compare_scope, criterion=scored[name],
+                                       min_channels=settings.min_channels, round_to=settings.round_to,
                                        coupling=coupling)
         tag = f"{name}-{target:g}"
         log(f"{tag}: {plan.settings['ratio']:.3f} of the channels in scope; {report}")
@@ -60,19 +61,19 @@ def compare(settings: dict[str, Any]) -> Path:
         if epochs > 0:
             weights = finetune_to(weights, settings, data, out, tag, epochs, weights_dir / f"{tag}.pt")
         rows.append({**measure(weights, settings, data, out, tag, name), "target": target,
-                     "channel_ratio": plan.settings["ratio"]})
-        write_compare(out, rows, settings)
-    write_compare(out, rows, settings)
+                     "channel_ratio": plan.settings.ratio})
+        write_compare(out, rows, settings.to_dict())
+    write_compare(out, rows, settings.to_dict())
     return out
 
 
-def _check_reachable(settings: dict[str, Any]) -> None:
+def _check_reachable(settings: Settings) -> None:
     """Refuse targets the scope cannot reach before any training (the most that can be removed depends on the
     architecture, `compare_scope` and `min_channels` only, not on the weights or the criterion)."""
-    graph = fxgraph.trace(settings["pretrained"] or settings["model"], settings["imgsz"])
-    plan_for_target(graph, max(settings["compare_targets"]), metric=settings["compare_metric"],
-                    scope=settings["compare_scope"], criterion="random", min_channels=settings["min_channels"],
-                    round_to=settings["round_to"], resolution=1.0)  # the largest plan only
+    graph = fxgraph.trace(settings.pretrained or settings.model, settings.imgsz)
+    plan_for_target(graph, max(settings.compare_targets), metric=settings.compare_metric,
+                    scope=settings.compare_scope, criterion="random", min_channels=settings.min_channels,
+                    round_to=settings.round_to, resolution=1.0)  # the largest plan only
 
 
 def write_compare(out: Path, rows: list[dict[str, Any]], settings: dict[str, Any]) -> None:

@@ -1,31 +1,106 @@
-"""The pipeline's settings: `default.yaml` plus `key=value` overrides, checked before anything is written."""
+"""The job's settings: `default.yaml` plus `key=value` overrides, loaded into one typed `Settings`, checked before
+anything is written.
+
+Choices come from the registries that define them (criteria, DetDSHAP targets, scopes, metrics, exports), so a
+new criterion is a new choice without editing this file.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import importlib
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import yaml
 
+from ..api import TARGET_METRICS
+from ..criteria import DetDSHAP
 from ..errors import PruningError
+from ..policy import SCOPES
 
 DEFAULT_CFG = Path(__file__).resolve().parents[2] / "default.yaml"
-
-CHOICES = {
-    "criterion": ("detdshap", "hsic", "l1", "l2", "taylor", "random"),
-    "scope": ("backbone", "all"),
-    "compare_scope": ("backbone", "all"),
-    "target_metric": ("params", "gflops"),
-    "compare_metric": ("params", "gflops"),
-    "calib_boxes": ("labels", "detections"),
-    "calib_target": ("class", "box", "all"),
-    "export": ("onnx", "none"),
-}
-FRACTIONS = ("step_ratio", "target", "max_map_drop")
+EXPORTS = ("onnx", "none")
+CALIB_BOXES = ("labels", "detections")
 
 
 class ConfigError(PruningError):
     """A settings file or override is malformed; names the file or key."""
+
+
+def criterion_names() -> tuple[str, ...]:
+    """Every criterion the job can build (see workspace.build_criterion)."""
+    from .workspace import CRITERION_BUILDERS
+
+    return tuple(CRITERION_BUILDERS)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every knob of the pruning job; default.yaml documents each one.  Build with `load_config` (validated)."""
+
+    pretrained: str | None = None
+    model: str = "yolov8n-seg.yaml"
+    data: str | None = None
+    imgsz: int = 128
+    batch: int = 16
+    device: Any = "cpu"
+    workers: int = 0
+    seed: int = 0
+    pretrain_epochs: int = 60
+    criterion: str = "detdshap"
+    scope: str = "backbone"
+    step_ratio: float = 0.1
+    prune_threshold: float | None = None
+    target: float = 0.2
+    target_metric: str = "params"
+    max_map_drop: float = 0.1
+    max_steps: int = 4
+    min_channels: int = 8
+    round_to: int = 1
+    epochs_per_step: int = 3
+    final_epochs: int = 5
+    calib_images: int = 32
+    calib_boxes: str = "labels"
+    calib_target: str = "all"
+    iou: float = 0.7
+    baseline: Any = "black"
+    hsic_lambda: float = 0.0
+    project: str = "runs/prune"
+    name: str = "exp"
+    resume: bool = False
+    export: str = "onnx"
+    compare_criteria: list[str] = field(default_factory=lambda: ["detdshap", "hsic", "l1", "taylor", "random"])
+    compare_targets: list[float] = field(default_factory=lambda: [0.3, 0.4, 0.5])
+    compare_metric: str = "gflops"
+    compare_scope: str = "all"
+    compare_epochs: int = 15
+
+    def to_dict(self) -> dict[str, Any]:
+        """The settings as a plain dict (what report.json and state.json record)."""
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes: Any) -> "Settings":
+        """A validated copy with `changes` applied (unknown keys raise ConfigError)."""
+        return load_config(None, {**self.to_dict(), **changes}, base=None)
+
+
+KEYS = tuple(f.name for f in dataclasses.fields(Settings))
+
+
+def choices() -> dict[str, tuple[str, ...]]:
+    """Setting -> its allowed values, each from the registry that defines them."""
+    crit = criterion_names()
+    return {"criterion": crit, "scope": SCOPES, "compare_scope": SCOPES, "target_metric": TARGET_METRICS,
+            "compare_metric": TARGET_METRICS, "calib_boxes": CALIB_BOXES, "calib_target": tuple(DetDSHAP.TARGETS),
+            "export": EXPORTS}
+
+
+FRACTIONS = ("step_ratio", "target", "max_map_drop")
+COUNTS = ("imgsz", "batch", "pretrain_epochs", "epochs_per_step", "final_epochs", "calib_images", "max_steps",
+          "min_channels", "round_to", "workers", "seed", "compare_epochs")
+POSITIVE = ("imgsz", "batch", "round_to", "min_channels", "calib_images")
 
 
 def parse_value(text: str) -> Any:
@@ -36,17 +111,19 @@ def parse_value(text: str) -> Any:
         return text
 
 
-def load_config(cfg: str | Path | None = None, overrides: list[str] | dict[str, Any] | None = None) -> dict[str, Any]:
-    """Read `cfg` (default: the repository's default.yaml), apply overrides, validate, return the settings."""
-    defaults = _read(DEFAULT_CFG)
-    settings = dict(defaults)
-    if cfg is not None and Path(cfg).resolve() != DEFAULT_CFG:
-        user = _read(Path(cfg))
-        unknown = sorted(set(user) - set(defaults))
-        if unknown:
-            raise ConfigError(f"{cfg}: unknown key(s) {', '.join(unknown)}; valid keys are those of {DEFAULT_CFG.name}")
-        settings.update(user)
-    if isinstance(overrides, dict):
+def load_config(cfg: str | Path | Mapping[str, Any] | None = None,
+                overrides: list[str] | Mapping[str, Any] | None = None, *, base: Path | None = DEFAULT_CFG
+                ) -> Settings:
+    """Read `base` (the repository's default.yaml), then `cfg` (a yaml path or a dict), apply overrides
+    (`key=value` strings or a dict), validate, return the Settings.  Raises ConfigError naming the key or file."""
+    settings: dict[str, Any] = dataclasses.asdict(Settings())
+    if base is not None:
+        settings.update(_known(_read(base), base.name))
+    if isinstance(cfg, Mapping):
+        settings.update(_known(dict(cfg), "cfg"))
+    elif cfg is not None and (base is None or Path(cfg).resolve() != base):
+        settings.update(_known(_read(Path(cfg)), str(cfg)))
+    if isinstance(overrides, Mapping):
         pairs = list(overrides.items())
     else:
         pairs = []
@@ -55,12 +132,17 @@ def load_config(cfg: str | Path | None = None, overrides: list[str] | dict[str, 
                 raise ConfigError(f"override '{item}' is not key=value")
             key, _, value = item.partition("=")
             pairs.append((key.strip(), parse_value(value)))
-    for key, value in pairs:
-        if key not in defaults:
-            raise ConfigError(f"unknown setting '{key}'; valid keys are those of {DEFAULT_CFG.name}")
-        settings[key] = value
+    settings.update(_known(dict(pairs), "override"))
     validate(settings)
-    return settings
+    return Settings(**settings)
+
+
+def _known(values: dict[str, Any], source: str) -> dict[str, Any]:
+    unknown = sorted(set(values) - set(KEYS))
+    if unknown:
+        raise ConfigError(f"{source}: unknown setting {', '.join(map(repr, unknown))}; valid keys are those of "
+                          f"{DEFAULT_CFG.name}")
+    return values
 
 
 def _read(path: Path) -> dict[str, Any]:
@@ -75,32 +157,42 @@ def _read(path: Path) -> dict[str, Any]:
     return data
 
 
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
 def validate(s: dict[str, Any]) -> None:
     """Raise ConfigError naming the first setting whose value is out of range or of the wrong type."""
-    for key, choices in CHOICES.items():
-        if s[key] not in choices:
-            raise ConfigError(f"{key}={s[key]!r} is not one of {', '.join(choices)}")
+    for key, allowed in choices().items():
+        if s[key] not in allowed:
+            raise ConfigError(f"{key}={s[key]!r} is not one of {', '.join(allowed)}")
     for key in FRACTIONS:
-        if not isinstance(s[key], (int, float)) or not 0 <= s[key] < 1:
+        if not _is_number(s[key]) or not 0 <= s[key] < 1:
             raise ConfigError(f"{key}={s[key]!r} must be a number in [0, 1)")
     if not s["step_ratio"] > 0:
         raise ConfigError("step_ratio must be > 0")
     t = s["prune_threshold"]
-    if t is not None and (not isinstance(t, (int, float)) or isinstance(t, bool) or t != t or abs(t) == float("inf")):
+    if t is not None and (not _is_number(t) or t != t or abs(t) == float("inf")):
         raise ConfigError(f"prune_threshold={t!r} must be null or a finite number")
-    for key in ("imgsz", "batch", "pretrain_epochs", "epochs_per_step", "final_epochs", "calib_images", "max_steps",
-                "min_channels", "round_to", "workers", "seed", "compare_epochs"):
+    for key in COUNTS:
         if not isinstance(s[key], int) or isinstance(s[key], bool) or s[key] < 0:
             raise ConfigError(f"{key}={s[key]!r} must be a non-negative integer")
-    for key in ("imgsz", "batch", "round_to", "min_channels", "calib_images"):
+    for key in POSITIVE:
         if s[key] == 0:
             raise ConfigError(f"{key} must be positive")
-    bad = [c for c in s["compare_criteria"] if c not in CHOICES["criterion"]] if isinstance(s["compare_criteria"], list) else [s["compare_criteria"]]
+    for key in ("iou", "hsic_lambda"):
+        if not _is_number(s[key]) or s[key] < 0 or (key == "iou" and s[key] > 1):
+            raise ConfigError(f"{key}={s[key]!r} must be a number" + (" in [0, 1]" if key == "iou" else " >= 0"))
+    for key in ("resume",):
+        if not isinstance(s[key], bool):
+            raise ConfigError(f"{key}={s[key]!r} must be true or false")
+    crit = criterion_names()
+    bad = [c for c in s["compare_criteria"] if c not in crit] if isinstance(s["compare_criteria"], list) else [
+        s["compare_criteria"]]
     if bad:
-        raise ConfigError(f"compare_criteria: {bad} not among {', '.join(CHOICES['criterion'])}")
+        raise ConfigError(f"compare_criteria: {bad} not among {', '.join(crit)}")
     targets = s["compare_targets"]
-    if not isinstance(targets, list) or not targets or not all(
-            isinstance(t, (int, float)) and not isinstance(t, bool) and 0 < t < 1 for t in targets):
+    if not isinstance(targets, list) or not targets or not all(_is_number(t) and 0 < t < 1 for t in targets):
         raise ConfigError(f"compare_targets={targets!r} must be a non-empty list of fractions in (0, 1)")
     if s["pretrained"] is None and s["pretrain_epochs"] == 0:
         raise ConfigError("with pretrained=null the model is trained from its yaml: pretrain_epochs must be > 0")
@@ -108,3 +200,15 @@ def validate(s: dict[str, Any]) -> None:
         raise ConfigError(f"pretrained={s['pretrained']}: no such weights file")
     if s["data"] is not None and not Path(str(s["data"])).is_file():
         raise ConfigError(f"data={s['data']}: no such dataset yaml")
+    if s["export"] == "onnx":
+        check_export_available()
+
+
+def check_export_available() -> None:
+    """export=onnx needs the onnx package; say so now, not after an hour of training."""
+    try:
+        importlib.import_module("onnx")
+    except ImportError as exc:
+        raise ConfigError("export=onnx needs the onnx package, which is not importable "
+                          f"({exc}): pip install 'onnx>=1.15,<2' (a dependency of this project), or set "
+                          "export=none") from None

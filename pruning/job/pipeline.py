@@ -1,102 +1,246 @@
-"""The relevance-guided pruning pipeline (the paper's Algorithm 2 around ultralytics training):
+"""The relevance-guided pruning job (the paper's Algorithm 2 around ultralytics training) as an object, `Pruner`:
 
-load (or train) → validate → repeat { score filters, prune `step_ratio` of the remaining, fine-tune, validate }
-until `target` of params/GFLOPs is removed or mAP50-95 drops more than `max_map_drop` → final fine-tune → ONNX.
+load (or train) → validate → repeat { score filters, plan `step_ratio` of the remaining, prune, fine-tune,
+validate } until `target` of params/GFLOPs is removed, mAP50-95 drops more than `max_map_drop`, or `max_steps`
+→ final fine-tune → export ONNX → report.
 
-Everything goes into a run directory: every step's checkpoint, `state.json` (what `resume` continues from),
-`report.json`, `report.md`, `trend.png`.  The input weights are only ever read.
+Each stage is a method a subclass may override; `run()` calls them in that order.  Everything goes into a run
+directory: every step's checkpoint, `state.json` (what `resume` continues from; it records each finished stage
+and the method that ran it), `report.json`, `report.md`, `trend.png`.  The input weights are only ever read.
+
+    from pruning import Pruner
+    Pruner(pretrained="best.pt", cfg="default.yaml", criterion="l1", epochs_per_step=5).run()
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Mapping
 
 import torch
 
-from ..api import analyze, plan, prune
-from ..criteria import Calibration
+import fxgraph
+
+from .. import api
+from ..criteria import Precomputed
+from ..importance import Scores
+from ..plans import Plan
+from .config import Settings, load_config
 from .report import write_report
 from .workspace import (build_criterion, dataset, export_onnx, finetune_to, initial_weights, lazy_calibration, log,
-                        measure, run_dir, save_state, traced)
+                        measure, relative_to, run_dir, save_state, traced)
+
+STAGES = ("load", "pretrain", "score", "plan", "prune", "finetune", "validate", "export", "report")
 
 
-def run(settings: dict[str, Any]) -> Path:
-    """Run the whole pipeline with validated `settings` (see pruning.config); returns the run directory."""
-    torch.manual_seed(settings["seed"])
-    out = run_dir(settings)
-    weights_dir = out / "weights"
-    weights_dir.mkdir(exist_ok=True)
-    data = dataset(settings)
-    state: dict[str, Any] = json.loads((out / "state.json").read_text()) if settings["resume"] else {}
-    if not state:
-        state = {"settings": settings, "rows": [], "step": 0, "done": False, "stop": None}
-        state["weights"] = str(initial_weights(settings, data, out, weights_dir))
-        state["rows"].append(measure(Path(state["weights"]), settings, data, out, 0, "-"))
-        save_state(out, state)
-        write_report(out, state["rows"], settings)
-    elif state.get("done"):
-        return out
-    base = state["rows"][0]
-    metric = settings["target_metric"]
-    calibration = lazy_calibration(settings, data, state["weights"])
-    while state["stop"] is None:
-        last = state["rows"][-1]
-        removed = 1 - last[metric] / base[metric]
-        k = state["step"] + 1
-        weights = None
-        if removed >= settings["target"]:
-            state["stop"] = f"target reached: {removed:.1%} of {metric} removed"
-        elif base["map50_95"] - last["map50_95"] > settings["max_map_drop"]:
-            state["stop"] = f"mAP50-95 fell {base['map50_95'] - last['map50_95']:.3f} below the start"
-        elif state["step"] >= settings["max_steps"]:
-            state["stop"] = f"max_steps={settings['max_steps']} reached"
+class Pruner:
+    """The pruning workflow: build from `pretrained=`, `cfg=` (a yaml path or a dict) and keyword overrides named
+    as in default.yaml (validated as the CLI validates them: a bad key or value raises `ConfigError` naming it);
+    `run()` returns the run directory.
+
+    Subclass and override a stage to change the workflow, e.g. the fine-tuning schedule:
+
+        class LongLastStep(Pruner):
+            def finetune(self, weights, step, epochs):
+                return super().finetune(weights, step, 3 * epochs if step == "final" else epochs)
+    """
+
+    def __init__(self, pretrained: str | Path | None = None, cfg: str | Path | Mapping[str, Any] | None = None,
+                 **overrides: Any) -> None:
+        if pretrained is not None:
+            overrides["pretrained"] = str(pretrained)
+        self.settings: Settings = load_config(cfg, overrides)
+        self.out: Path | None = None
+        self.data: Path | None = None
+        self.state: dict[str, Any] = {}
+        self._calibration = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "Pruner":
+        """A Pruner for already validated settings (what the CLI builds)."""
+        self = cls.__new__(cls)
+        Pruner.__init__(self, cfg=settings.to_dict())
+        return self
+
+    # --- the stages -------------------------------------------------------------------------------------------
+    def load(self) -> Path:
+        """Step 0's checkpoint in the run directory (`weights/step0.pt`): a copy of `pretrained` when
+        `pretrain_epochs` is 0, otherwise what `pretrain` returns.  The input weights are only read."""
+        s = self.settings
+        if s.pretrained is not None and s.pretrain_epochs == 0:
+            return initial_weights(s, self.data, self.out, self.weights_dir)
+        return self.pretrain(s.pretrained or s.model, s.pretrain_epochs)
+
+    def pretrain(self, source: str, epochs: int) -> Path:
+        """Train `source` (weights or a model yaml) for `epochs` on the data; returns `weights/step0.pt`."""
+        s = self.settings
+        return initial_weights(s.replace(pretrain_epochs=epochs), self.data, self.out, self.weights_dir)
+
+    def score(self, graph: fxgraph.FlatGraph, step: int) -> Scores:
+        """Score every unit of every channel group of `graph` with `criterion` (higher = keep)."""
+        criterion = build_criterion(self.settings.criterion, self.settings, self.calibration)
+        return criterion(graph, api.analyze(graph))
+
+    def plan(self, graph: fxgraph.FlatGraph, scores: Scores, step: int) -> Plan:
+        """Which units step `step` removes: `step_ratio` of the remaining filters in `scope` by global ranking of
+        `scores`, or every unit scoring <= `prune_threshold` when that is set."""
+        s = self.settings
+        return api.plan(graph, ratio=None if s.prune_threshold is not None else s.step_ratio,
+                        threshold=s.prune_threshold, scope=s.scope, criterion=Precomputed(scores, s.criterion),
+                        min_channels=s.min_channels, round_to=s.round_to)
+
+    def prune(self, graph: fxgraph.FlatGraph, step_plan: Plan, step: int) -> Path:
+        """Cut `step_plan` from the model; returns the pruned checkpoint `weights/step{k}-pruned.pt`."""
+        pruned = api.prune(graph, step_plan)
+        log(f"step {step} ({self.settings.criterion}): {pruned.report}")
+        return pruned.save(self.weights_dir / f"step{step}-pruned.pt", overwrite=True, half=False)
+
+    def finetune(self, weights: Path, step: int | str, epochs: int) -> Path:
+        """Fine-tune `weights` for `epochs` with the trainer that keeps the pruned architecture; returns
+        `weights/step{k}.pt` (or `weights/final.pt`).  With 0 epochs, `weights` itself."""
+        if epochs == 0:
+            return weights
+        name = "final" if step == "final" else f"step{step}"
+        return finetune_to(weights, self.settings, self.data, self.out, name, epochs, self.weights_dir / f"{name}.pt")
+
+    def validate(self, weights: Path, step: int | str, criterion: str) -> dict[str, Any]:
+        """One report row for `weights`: params, GFLOPs (at `imgsz`), CPU latency, box mAP50/mAP50-95, recall, F1."""
+        return measure(weights, self.settings, self.data, self.out, step, criterion)
+
+    def export(self, weights: Path) -> str | None:
+        """Export the final weights (`export=onnx`); returns the exported file, or None for `export=none`."""
+        if self.settings.export == "none":
+            return None
+        return export_onnx(weights, self.settings, self.weights_dir)
+
+    def report(self) -> None:
+        """Write report.json, report.md and trend.png for the rows so far."""
+        write_report(self.out, self.state["rows"], self.settings.to_dict())
+
+    # --- the workflow -----------------------------------------------------------------------------------------
+    @property
+    def weights_dir(self) -> Path:
+        return self.out / "weights"
+
+    def calibration(self):
+        """The calibration batches, read on first use (only the data-driven criteria need them)."""
+        if self._calibration is None:
+            self._calibration = lazy_calibration(self.settings, self.data, self.state["weights"])
+        return self._calibration()
+
+    def _done(self, stage: str, step: int | str) -> None:
+        """Record a finished stage and the method that ran it (a subclass's override names its class)."""
+        method = getattr(type(self), stage)
+        self.state.setdefault("stages", []).append({"stage": stage, "step": step, "by": method.__qualname__})
+        save_state(self.out, self.state)
+
+    def run(self) -> Path:
+        """Run the whole job (or continue it with `resume=true`); returns the run directory."""
+        s = self.settings
+        torch.manual_seed(s.seed)
+        self.out = run_dir(s)
+        self.weights_dir.mkdir(exist_ok=True)
+        self._announce()
+        self.data = dataset(s)
+        self.state = json.loads((self.out / "state.json").read_text()) if s.resume else {}
+        if not self.state:
+            self.state = {"settings": s.to_dict(), "rows": [], "step": 0, "done": False, "stop": None, "stages": []}
+            self.state["weights"] = str(self.load())
+            self._done("load", 0)
+            self.state["rows"].append(self.validate(Path(self.state["weights"]), 0, "-"))
+            self._done("validate", 0)
+            self.report()
+        elif self.state.get("done"):
+            log(f"{self.out} is finished already ({self.state['stop']}); nothing to resume")
+            return self.out
         else:
-            weights = _prune_step(k, Path(state["weights"]), settings, data, out, weights_dir, calibration)
+            log(f"resuming {self.out} after step {self.state['step']}")
+        while self.state["stop"] is None:
+            weights = self._step(self.state["step"] + 1)
             if weights is None:
-                state["stop"] = (f"no filter in scope scores <= prune_threshold={settings['prune_threshold']}"
-                                 if settings["prune_threshold"] is not None else "nothing left to prune in scope")
-        if weights is None:
-            log(f"pruning stops: {state['stop']}")
-            save_state(out, state)
-            break
-        state["rows"].append(measure(weights, settings, data, out, k, settings["criterion"]))
-        state["step"], state["weights"] = k, str(weights)
-        save_state(out, state)
-        write_report(out, state["rows"], settings)
+                break
+        self._finish()
+        return self.out
 
-    final = Path(state["weights"])
-    if settings["final_epochs"] > 0 and state["step"] > 0:
-        final = finetune_to(final, settings, data, out, "final", settings["final_epochs"], weights_dir / "final.pt")
-        state["rows"].append(measure(final, settings, data, out, "final", settings["criterion"]))
-    state["final"] = str(final)
-    if settings["export"] == "onnx":
-        state["onnx"] = export_onnx(final, settings, weights_dir)
-    state["done"] = True
-    save_state(out, state)
-    write_report(out, state["rows"], settings)
-    return out
-
-
-def _prune_step(k: int, weights: Path, settings: dict[str, Any], data: Path, out: Path, weights_dir: Path,
-                calibration: Callable[[], Calibration]) -> Path | None:
-    """Score, prune and fine-tune step k; returns its checkpoint, or None when the plan removes nothing."""
-    graph = traced(weights, settings["imgsz"])
-    coupling = analyze(graph)
-    criterion = build_criterion(settings["criterion"], settings, calibration)
-    threshold = settings["prune_threshold"]
-    step_plan = plan(graph, ratio=None if threshold is not None else settings["step_ratio"], threshold=threshold,
-                     scope=settings["scope"], criterion=criterion, min_channels=settings["min_channels"],
-                     round_to=settings["round_to"], coupling=coupling)
-    if step_plan.num_removed == 0:
+    def _stop_reason(self) -> str | None:
+        s, rows = self.settings, self.state["rows"]
+        base, last = rows[0], rows[-1]
+        removed = 1 - last[s.target_metric] / base[s.target_metric]
+        if removed >= s.target:
+            return f"target reached: {removed:.1%} of {s.target_metric} removed"
+        if base["map50_95"] - last["map50_95"] > s.max_map_drop:
+            return f"mAP50-95 fell {base['map50_95'] - last['map50_95']:.3f} below the start"
+        if self.state["step"] >= s.max_steps:
+            return f"max_steps={s.max_steps} reached"
         return None
-    pruned = prune(graph, step_plan)
-    log(f"step {k} ({settings['criterion']}): {pruned.report}")
-    pruned_path = pruned.save(weights_dir / f"step{k}-pruned.pt", overwrite=True, half=False)
-    if settings["epochs_per_step"] == 0:
-        return pruned_path
-    return finetune_to(pruned_path, settings, data, out, f"step{k}", settings["epochs_per_step"],
-                     weights_dir / f"step{k}.pt")
+
+    def _step(self, k: int) -> Path | None:
+        """Step k: score, plan, prune, fine-tune, validate; None (with state['stop'] set) when the job stops."""
+        s = self.settings
+        stop = self._stop_reason()
+        graph = None
+        if stop is None:
+            graph = traced(self.state["weights"], s.imgsz)
+            scores = self.score(graph, k)
+            self._done("score", k)
+            step_plan = self.plan(graph, scores, k)
+            self._done("plan", k)
+            if step_plan.num_removed == 0:
+                stop = (f"no filter in scope scores <= prune_threshold={s.prune_threshold}"
+                        if s.prune_threshold is not None else "nothing left to prune in scope")
+        if stop is not None:
+            self.state["stop"] = stop
+            log(f"pruning stops: {stop}")
+            save_state(self.out, self.state)
+            return None
+        weights = self.prune(graph, step_plan, k)
+        self._done("prune", k)
+        weights = self.finetune(weights, k, s.epochs_per_step)
+        self._done("finetune", k)
+        self.state["rows"].append(self.validate(weights, k, s.criterion))
+        self.state["step"], self.state["weights"] = k, str(weights)
+        self._done("validate", k)
+        self.report()
+        return weights
+
+    def _finish(self) -> None:
+        s = self.settings
+        final = Path(self.state["weights"])
+        if s.final_epochs > 0 and self.state["step"] > 0:
+            final = self.finetune(final, "final", s.final_epochs)
+            self._done("finetune", "final")
+            self.state["rows"].append(self.validate(final, "final", s.criterion))
+            self._done("validate", "final")
+        self.state["final"] = str(final)
+        exported = self.export(final)
+        if exported is not None:
+            self.state["onnx"] = relative_to(exported, self.out)
+            log(f"exported {relative_to(exported, self.out)} (input {s.imgsz}x{s.imgsz})")
+        self._done("export", "final")
+        self.state["done"] = True
+        self.report()
+        self._done("report", "final")
+
+    def _announce(self) -> None:
+        """The start-up summary: model, data, the steps planned, and where the run goes."""
+        s = self.settings
+        if s.pretrained is not None:
+            model = f"{s.pretrained}" + (f", trained {s.pretrain_epochs} more epochs first" if s.pretrain_epochs else "")
+        else:
+            model = f"{s.model}, trained {s.pretrain_epochs} epochs from its yaml first"
+        how = (f"every filter scoring <= {s.prune_threshold}" if s.prune_threshold is not None
+               else f"{s.step_ratio:.0%} of the remaining filters")
+        log(f"model: {model}")
+        log(f"data: {s.data or 'the offline synthetic shapes dataset'} at {s.imgsz} px")
+        log(f"plan: up to {s.max_steps} step(s) of {s.criterion} in scope {s.scope}, each removing {how}, until "
+            f"{s.target:.0%} of {s.target_metric} is removed or mAP50-95 falls {s.max_map_drop} below the start; "
+            f"{s.epochs_per_step} fine-tuning epoch(s) per step, {s.final_epochs} final; export {s.export}")
+        log(f"run directory: {self.out}" + (" (resume)" if s.resume else ""))
 
 
+def run(settings: Settings | Mapping[str, Any]) -> Path:
+    """Run the job for `settings` (a Settings, or a dict of settings validated here); returns the run directory."""
+    if not isinstance(settings, Settings):
+        settings = load_config(dict(settings))
+    return Pruner.from_settings(settings).run()

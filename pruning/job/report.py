@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 COLUMNS = (
     ("step", "step", "{}"),
@@ -36,13 +36,23 @@ def _fmt(value: Any, fmt: str) -> str:
         return str(value)
 
 
-def write_report(run_dir: Path, rows: Sequence[dict[str, Any]], settings: dict[str, Any]) -> None:
+def columns_at(imgsz: int | None) -> tuple[tuple[str, str, str], ...]:
+    """COLUMNS with the image size at which GFLOPs and latency were taken written into their headers."""
+    if imgsz is None:
+        return COLUMNS
+    size = {"gflops": f"GFLOPs@{imgsz}", "latency_ms": f"CPU latency@{imgsz} (ms)"}
+    return tuple((k, size.get(k, h), f) for k, h, f in COLUMNS)
+
+
+def write_report(run_dir: Path, rows: Sequence[dict[str, Any]], settings: Mapping[str, Any]) -> None:
     """Write report.json, report.md and trend.png for the steps so far (step 0 is the unpruned model)."""
     run_dir = Path(run_dir)
-    (run_dir / "report.json").write_text(json.dumps({"settings": settings, "steps": list(rows)}, indent=2, default=str))
+    (run_dir / "report.json").write_text(json.dumps({"settings": dict(settings), "steps": list(rows)}, indent=2,
+                                                    default=str))
     base = rows[0] if rows else {}
+    imgsz = settings.get("imgsz")
     lines = [f"# Pruning report: {settings.get('criterion')} on {settings.get('pretrained') or settings.get('model')}",
-             "", markdown_table(rows), ""]
+             "", markdown_table(rows, columns_at(imgsz)), ""]
     if rows and base.get("params"):
         last = rows[-1]
         lines.append(
@@ -50,27 +60,41 @@ def write_report(run_dir: Path, rows: Sequence[dict[str, Any]], settings: dict[s
             f"{1 - last['gflops'] / base['gflops']:.1%} of GFLOPs; mAP50-95 {base.get('map50_95', 0):.3f} -> "
             f"{last.get('map50_95', 0):.3f}."
         )
+    if imgsz is not None:
+        lines += ["", f"GFLOPs and latency are taken at {imgsz}x{imgsz}, the image size of training and of the ONNX "
+                      f"export; ultralytics's own model summary prints GFLOPs at 640x640, so its figure differs."]
     (run_dir / "report.md").write_text("\n".join(lines) + "\n")
-    plot_trend(rows, run_dir / "trend.png")
+    plot_trend(rows, run_dir / "trend.png", title=f"{settings.get('criterion')} pruning of "
+                                                  f"{Path(str(settings.get('pretrained') or settings.get('model'))).name}")
 
 
-def plot_trend(rows: Sequence[dict[str, Any]], path: Path) -> None:
-    """mAP50 and mAP50-95 against the fraction of parameters and of GFLOPs removed."""
+METRIC_NAMES = {"map50": "mAP50 (box)", "map50_95": "mAP50-95 (box)"}
+
+
+def plot_trend(rows: Sequence[dict[str, Any]], path: Path, title: str = "pruning") -> None:
+    """mAP50 and mAP50-95 against the fraction of parameters and of GFLOPs removed, each point labelled by its step
+    (the final point, after the last fine-tuning, sits above the last step's fraction: it is labelled so)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), constrained_layout=True)
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.8), constrained_layout=True)
+    fig.suptitle(f"{title}: accuracy against what was removed", fontsize=10)
     if rows:
         for ax, key, label in ((axes[0], "params", "parameters removed"), (axes[1], "gflops", "GFLOPs removed")):
             base = rows[0][key]
             removed = [1 - r[key] / base for r in rows]
             for metric, style in (("map50", "o-"), ("map50_95", "s--")):
-                ax.plot(removed, [r.get(metric, float("nan")) for r in rows], style, label=metric)
+                values = [r.get(metric, float("nan")) for r in rows]
+                ax.plot(removed, values, style, label=METRIC_NAMES[metric])
+                for x, y, r in zip(removed, values, rows):
+                    text = "final (fine-tuned)" if r.get("step") == "final" else f"step {r.get('step')}"
+                    if metric == "map50_95":
+                        ax.annotate(text, (x, y), textcoords="offset points", xytext=(4, -10), fontsize=7)
             ax.set_xlabel(f"fraction of {label}")
-            ax.set_ylabel("mAP")
+            ax.set_ylabel("mAP on the val split")
             ax.grid(alpha=0.3)
-            ax.legend()
+            ax.legend(fontsize=8)
     fig.savefig(path, dpi=110)
     plt.close(fig)

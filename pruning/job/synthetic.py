@@ -91,11 +91,16 @@ def _sample(rng: np.random.Generator, cfg: ShapesConfig) -> tuple[np.ndarray, li
     return img, lines
 
 
+def shapes_dataset_path(root: str | Path, cfg: ShapesConfig = ShapesConfig()) -> Path:
+    """Where `make_shapes_dataset(root, cfg)` writes its data.yaml (it exists once the dataset is complete)."""
+    return Path(root) / f"shapes-{cfg.key()}" / "data.yaml"
+
+
 def make_shapes_dataset(root: str | Path, cfg: ShapesConfig = ShapesConfig()) -> Path:
     """Write (or reuse) the dataset under `root/shapes-<hash>/` and return the path of its `data.yaml`."""
     root = Path(root)
-    target = root / f"shapes-{cfg.key()}"
-    data_yaml = target / "data.yaml"
+    data_yaml = shapes_dataset_path(root, cfg)
+    target = data_yaml.parent
     if data_yaml.is_file():
         return data_yaml
     root.mkdir(parents=True, exist_ok=True)

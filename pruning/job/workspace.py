@@ -10,7 +10,7 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import fxgraph
 from fxgraph import stats
@@ -18,53 +18,67 @@ from fxgraph import stats
 from ..criteria import HSIC, Calibration, Criterion, DetDSHAP, RandomCriterion, Taylor, get_criterion, load_calibration
 from ..errors import PruningError
 from .measure import cpu_latency_ms, val_metrics
-from .synthetic import ShapesConfig, make_shapes_dataset
+from .synthetic import ShapesConfig, make_shapes_dataset, shapes_dataset_path
 from .train import finetune
+
+if TYPE_CHECKING:
+    from .config import Settings
 
 os.environ.setdefault("YOLO_OFFLINE", "1")
 
 
-def build_criterion(name: str, settings: dict[str, Any], calibration: Callable[[], Calibration]) -> Criterion:
+Builder = Callable[["Settings", Callable[[], Calibration]], Criterion]
+
+CRITERION_BUILDERS: dict[str, Builder] = {  # the job's criteria by name: what `criterion=` may say
+    "detdshap": lambda s, calib: DetDSHAP(calib(), boxes=s.calib_boxes, iou=s.iou, baseline=s.baseline,
+                                          target=s.calib_target),
+    "hsic": lambda s, calib: HSIC(calib(), lam=s.hsic_lambda),
+    "l1": lambda s, calib: get_criterion("l1"),
+    "l2": lambda s, calib: get_criterion("l2"),
+    "taylor": lambda s, calib: Taylor(calib()),
+    "random": lambda s, calib: RandomCriterion(seed=s.seed),
+}
+
+
+def build_criterion(name: str, settings: Settings, calibration: Callable[[], Calibration]) -> Criterion:
     """The criterion `name` configured from the settings (the calibration data is read only when needed)."""
-    if name == "detdshap":
-        return DetDSHAP(calibration(), boxes=settings["calib_boxes"], iou=settings["iou"],
-                        baseline=settings["baseline"], target=settings["calib_target"])
-    if name == "hsic":
-        return HSIC(calibration(), lam=settings["hsic_lambda"])
-    if name == "taylor":
-        return Taylor(calibration())
-    if name == "random":
-        return RandomCriterion(seed=settings["seed"])
-    return get_criterion(name)
+    try:
+        builder = CRITERION_BUILDERS[name]
+    except KeyError:
+        raise PruningError(f"unknown criterion {name!r}; use one of {', '.join(CRITERION_BUILDERS)}") from None
+    return builder(settings, calibration)
 
 
-def lazy_calibration(settings: dict[str, Any], data: Path, weights: str | Path, rank: int = 0,
+def lazy_calibration(settings: Settings, data: Path, weights: str | Path, rank: int = 0,
                      world: int = 1) -> Callable[[], Calibration]:
     """A function returning the calibration batches (this rank's shard), read from `data` on first call only."""
     cache: list[Calibration] = []
 
     def calibration() -> Calibration:
         if not cache:
-            full = load_calibration(data, task_of(weights), settings["imgsz"], settings["calib_images"],
-                                    batch=min(settings["batch"], settings["calib_images"]))
+            full = load_calibration(data, task_of(weights), settings.imgsz, settings.calib_images,
+                                    batch=min(settings.batch, settings.calib_images))
             cache.append(full.shard(rank, world))
         return cache[0]
 
     return calibration
 
 
-def dataset(settings: dict[str, Any]) -> Path:
+def dataset(settings: Settings) -> Path:
     """The data yaml of the run: the user's, or the synthetic shapes written once under `<project>/../datasets`."""
-    if settings["data"] is not None:
-        return Path(settings["data"])
-    root = Path(settings["project"]).parent / "datasets"
-    return make_shapes_dataset(root, ShapesConfig(imgsz=settings["imgsz"], seed=settings["seed"]))
+    if settings.data is not None:
+        return Path(settings.data)
+    root = Path(settings.project).parent / "datasets"
+    cfg = ShapesConfig(imgsz=settings.imgsz, seed=settings.seed)
+    if not shapes_dataset_path(root, cfg).is_file():
+        log(f"writing the synthetic dataset ({cfg.n_train} train, {cfg.n_val} val images) under {root} ...")
+    return make_shapes_dataset(root, cfg)
 
 
-def run_dir(settings: dict[str, Any]) -> Path:
+def run_dir(settings: Settings) -> Path:
     """`project/name`, or `name2`, `name3`... like ultralytics; with resume, the existing `project/name`."""
-    base = Path(settings["project"]) / str(settings["name"])
-    if settings["resume"]:
+    base = Path(settings.project) / str(settings.name)
+    if settings.resume:
         if not (base / "state.json").is_file():
             raise PruningError(f"resume: {base} has no state.json to continue from")
         return base
@@ -76,18 +90,18 @@ def run_dir(settings: dict[str, Any]) -> Path:
     return path
 
 
-def train_kwargs(settings: dict[str, Any], data: Path, out: Path, name: str, epochs: int) -> dict[str, Any]:
-    return dict(data=str(data), epochs=epochs, imgsz=settings["imgsz"], batch=settings["batch"],
-                device=settings["device"], workers=settings["workers"], seed=settings["seed"],
+def train_kwargs(settings: Settings, data: Path, out: Path, name: str, epochs: int) -> dict[str, Any]:
+    return dict(data=str(data), epochs=epochs, imgsz=settings.imgsz, batch=settings.batch,
+                device=settings.device, workers=settings.workers, seed=settings.seed,
                 project=str(out.resolve()), name=name, exist_ok=True, plots=False, verbose=False, amp=False)
 
 
-def validate(weights: Path, settings: dict[str, Any], data: Path, out: Path) -> dict[str, float]:
+def validate(weights: Path, settings: Settings, data: Path, out: Path) -> dict[str, float]:
     """Box metrics of `weights` on the data's val split (ultralytics's validator)."""
     from ultralytics import YOLO
 
-    results = YOLO(str(weights)).val(data=str(data), imgsz=settings["imgsz"], batch=settings["batch"],
-                                     device=settings["device"], workers=settings["workers"], plots=False,
+    results = YOLO(str(weights)).val(data=str(data), imgsz=settings.imgsz, batch=settings.batch,
+                                     device=settings.device, workers=settings.workers, plots=False,
                                      verbose=False, project=str(out.resolve()), name="val", exist_ok=True)
     return val_metrics(results)
 
@@ -107,46 +121,57 @@ def traced(weights: str | Path, imgsz: int) -> fxgraph.FlatGraph:
     return _TRACED[key]
 
 
-def measure(weights: Path, settings: dict[str, Any], data: Path, out: Path, step: Any, criterion: str) -> dict:
+def measure(weights: Path, settings: Settings, data: Path, out: Path, step: Any, criterion: str) -> dict:
     """One report row: size (fxgraph.stats), CPU latency and validation metrics of a checkpoint."""
-    graph = traced(weights, settings["imgsz"])
-    row = {"step": step, "criterion": criterion, "weights": str(weights), "params": stats.num_params(graph),
-           "gflops": stats.gflops(graph), "latency_ms": cpu_latency_ms(graph.model, settings["imgsz"])}
+    graph = traced(weights, settings.imgsz)
+    row = {"step": step, "criterion": criterion, "weights": relative_to(weights, out), "params": stats.num_params(graph),
+           "gflops": stats.gflops(graph), "latency_ms": cpu_latency_ms(graph.model, settings.imgsz)}
     row.update(validate(weights, settings, data, out))
     return row
 
 
+def relative_to(path: str | Path, root: Path) -> str:
+    """`path` relative to `root` when inside it (reports do not record one machine's absolute paths)."""
+    try:
+        return str(Path(path).resolve().relative_to(Path(root).resolve()))
+    except ValueError:
+        return str(path)
+
+
 def save_state(out: Path, state: dict[str, Any]) -> None:
+    """Write state.json atomically."""
     tmp = out / "state.json.tmp"
     tmp.write_text(json.dumps(state, indent=2, default=str))
     tmp.replace(out / "state.json")  # atomic: an interruption leaves the previous state intact
 
 
 def log(message: str) -> None:
+    """One line of the job's own output, through ultralytics's logger (rank 0 only under torchrun)."""
     from ultralytics.utils import LOGGER
 
     LOGGER.info(f"pruning: {message}")
 
 
 def task_of(weights: str | Path) -> str:
+    """The ultralytics task ('detect', 'segment') of a checkpoint or yaml, from its head."""
     return fxgraph.yolo.TASK_OF_HEAD[type(fxgraph.load_ultralytics(weights).model[-1]).__name__]
 
 
-def initial_weights(settings: dict[str, Any], data: Path, out: Path, weights_dir: Path) -> Path:
+def initial_weights(settings: Settings, data: Path, out: Path, weights_dir: Path) -> Path:
     """Step 0: a copy of `pretrained` (optionally trained further), or a model trained from its yaml."""
     from ultralytics import YOLO
 
     target = weights_dir / "step0.pt"
-    if settings["pretrained"] is not None and settings["pretrain_epochs"] == 0:
-        shutil.copyfile(settings["pretrained"], target)  # read once; the run works on its own copy
+    if settings.pretrained is not None and settings.pretrain_epochs == 0:
+        shutil.copyfile(settings.pretrained, target)  # read once; the run works on its own copy
         return target
-    yolo = YOLO(str(settings["pretrained"] or settings["model"]))
-    yolo.train(**train_kwargs(settings, data, out, "pretrain", settings["pretrain_epochs"]))
+    yolo = YOLO(str(settings.pretrained or settings.model))
+    yolo.train(**train_kwargs(settings, data, out, "pretrain", settings.pretrain_epochs))
     shutil.copyfile(yolo.trainer.best if Path(yolo.trainer.best).is_file() else yolo.trainer.last, target)
     return target
 
 
-def finetune_to(weights: Path, settings: dict[str, Any], data: Path, out: Path, name: str, epochs: int,
+def finetune_to(weights: Path, settings: Settings, data: Path, out: Path, name: str, epochs: int,
               target: Path) -> Path:
     yolo = finetune(str(weights), **train_kwargs(settings, data, out, name, epochs))
     best = Path(yolo.trainer.best)
@@ -154,10 +179,10 @@ def finetune_to(weights: Path, settings: dict[str, Any], data: Path, out: Path, 
     return target
 
 
-def export_onnx(weights: Path, settings: dict[str, Any], weights_dir: Path) -> str:
+def export_onnx(weights: Path, settings: Settings, weights_dir: Path) -> str:
     """Export with ultralytics (no onnxslim, which it would try to install) next to the final weights."""
     from ultralytics import YOLO
 
-    path = YOLO(str(weights)).export(format="onnx", imgsz=settings["imgsz"], simplify=False, dynamic=False,
+    path = YOLO(str(weights)).export(format="onnx", imgsz=settings.imgsz, simplify=False, dynamic=False,
                                      device="cpu")
     return str(path)

@@ -1,0 +1,92 @@
+"""One direction of import: fxgraph ← relprop ← pruning; inside pruning, engine ← criteria ← job.
+
+Read from the source with `ast` (relative imports resolved), so an import hidden inside a function counts too.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+ENGINE = ("pruning.coupling", "pruning.importance", "pruning.plans", "pruning.surgery", "pruning.checkpoint",
+          "pruning.errors", "pruning.policy")
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(REPO).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports(path: Path) -> list[tuple[str, list[str]]]:
+    """(absolute module, imported names) of every import statement in `path`."""
+    name = module_name(path)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    out = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            out += [(a.name, []) for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            names = [a.name for a in node.names]
+            if not node.module and node.level:  # `from . import x`: x is a module of the package
+                out += [(f"{target}.{n}", []) for n in names]
+            else:
+                out.append((target, names))
+    return out
+
+
+def files(package: str) -> list[Path]:
+    return sorted((REPO / package.replace(".", "/")).rglob("*.py"))
+
+
+def offending(sources: list[Path], forbidden: tuple[str, ...]) -> list[str]:
+    return [f"{module_name(p)} imports {m}" for p in sources for m, _ in imports(p)
+            if any(m == f or m.startswith(f + ".") for f in forbidden)]
+
+
+@pytest.mark.parametrize("package, forbidden", [
+    ("fxgraph", ("relprop", "pruning")),
+    ("relprop", ("pruning",)),
+    ("pruning.criteria", ("pruning.job",)),
+])
+def test_package_does_not_import_a_layer_above_it(package, forbidden):
+    assert offending(files(package), forbidden) == []
+
+
+def test_pruning_engine_imports_neither_criteria_nor_job():
+    engine = [REPO / (m.replace(".", "/") + ".py") for m in ENGINE]
+    assert all(p.is_file() for p in engine), [str(p) for p in engine if not p.is_file()]
+    assert offending(engine, ("pruning.criteria", "pruning.job", "relprop")) == []
+
+
+def test_no_module_imports_another_modules_private_names():
+    bad = [f"{module_name(p)}: from {m} import {n}" for pkg in ("fxgraph", "relprop", "pruning") for p in files(pkg)
+           for m, names in imports(p) for n in names
+           if n.startswith("_") and not n.startswith("__") and m.split(".")[0] in ("fxgraph", "relprop", "pruning")]
+    assert bad == []
+
+
+def test_the_check_sees_relative_and_nested_imports(tmp_path, monkeypatch):
+    fake = REPO / "pruning" / "plans.py"
+    tree = imports(fake)
+    assert any(m == "pruning.importance" for m, _ in tree)  # `from .importance import ...` resolved
+    job = imports(REPO / "pruning" / "job" / "pipeline.py")
+    assert any(m == "pruning.api" for m, _ in job)  # `from .. import api`
+    assert offending([REPO / "pruning" / "job" / "pipeline.py"], ("pruning.api",))  # would be caught
+
+
+def test_import_pruning_does_not_import_ultralytics_trainers():
+    import subprocess
+    import sys
+
+    code = ("import sys, pruning; bad = [m for m in sys.modules if m.startswith('ultralytics.models') or "
+            "m.startswith('pruning.job')]; print(bad); sys.exit(1 if bad else 0)")
+    res = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr[-1000:]
