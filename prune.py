@@ -1,8 +1,9 @@
-"""`python prune.py --pretrained WEIGHTS --cfg default.yaml [key=value ...]`: the same as `python -m pruning`."""
+"""`python prune.py --pretrained WEIGHTS --cfg default.yaml [key=value ...]`: the same as `python -m pruning`
+(a thin wrapper over `pruning.Pruner`)."""
 
 import sys
 
-from pruning.__main__ import main
+from pruning.job.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(prog="python prune.py"))

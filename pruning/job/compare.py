@@ -61,7 +61,7 @@ def compare(settings: Settings) -> Path:
         if epochs > 0:
             weights = finetune_to(weights, settings, data, out, tag, epochs, weights_dir / f"{tag}.pt")
         rows.append({**measure(weights, settings, data, out, tag, name), "target": target,
-                     "channel_ratio": plan.settings.ratio})
+                     "channel_ratio": plan.settings["ratio"]})
         write_compare(out, rows, settings.to_dict())
     write_compare(out, rows, settings.to_dict())
     return out

@@ -89,9 +89,11 @@ def plot_trend(rows: Sequence[dict[str, Any]], path: Path, title: str = "pruning
                 values = [r.get(metric, float("nan")) for r in rows]
                 ax.plot(removed, values, style, label=METRIC_NAMES[metric])
                 for x, y, r in zip(removed, values, rows):
-                    text = "final (fine-tuned)" if r.get("step") == "final" else f"step {r.get('step')}"
-                    if metric == "map50_95":
-                        ax.annotate(text, (x, y), textcoords="offset points", xytext=(4, -10), fontsize=7)
+                    final = r.get("step") == "final"
+                    text = "final (fine-tuned)" if final else f"step {r.get('step')}"
+                    if metric == "map50_95":  # the final point shares the last step's x: label it above, not below
+                        ax.annotate(text, (x, y), textcoords="offset points", xytext=(4, 6 if final else -10),
+                                    fontsize=7)
             ax.set_xlabel(f"fraction of {label}")
             ax.set_ylabel("mAP on the val split")
             ax.grid(alpha=0.3)

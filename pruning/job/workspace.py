@@ -7,7 +7,6 @@ and each file is made in one place.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
@@ -23,9 +22,6 @@ from .train import finetune
 
 if TYPE_CHECKING:
     from .config import Settings
-
-os.environ.setdefault("YOLO_OFFLINE", "1")
-
 
 Builder = Callable[["Settings", Callable[[], Calibration]], Criterion]
 
@@ -82,10 +78,9 @@ def run_dir(settings: Settings) -> Path:
         if not (base / "state.json").is_file():
             raise PruningError(f"resume: {base} has no state.json to continue from")
         return base
-    path, k = base, 1
-    while path.exists():
-        k += 1
-        path = base.with_name(f"{base.name}{k}")
+    from ultralytics.utils.files import increment_path
+
+    path = increment_path(base, sep="")  # exp, exp2, exp3 ... as ultralytics numbers its runs
     path.mkdir(parents=True)
     return path
 
