@@ -83,7 +83,7 @@ class _DataPruner(CriterionPruner):
         if isinstance(self.data, Calibration):
             return self.data
         return load_calibration(self.data, graph.task, graph.imgsz[0], self.calib_images, split=self.split,
-                                batch=min(self.batch, self.calib_images))
+                                batch=min(self.batch, self.calib_images), stride=int(max(graph.stride)))
 
 
 class DetDSHAPPruner(_DataPruner):

@@ -47,7 +47,7 @@ class Calibration:
 
 
 def load_calibration(data: str | Path, task: str, imgsz: int, n_images: int, *, split: str = "train",
-                     batch: int = 8) -> Calibration:
+                     batch: int = 8, stride: int = 32) -> Calibration:
     """Read `n_images` images with their labels from split `split` of the ultralytics dataset `data`."""
     from ultralytics.cfg import get_cfg
     from ultralytics.data import build_dataloader, build_yolo_dataset
@@ -63,7 +63,7 @@ def load_calibration(data: str | Path, task: str, imgsz: int, n_images: int, *, 
     if split not in info:
         raise PruningError(f"calibration data {data} has no '{split}' split")
     args = get_cfg(DEFAULT_CFG, {"imgsz": imgsz, "task": task, "batch": batch, "workers": 0, "rect": False})
-    dataset = build_yolo_dataset(args, info[split], batch, info, mode="val", stride=32)
+    dataset = build_yolo_dataset(args, info[split], batch, info, mode="val", stride=int(stride))
     loader = build_dataloader(dataset, batch, 0, shuffle=False)
     batches: list[dict[str, Any]] = []
     for b in loader:

@@ -52,8 +52,9 @@ def lazy_calibration(settings: Settings, data: Path, weights: str | Path, rank: 
 
     def calibration() -> Calibration:
         if not cache:
-            full = load_calibration(data, task_of(weights), settings.imgsz, settings.calib_images,
-                                    batch=min(settings.batch, settings.calib_images))
+            task, stride = model_facts(weights)
+            full = load_calibration(data, task, settings.imgsz, settings.calib_images,
+                                    batch=min(settings.batch, settings.calib_images), stride=stride)
             cache.append(full.shard(rank, world))
         return cache[0]
 
@@ -147,9 +148,12 @@ def log(message: str) -> None:
     LOGGER.info(f"pruning: {message}")
 
 
-def task_of(weights: str | Path) -> str:
-    """The ultralytics task ('detect', 'segment') of a checkpoint or yaml, from its head."""
-    return fxgraph.yolo.TASK_OF_HEAD[type(fxgraph.load_ultralytics(weights).model[-1]).__name__]
+def model_facts(weights: str | Path) -> tuple[str, int]:
+    """The ultralytics task ('detect', 'segment') and largest stride of a checkpoint or yaml, from the model."""
+    from ultralytics.nn.tasks import guess_model_task
+
+    model = fxgraph.load_ultralytics(weights)
+    return guess_model_task(model), int(max(model.stride))
 
 
 def initial_weights(settings: Settings, data: Path, out: Path, weights_dir: Path) -> Path:
