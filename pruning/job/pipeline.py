@@ -29,7 +29,7 @@ from ..plans import Plan
 from .config import Settings, load_config
 from .report import write_report
 from .workspace import (build_criterion, dataset, export_onnx, finetune_to, initial_weights, lazy_calibration, log,
-                        measure, relative_to, run_dir, save_state, traced)
+                        measure, relative_to, run_dir, save_state, traced, train_to)
 
 STAGES = ("load", "pretrain", "score", "plan", "prune", "finetune", "validate", "export", "report")
 
@@ -59,9 +59,7 @@ class Pruner:
     @classmethod
     def from_settings(cls, settings: Settings) -> "Pruner":
         """A Pruner for already validated settings (what the CLI builds)."""
-        self = cls.__new__(cls)
-        Pruner.__init__(self, cfg=settings.to_dict())
-        return self
+        return cls(cfg=settings.to_dict())
 
     # --- the stages -------------------------------------------------------------------------------------------
     def load(self) -> Path:
@@ -70,12 +68,11 @@ class Pruner:
         s = self.settings
         if s.pretrained is not None and s.pretrain_epochs == 0:
             return initial_weights(s, self.data, self.out, self.weights_dir)
-        return self.pretrain(s.pretrained or s.model, s.pretrain_epochs)
+        return self.pretrain(str(s.pretrained or s.model), s.pretrain_epochs)
 
     def pretrain(self, source: str, epochs: int) -> Path:
         """Train `source` (weights or a model yaml) for `epochs` on the data; returns `weights/step0.pt`."""
-        s = self.settings
-        return initial_weights(s.replace(pretrain_epochs=epochs), self.data, self.out, self.weights_dir)
+        return train_to(source, self.settings, self.data, self.out, epochs, self.weights_dir / "step0.pt")
 
     def score(self, graph: fxgraph.FlatGraph, step: int) -> Scores:
         """Score every unit of every channel group of `graph` with `criterion` (higher = keep)."""

@@ -157,21 +157,30 @@ def model_facts(weights: str | Path) -> tuple[str, int]:
 
 
 def initial_weights(settings: Settings, data: Path, out: Path, weights_dir: Path) -> Path:
-    """Step 0: a copy of `pretrained` (optionally trained further), or a model trained from its yaml."""
-    from ultralytics import YOLO
-
+    """Step 0 (`weights/step0.pt`): a copy of `pretrained` when `pretrain_epochs` is 0, else `pretrained` (or the
+    `model` yaml) trained `pretrain_epochs` epochs."""
     target = weights_dir / "step0.pt"
     if settings.pretrained is not None and settings.pretrain_epochs == 0:
         shutil.copyfile(settings.pretrained, target)  # read once; the run works on its own copy
         return target
-    yolo = YOLO(str(settings.pretrained or settings.model))
-    yolo.train(**train_kwargs(settings, data, out, "pretrain", settings.pretrain_epochs))
+    return train_to(str(settings.pretrained or settings.model), settings, data, out, settings.pretrain_epochs, target)
+
+
+def train_to(source: str, settings: Settings, data: Path, out: Path, epochs: int, target: Path,
+             name: str = "pretrain") -> Path:
+    """Train `source` (weights or a model yaml) with ultralytics's own trainer; copy its best checkpoint to
+    `target`.  (A pruned model is fine-tuned with `finetune_to`, whose trainer keeps the pruned architecture.)"""
+    from ultralytics import YOLO
+
+    yolo = YOLO(source)
+    yolo.train(**train_kwargs(settings, data, out, name, epochs))
     shutil.copyfile(yolo.trainer.best if Path(yolo.trainer.best).is_file() else yolo.trainer.last, target)
     return target
 
 
 def finetune_to(weights: Path, settings: Settings, data: Path, out: Path, name: str, epochs: int,
-              target: Path) -> Path:
+                target: Path) -> Path:
+    """Fine-tune a pruned checkpoint with the trainer that keeps its architecture; best checkpoint -> `target`."""
     yolo = finetune(str(weights), **train_kwargs(settings, data, out, name, epochs))
     best = Path(yolo.trainer.best)
     shutil.copyfile(best if best.is_file() else yolo.trainer.last, target)
