@@ -99,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run_explain(args: argparse.Namespace) -> Path:
     """Compute every explanation, then write them; returns the output folder."""
-    from .yolo import explain
+    from .explainer import explain
 
     weights, image = _split_positionals(args.paths)
     image = image or default_image()
