@@ -15,7 +15,7 @@ of those names; reach the modules with ``from relprop.explainer import ...``.
 
 from .attribute import attribute, relevance_graph
 from .composites import Composite, deepshap_rules, detdshap_paper, resolve
-from .engine import References, Relevance, RelevanceGraph
+from .engine import Pass, References, Relevance, RelevanceGraph
 from .errors import BaselineError, BoxError, ImageError, NoMatchError, RelpropError, RuleError
 from .explainer import Explainer, explain, explainer
 from .explanation import Explanation
@@ -24,7 +24,7 @@ from .rules import AlphaBeta, Gradient, MaxPool, Rescale, Rule, Shapley, Softmax
 
 __all__ = [
     "AlphaBeta", "BaselineError", "BoxError", "Composite", "Explainer", "Explanation", "Gradient", "ImageError",
-    "Letterbox", "MaxPool", "NoMatchError", "References", "Relevance", "RelevanceGraph", "RelpropError", "Rescale",
+    "Letterbox", "MaxPool", "NoMatchError", "Pass", "References", "Relevance", "RelevanceGraph", "RelpropError", "Rescale",
     "Rule", "RuleError", "Shapley", "Softmax", "attribute", "deepshap_rules", "detdshap_paper", "explain",
     "explainer", "relevance_graph", "resolve",
 ]

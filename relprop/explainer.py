@@ -5,7 +5,8 @@
 
 An `Explainer` holds the traced, rule-rewritten graph of one model at one input size and a small cache of reference
 passes; `explain()` keeps a few Explainers alive between calls so repeated calls trace once and reuse the reference.
-All boxes of one image share one forward pass; each box then costs one backward pass over it.
+All boxes of one image share one forward pass (`RelevanceGraph.forward`), the boxes are then chosen from its outputs,
+and each box costs one backward pass over it (`Pass.backward`).
 """
 
 from __future__ import annotations
@@ -100,29 +101,24 @@ class Explainer:
         g = self.graph
         x = to_input(array, lb, g.dtype, g.device)
         x0 = reference_inputs(baseline, array, lb, g.dtype, g.device)
-        found: dict[str, Any] = {}
-
-        def targets(outputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
-            pred = outputs[0]
-            if "targets" not in found:
-                found["targets"], found["confs"] = self._targets(pred[0], lb, given, target, iou, cls, conf, max_det)
-            if not found["targets"]:
-                raise _NoTargets
-            w = torch.stack([t.weights(pred.shape[1], pred.shape[2], pred.dtype, pred.device) for t in found["targets"]])
-            return torch.einsum("bca,dca->bd", pred, w)
-
         total: Relevance | None = None
+        found: list[Target] = []
+        confs: list[float] = []
+        weights: torch.Tensor | None = None
         k = x0.shape[0]
         for start in range(0, k, batch):
             chunk = x0[start:start + batch]
-            refs = self.reference(chunk)
-            try:
-                part = self.engine.relevance(x.expand(chunk.shape[0], *x.shape[1:]), refs, targets)
-            except _NoTargets:
-                return []  # no detection to explain (box=None only)
-            total = _accumulate(total, part)
+            step = self.engine.forward(x.expand(chunk.shape[0], *x.shape[1:]), self.reference(chunk))
+            if weights is None:  # the targets are chosen once, on the outputs at x
+                pred = step.outputs[0]
+                found, confs = self._targets(pred[0], lb, given, target, iou, cls, conf, max_det)
+                if not found:
+                    return []  # no detection to explain (box=None only)
+                weights = torch.stack([t.weights(pred.shape[1], pred.shape[2], pred.dtype, pred.device)
+                                       for t in found])
+            total = _accumulate(total, step.backward(weights))
         assert total is not None
-        out = self._explanations(total, k, found["targets"], found["confs"], array, lb, given, baseline)
+        out = self._explanations(total, k, found, confs, array, lb, given, baseline)
         return out[0] if single else out
 
     def _targets(self, pred: torch.Tensor, lb: Letterbox, given: list[np.ndarray] | None, kind: str, iou: float,
@@ -193,10 +189,6 @@ def _boxes(box: Any) -> tuple[list[np.ndarray] | None, bool]:
             raise BoxError("an empty list of boxes")
         return [parse_box(b) for b in arr], False
     return [parse_box(box)], True
-
-
-class _NoTargets(Exception):
-    """Raised from inside the forward when NMS keeps no detection: nothing to differentiate."""
 
 
 def _accumulate(total: Relevance | None, part: Relevance) -> Relevance:
