@@ -339,3 +339,47 @@ def test_function_sum_to_reduces_broadcast():
     t = torch.ones(2, 3, 4)
     assert fn._sum_to(t, (3, 1)).shape == (3, 1)
     assert float(fn._sum_to(t, (3, 1)).sum()) == 24
+
+
+class EveryRule(nn.Module):
+    """SiLU, sigmoid, max-pool, softmax, product and quotient of data, a conv: one node for each rule."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(2, 4, 3, padding=1)
+
+    def forward(self, x):
+        y = F.max_pool2d(F.silu(self.conv(x)), 3, 1, 1)
+        a, b = y.chunk(2, 1)
+        s = torch.softmax(a, 1) * a / (torch.sigmoid(b) + 0.5)
+        return s.flatten(1)
+
+
+def test_rules_never_synchronise_with_the_host(monkeypatch):
+    torch.manual_seed(4)
+    gm = fxgraph.trace_module(EveryRule().to(D), torch.randn(2, 2, 5, 5, dtype=D))
+    rg = relprop.RelevanceGraph(gm, {"conv": relprop.AlphaBeta(2, 1)})
+    assert {type(b.rule).__name__ for b in rg.bound.values()} == {"AlphaBeta", "Rescale", "MaxPool", "Softmax",
+                                                                  "Shapley"}
+    x, x0 = torch.randn(3, 2, 5, 5, dtype=D), torch.randn(1, 2, 5, 5, dtype=D)
+    x[0, 0, 0, 0] = x0[0, 0, 0, 0]  # a zero difference: the midpoint-derivative branch of the rescale rules
+    refs = rg.reference(x0)
+
+    def host(*_args, **_kwargs):
+        raise AssertionError("a rule read a tensor's value on the host")
+
+    getitem = torch.Tensor.__getitem__
+
+    def no_mask(self, index):
+        parts = index if isinstance(index, tuple) else (index,)
+        if any(isinstance(p, torch.Tensor) and p.dtype == torch.bool for p in parts):
+            host()
+        return getitem(self, index)
+
+    with monkeypatch.context() as m:
+        for name in ("__bool__", "item", "tolist", "nonzero", "__int__", "__float__"):
+            m.setattr(torch.Tensor, name, host)
+        m.setattr(torch.Tensor, "__getitem__", no_mask)
+        m.setattr(torch, "nonzero", host)
+        result = rg.forward(x, refs).backward(lambda y: y[0][:, :5].sum(1) - y[0][:, 7])
+    assert result.delta.abs().max() < 1e-10
