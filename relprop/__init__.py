@@ -16,15 +16,16 @@ of those names; reach the modules with ``from relprop.explainer import ...``.
 from .attribute import attribute, relevance_graph
 from .composites import Composite, deepshap_rules, detdshap_paper, resolve
 from .engine import Pass, References, Relevance, RelevanceGraph
-from .errors import BaselineError, BoxError, ImageError, NoMatchError, RelpropError, RuleError
+from .errors import BaselineError, BoxError, ImageError, NoMatchError, OptionsError, RelpropError, RuleError
 from .explainer import Explainer, explain, explainer
 from .explanation import Explanation
 from .image import Letterbox
+from .options import ExplainOptions
 from .rules import AlphaBeta, Gradient, MaxPool, Rescale, Rule, Shapley, Softmax
 
 __all__ = [
-    "AlphaBeta", "BaselineError", "BoxError", "Composite", "Explainer", "Explanation", "Gradient", "ImageError",
-    "Letterbox", "MaxPool", "NoMatchError", "Pass", "References", "Relevance", "RelevanceGraph", "RelpropError", "Rescale",
-    "Rule", "RuleError", "Shapley", "Softmax", "attribute", "deepshap_rules", "detdshap_paper", "explain",
-    "explainer", "relevance_graph", "resolve",
+    "AlphaBeta", "BaselineError", "BoxError", "Composite", "ExplainOptions", "Explainer", "Explanation", "Gradient",
+    "ImageError", "Letterbox", "MaxPool", "NoMatchError", "OptionsError", "Pass", "References", "Relevance",
+    "RelevanceGraph", "RelpropError", "Rescale", "Rule", "RuleError", "Shapley", "Softmax", "attribute",
+    "deepshap_rules", "detdshap_paper", "explain", "explainer", "relevance_graph", "resolve",
 ]

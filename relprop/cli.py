@@ -16,7 +16,10 @@ from typing import Any, Sequence
 
 import fxgraph
 
+from .composites import PRESETS
 from .errors import BaselineError, RelpropError
+from .options import ExplainOptions
+from .target import TARGETS
 
 WEIGHT_SUFFIXES = (".pt", ".yaml", ".yml")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -86,12 +89,14 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--all", action="store_true", help="every detection after NMS (the default)")
     ex.add_argument("--baseline", default="black",
                     help="black | blur | a number in [0,1] | a folder or comma-separated background images")
-    ex.add_argument("--target", default="class", choices=("class", "box", "all"))
+    defaults = ExplainOptions()
+    ex.add_argument("--target", default=defaults.target, choices=TARGETS)
     ex.add_argument("--cls", type=int, default=None, help="class to explain (default: the box's)")
-    ex.add_argument("--iou", type=float, default=0.7, help="candidate matching (and NMS) IoU threshold")
-    ex.add_argument("--conf", type=float, default=0.25, help="NMS confidence threshold (--all)")
+    ex.add_argument("--iou", type=float, default=defaults.iou, help="candidate matching (and NMS) IoU threshold")
+    ex.add_argument("--conf", type=float, default=defaults.conf, help="NMS confidence threshold (--all)")
+    ex.add_argument("--max-det", type=int, default=defaults.max_det, help="at most this many detections (--all)")
     ex.add_argument("--imgsz", type=int, default=640)
-    ex.add_argument("--rules", default="deepshap", choices=("deepshap", "detdshap-paper"))
+    ex.add_argument("--rules", default="deepshap", choices=sorted(PRESETS))
     ex.add_argument("--device", default=None)
     ex.add_argument("--out", default=None, help="output folder (default: runs/relprop/explainN)")
     return parser
@@ -104,8 +109,9 @@ def run_explain(args: argparse.Namespace) -> Path:
     weights, image = _split_positionals(args.paths)
     image = image or default_image()
     baseline = _baseline(args.baseline)
-    result = explain(weights, image, args.box, target=args.target, iou=args.iou, cls=args.cls, baseline=baseline,
-                     conf=args.conf, imgsz=args.imgsz, device=args.device, rules=args.rules)
+    options = ExplainOptions(target=args.target, iou=args.iou, cls=args.cls, conf=args.conf, max_det=args.max_det,
+                             baseline=baseline, imgsz=args.imgsz, rules=args.rules, device=args.device)
+    result = explain(weights, image, args.box, options)
     explanations = [result] if args.box else list(result)
     out = _out_dir(args.out)
     out.mkdir(parents=True, exist_ok=True)

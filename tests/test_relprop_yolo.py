@@ -255,6 +255,46 @@ def test_bad_inputs_raise_our_errors(real, tmp_path):
         real.explain(BUS, (50, 400, 250, 900), cls=5)
 
 
+@pytest.mark.parametrize("change, error, message", [
+    ({"target": "mask"}, relprop.OptionsError, "target must be one of class, box, all; got 'mask'"),
+    ({"iou": 0.0}, relprop.OptionsError, "iou must be a number in \\(0, 1\\]"),
+    ({"conf": 1.5}, relprop.OptionsError, "conf must be a number in \\[0, 1\\]"),
+    ({"max_det": 0}, relprop.OptionsError, "max_det must be a positive integer"),
+    ({"batch": 2.5}, relprop.OptionsError, "batch must be a positive integer"),
+    ({"cls": [0, -1]}, relprop.OptionsError, "cls must be a class index >= 0"),
+    ({"imgsz": (320, 0)}, relprop.OptionsError, "imgsz must be a positive int or \\(h, w\\)"),
+    ({"baseline": "noise"}, relprop.BaselineError, "unknown baseline 'noise'"),
+    ({"baseline": 3}, relprop.BaselineError, "constant baseline must be in \\[0, 1\\]"),
+    ({"baseline": []}, relprop.BaselineError, "an empty list of background images"),
+    ({"rules": "lrp-epsilon"}, relprop.RuleError, "unknown rules preset 'lrp-epsilon'"),
+    ({"dtype": "float64"}, relprop.OptionsError, "dtype must be a torch.dtype"),
+])
+def test_explain_options_are_checked_in_one_place(change, error, message):
+    with pytest.raises(error, match=message):
+        relprop.ExplainOptions(**change)
+    with pytest.raises(error, match=message):
+        relprop.ExplainOptions().replace(**change)
+
+
+def test_options_and_keywords_are_the_same_request(real, real_all):
+    e = real_all[0]
+    options = relprop.ExplainOptions(target="box", cls=e.cls)
+    by_options = real.explain(BUS, e.box, options)
+    by_keywords = real.explain(BUS, e.box, target="box", cls=e.cls)
+    mixed = real.explain(BUS, e.box, relprop.ExplainOptions(cls=e.cls), target="box")
+    for other in (by_keywords, mixed):
+        torch.testing.assert_close(other.input_relevance, by_options.input_relevance, rtol=0, atol=0)
+    assert by_options.target == "box"
+    with pytest.raises(TypeError, match="unknown explain option\\(s\\) threshold"):
+        real.explain(BUS, e.box, threshold=0.5)
+    with pytest.raises(relprop.OptionsError, match="imgsz 320 \\(traced at \\(160, 160\\)\\)"):
+        real.explain(BUS, e.box, imgsz=320)
+    with pytest.raises(relprop.OptionsError, match="rules 'detdshap-paper'"):
+        real.explain(BUS, e.box, rules="detdshap-paper")
+    with pytest.raises(relprop.OptionsError, match="iou must be"):
+        relprop.explain(None, BUS, e.box, imgsz=160, iou=2)
+
+
 def test_explain_checks_the_image_before_tracing(tmp_path, monkeypatch):
     monkeypatch.setattr(fxgraph, "trace", lambda *a, **k: pytest.fail("traced before checking the image"))
     with pytest.raises(relprop.ImageError):
