@@ -12,7 +12,6 @@ and each box costs one backward pass over it (`Pass.backward`).
 from __future__ import annotations
 
 import hashlib
-import os
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Sequence
@@ -29,8 +28,6 @@ from .explanation import Explanation
 from .image import Letterbox, read_image, reference_inputs, to_input
 from .options import ExplainOptions
 from .target import Target, check_inside, detections, match, parse_box
-
-os.environ.setdefault("YOLO_OFFLINE", "1")
 
 
 class Explainer:
