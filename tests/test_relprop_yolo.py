@@ -297,7 +297,7 @@ def test_options_and_keywords_are_the_same_request(real, real_all):
 
 def test_explain_checks_the_image_before_tracing(tmp_path, monkeypatch):
     monkeypatch.setattr(fxgraph, "trace", lambda *a, **k: pytest.fail("traced before checking the image"))
-    with pytest.raises(relprop.ImageError):
+    with pytest.raises(relprop.ImageError, match="missing.png: no such image file"):
         relprop.explain("yolov8n.yaml", tmp_path / "missing.png", imgsz=64)
 
 
