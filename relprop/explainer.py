@@ -177,6 +177,7 @@ class Explainer:
                 ious=t.ious,
                 conf=confs[d],
                 baseline=baseline,
+                index=d,
                 image=image,
             ))
         return out
