@@ -91,8 +91,9 @@ class Explanation:
         bound = float(np.percentile(np.abs(self.heatmap), percentile)) or float(np.abs(self.heatmap).max()) or 1.0
         im = ax.imshow(self.heatmap, cmap="bwr", norm=TwoSlopeNorm(0.0, -bound, bound), alpha=alpha,
                        interpolation="nearest")
-        x1, y1, x2, y2 = np.clip(self.box, 0, [w, h, w, h])  # a box past the image edge is drawn clipped to it
-        ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor="lime", linewidth=2))
+        # a box past the image edge is drawn clipped to it, its edge on the image border drawn in full
+        x1, y1, x2, y2 = np.clip(self.box, -0.5, [w - 0.5, h - 0.5] * 2)
+        ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor="lime", linewidth=2, clip_on=False))
         ax.set_xlim(-0.5, w - 0.5)
         ax.set_ylim(h - 0.5, -0.5)
         ax.set_title(f"#{self.index} {self.name} conf={self.conf:.2f} ({self.target})  f(x)={self.score:.3f}  "
