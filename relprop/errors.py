@@ -7,6 +7,10 @@ class RelpropError(Exception):
     """Base class of every error raised by relprop."""
 
 
+class OptionsError(RelpropError, ValueError):
+    """An explain option (target, iou, conf, cls, max_det, batch, imgsz, device, dtype) is out of its range."""
+
+
 class ImageError(RelpropError):
     """An image (or a background image) could not be found, read or interpreted."""
 

@@ -26,6 +26,7 @@ class Explanation:
     cls, name        explained class and its name; target "class" | "box" | "all"
     candidates, ious the matched raw candidates (anchor indices) and their IoU with the box
     conf             the detection's confidence when the box came from NMS, else the best matched candidate's score
+    index            the box's position among those explained in the same call (0, 1, ...), shown as "#index"
     """
 
     heatmap: np.ndarray
@@ -43,6 +44,7 @@ class Explanation:
     ious: np.ndarray
     conf: float
     baseline: str = "black"
+    index: int = 0
     image: np.ndarray | None = field(default=None, repr=False)  # original BGR (for the figure)
 
     @property
@@ -53,6 +55,7 @@ class Explanation:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary (no arrays but the box)."""
         return {
+            "index": self.index,
             "box": [round(float(v), 2) for v in self.box],
             "class": self.cls,
             "name": self.name,
@@ -88,10 +91,13 @@ class Explanation:
         bound = float(np.percentile(np.abs(self.heatmap), percentile)) or float(np.abs(self.heatmap).max()) or 1.0
         im = ax.imshow(self.heatmap, cmap="bwr", norm=TwoSlopeNorm(0.0, -bound, bound), alpha=alpha,
                        interpolation="nearest")
-        x1, y1, x2, y2 = self.box
-        ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor="lime", linewidth=2))
-        ax.set_title(f"{self.name} ({self.target})  f(x)={self.score:.3f}  f(x0)={self.reference_score:.3f}  "
-                     f"Δ={self.delta:.1e}", fontsize=8)
+        # a box past the image edge is drawn clipped to it, its edge on the image border drawn in full
+        x1, y1, x2, y2 = np.clip(self.box, -0.5, [w - 0.5, h - 0.5] * 2)
+        ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor="lime", linewidth=2, clip_on=False))
+        ax.set_xlim(-0.5, w - 0.5)
+        ax.set_ylim(h - 0.5, -0.5)
+        ax.set_title(f"#{self.index} {self.name} conf={self.conf:.2f} ({self.target})  f(x)={self.score:.3f}  "
+                     f"f(x0)={self.reference_score:.3f}  Δ={self.delta:.1e}", fontsize=8)
         ax.set_axis_off()
         bar = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02)
         bar.set_label("relevance per pixel (red: for, blue: against)", fontsize=7)

@@ -40,15 +40,13 @@ def secant(dy: torch.Tensor, dx: torch.Tensor, tangent: Callable[[torch.Tensor],
            x: torch.Tensor, x0: torch.Tensor, eps: float) -> torch.Tensor:
     """Δy/Δx elementwise, and `tangent` (the derivative) at the midpoint (x + x0)/2 where |Δx| ≤ eps·(1 + |x|).
 
-    The threshold is relative so that a secant never divides a rounding error of y by a tiny Δx; the derivative is
-    evaluated only where it is needed, since this runs on every activation of the network.  `dy` is overwritten.
+    The threshold is relative so that a secant never divides a rounding error of y by a tiny Δx.  Both are computed
+    everywhere and selected with `where`: no host synchronisation (rules must run at full speed on CUDA and be
+    capturable).  `dy` is overwritten.
     """
     slope = dy.div_(dx)  # dy is a temporary of the caller: reuse its memory
     small = dx.abs() <= x.abs().mul_(eps).add_(eps)
-    if bool(small.any()):
-        mid = ((x + x0.expand_as(x)) / 2)[small]
-        slope = slope.masked_scatter(small, tangent(mid))
-    return slope
+    return torch.where(small, tangent((x + x0) / 2), slope)
 
 
 class RescaleFn(torch.autograd.Function):

@@ -131,6 +131,33 @@ def test_batched_backward_equals_one_target_at_a_time():
     assert loop.attribution.shape == (2, 4, 1, 6, 6) and loop.delta.abs().max() < 1e-12
 
 
+def test_two_phase_pass_targets_chosen_from_the_outputs():
+    torch.manual_seed(6)
+    graph = relprop.relevance_graph(MaxPoolCNN().to(D), torch.randn(2, 1, 6, 6, dtype=D))
+    x, refs = torch.randn(2, 1, 6, 6, dtype=D), graph.reference(torch.zeros(1, 1, 6, 6, dtype=D))
+    step = graph.forward(x, refs)
+    assert isinstance(step, relprop.Pass) and not step.outputs[0].requires_grad
+    torch.testing.assert_close(step.outputs[0], graph(x)[0])
+    torch.testing.assert_close(step.reference_outputs[0], graph(torch.zeros(1, 1, 6, 6, dtype=D))[0])
+    # phase two: explain the top-scoring output of example 0 for every example, given as weights (one-hot)
+    top = int(step.outputs[0][0].argmax())
+    weights = torch.zeros(2, 10, dtype=D)
+    weights[0, top], weights[1, (top + 1) % 10] = 1, 1
+    by_weights = step.backward(weights)
+    by_function = graph.relevance(x, refs, lambda o: o[0][:, [top, (top + 1) % 10]])
+    torch.testing.assert_close(by_weights.attribution, by_function.attribution, rtol=0, atol=0)
+    torch.testing.assert_close(by_weights.score, step.outputs[0][:, [top, (top + 1) % 10]])
+    assert by_weights.delta.abs().max() < 1e-12
+    one = graph.forward(x, refs).backward(weights[0])  # weights of one example's shape: one target, (B,)
+    torch.testing.assert_close(one.attribution, by_weights.attribution[:, 0], rtol=0, atol=0)
+    with pytest.raises(relprop.RelpropError, match="already backpropagated"):
+        step.backward(weights)
+    with pytest.raises(relprop.RelpropError, match="fit neither one example"):
+        graph.forward(x, refs).backward(torch.ones(3, 4, dtype=D))
+    with pytest.raises(relprop.RelpropError, match="reference batch 3 must be 1 or the input batch 2"):
+        graph.forward(x, graph.reference(torch.zeros(3, 1, 6, 6, dtype=D)))
+
+
 def test_attribute_errors():
     model = MaxPoolCNN().to(D)
     x = torch.randn(2, 1, 6, 6, dtype=D)

