@@ -71,14 +71,12 @@ def _baseline(value: str) -> Any:
 
 
 def _out_dir(out: str | None) -> Path:
+    """The output folder: `out`, or a fresh runs/relprop/explain, explain2, ... numbered as ultralytics does."""
     if out:
         return Path(out)
-    base, n = Path("runs") / "relprop" / "explain", 1
-    path = base
-    while path.exists():
-        n += 1
-        path = base.with_name(f"explain{n}")
-    return path
+    from ultralytics.utils.files import increment_path
+
+    return increment_path(Path("runs") / "relprop" / "explain", sep="")
 
 
 def build_parser() -> argparse.ArgumentParser:
