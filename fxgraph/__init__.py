@@ -11,10 +11,11 @@ None), `module_path`, `module_type`, `shape` and `channels`; parameter nodes als
 from .errors import FxGraphError, ModelLoadError, UnsupportedModelError, UnsupportedOpError
 from .graph import FlatGraph
 from .loading import embedded_weights, load_ultralytics
-from .nx import to_networkx
+from .networkx_graph import to_networkx
 from .passes import fold_batchnorm
 from .tracer import data_args, trace_module
-from .yolo import check_supported, reference_outputs, trace
+from .trace_yolo import check_supported, reference_outputs, trace
+from . import trace_yolo as yolo  # the old module name; pruning/job/workspace.py still reads fxgraph.yolo.TASK_OF_HEAD
 
 __all__ = [
     "FlatGraph",

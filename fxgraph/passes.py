@@ -95,8 +95,3 @@ def _drop_unused_attrs(gm: fx.GraphModule) -> None:
             owner, leaf = owner_of(gm, name)
             owner._parameters.pop(leaf, None)
             owner._buffers.pop(leaf, None)
-
-
-def is_param(node: fx.Node) -> bool:
-    """Whether a node reads a trainable parameter of the traced model."""
-    return node.meta.get("kind") == ops.PARAM
