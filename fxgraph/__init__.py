@@ -4,20 +4,28 @@
     g.module(x)                                 # (pred,) or (pred, proto), equal to ultralytics's eval outputs
     fxgraph.to_networkx(g)                      # networkx DiGraph with each node's metadata
 
-Every node's `meta` holds `kind` (closed vocabulary in fxgraph.ops), `layer` (ultralytics layer index or
-None), `module_path`, `module_type`, `shape` and `channels`; parameter nodes also `param` (its name).
+Every node carries one NodeInfo (`fxgraph.info(node)`, fxgraph.nodeinfo): `kind` (closed vocabulary in
+fxgraph.ops), `layer` (ultralytics layer index or None), `module_path`, `module_type`, `shape`, `channels`,
+`param` (a parameter's name), `folded_bn` and `role` (`head_output`, with `output`: what it produces).  The
+model's own facts (backbone length, stride, head outputs) are `FlatGraph.facts` (ModelFacts).
 """
 
 from .errors import FxGraphError, ModelLoadError, UnsupportedModelError, UnsupportedOpError
-from .graph import FlatGraph
+from . import nodeinfo
+from .graph import FlatGraph, ModelFacts
 from .loading import embedded_weights, load_ultralytics
-from .nx import to_networkx
+from .networkx_graph import to_networkx
+from .nodeinfo import HEAD_OUTPUT, NodeInfo, info
 from .passes import fold_batchnorm
 from .tracer import data_args, trace_module
-from .yolo import check_supported, reference_outputs, trace
+from .trace_yolo import check_supported, reference_outputs, trace
+from . import trace_yolo as yolo  # the old module name; pruning/job/workspace.py still reads fxgraph.yolo.TASK_OF_HEAD
 
 __all__ = [
     "FlatGraph",
+    "HEAD_OUTPUT",
+    "ModelFacts",
+    "NodeInfo",
     "FxGraphError",
     "ModelLoadError",
     "UnsupportedModelError",
@@ -26,6 +34,7 @@ __all__ = [
     "data_args",
     "embedded_weights",
     "fold_batchnorm",
+    "info",
     "load_ultralytics",
     "reference_outputs",
     "to_networkx",

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from .errors import FxGraphError
 from .summary import format_summary, write_dot
-from .yolo import trace
+from .trace_yolo import trace
 
 
 def main(argv: list[str] | None = None) -> int:

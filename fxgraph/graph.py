@@ -10,6 +10,35 @@ from typing import Iterator
 import torch
 from torch import fx, nn
 
+from .nodeinfo import info
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """What the traced model says about itself, read from the model once at trace time (`fxgraph.trace`), so that
+    later stages never re-derive it from layer names or constants.
+
+    backbone_layers  len(model.yaml["backbone"]): layers 0 .. backbone_layers - 1 are the backbone
+                     (None when the model carries no yaml)
+    stride           the largest stride of the model (model.stride): image sizes must be multiples of it
+    head_layer       index of the head (Detect/Segment) in model.model
+    head_type        the head's class name
+    head_outputs     module path -> what it outputs (fxgraph.nodeinfo.BOX, CLASSES, MASK_COEFFICIENTS, DFL, PROTO),
+                     for every module whose output channels are the model's outputs; the graph's nodes of these
+                     modules carry role HEAD_OUTPUT in their NodeInfo
+    """
+
+    backbone_layers: int | None
+    stride: int
+    head_layer: int
+    head_type: str
+    head_outputs: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def backbone(self) -> range | None:
+        """Layer indices of the backbone, or None if the model does not say."""
+        return None if self.backbone_layers is None else range(self.backbone_layers)
+
 
 @dataclass
 class FlatGraph:
@@ -18,7 +47,8 @@ class FlatGraph:
     `module(x)` returns a tuple named by `output_names`: `pred` (B, 4 + nc [+ nm], anchors) — decoded xywh boxes
     in input pixels, class probabilities and, for a segmenter, mask coefficients — and, for a segmenter, `proto`.
     Its parameters keep ultralytics's names (`model.4.m.0.cv1.conv.weight`), so each one maps back to `model`,
-    the ultralytics model that was traced (a private copy, left in eval mode).
+    the ultralytics model that was traced (a private copy, left in eval mode).  Each node's facts are its
+    NodeInfo (`fxgraph.info(node)`); the model's are `facts` (ModelFacts).
     """
 
     module: fx.GraphModule
@@ -32,6 +62,7 @@ class FlatGraph:
     nm: int = 0
     bn_folded: bool = False
     output_names: tuple[str, ...] = field(default=("pred",))
+    facts: ModelFacts | None = None
 
     def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         return self.module(x)
@@ -42,7 +73,7 @@ class FlatGraph:
 
     def nodes(self, kind: str | None = None) -> Iterator[fx.Node]:
         """The graph's nodes, optionally only those of one op kind."""
-        return (n for n in self.module.graph.nodes if kind is None or n.meta.get("kind") == kind)
+        return (n for n in self.module.graph.nodes if kind is None or info(n).kind == kind)
 
     @property
     def device(self) -> torch.device:

@@ -10,7 +10,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
 from .errors import ModelLoadError, UnsupportedModelError
@@ -114,9 +113,3 @@ def _load_yaml(path: Path) -> nn.Module:
     except Exception as exc:
         raise ModelLoadError(f"{path}: ultralytics could not build this yaml ({type(exc).__name__}: {exc})") from exc
     return model.float().eval()
-
-
-def model_dtype(model: nn.Module) -> torch.dtype:
-    """The floating dtype of the model's first parameter (float32 if it has none)."""
-    p = next(model.parameters(), None)
-    return p.dtype if p is not None else torch.float32

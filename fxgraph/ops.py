@@ -14,6 +14,11 @@ aten = torch.ops.aten
 
 # Graph-structural kinds, set from the fx node's `op` rather than its target.
 INPUT, OUTPUT, PARAM, CONST, SIZE = "input", "output", "param", "const", "size"
+# Kinds whose value does not come from the input's values: model state, folded constants and batch-size reads.
+# An op's arguments of these kinds are not its data (fxgraph.data_args leaves them out).
+NON_DATA = frozenset({PARAM, CONST, SIZE})
+# Kinds that compute nothing: NON_DATA and the graph's ends.
+STRUCTURAL = NON_DATA | {INPUT, OUTPUT}
 
 # ATen overload packet -> kind.  One kind may cover several spellings of the same operation.
 _ATEN_KINDS: dict[object, str] = {
@@ -59,7 +64,7 @@ _ATEN_KINDS: dict[object, str] = {
 
 # Kinds that compute on tensors (the vocabulary later stages must cover).
 TENSOR_KINDS = frozenset(_ATEN_KINDS.values()) - {SIZE} | {"getitem"}
-ALL_KINDS = TENSOR_KINDS | {INPUT, OUTPUT, PARAM, CONST, SIZE}
+ALL_KINDS = TENSOR_KINDS | STRUCTURAL
 
 # Kinds that are linear in their data input(s) for fixed parameters: DeepLIFT uses the plain gradient there.
 LINEAR_KINDS = frozenset(

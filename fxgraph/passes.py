@@ -6,6 +6,7 @@ import torch
 from torch import fx
 
 from . import ops
+from .nodeinfo import info, update
 
 
 def fold_batchnorm(gm: fx.GraphModule) -> fx.GraphModule:
@@ -16,10 +17,10 @@ def fold_batchnorm(gm: fx.GraphModule) -> fx.GraphModule:
     """
     graph = gm.graph
     for bn in list(graph.nodes):
-        if bn.meta.get("kind") != "batchnorm":
+        if info(bn).kind != "batchnorm":
             continue
         conv = bn.args[0]
-        if conv.meta.get("kind") != "conv" or len(conv.users) != 1:
+        if info(conv).kind != "conv" or len(conv.users) != 1:
             continue
         if bn.target is not torch.ops.aten.batch_norm.default:
             continue
@@ -44,14 +45,14 @@ def fold_batchnorm(gm: fx.GraphModule) -> fx.GraphModule:
             with graph.inserting_before(conv):
                 b_node = graph.get_attr(bias_target)
             b_node.meta.update(w_node.meta)
-            b_node.meta.update(param=bias_target, shape=tuple(new_b.shape), channels=None)
+            update(b_node, param=bias_target, shape=tuple(new_b.shape), channels=None)
             args = list(conv.args)
             if len(args) < 3:
                 args.append(b_node)
             else:
                 args[2] = b_node
             conv.args = tuple(args)
-        conv.meta["folded_bn"] = bn.meta.get("module_path")
+        update(conv, folded_bn=info(bn).module_path)
         bn.replace_all_uses_with(conv)
         graph.erase_node(bn)
     graph.eliminate_dead_code()
@@ -95,8 +96,3 @@ def _drop_unused_attrs(gm: fx.GraphModule) -> None:
             owner, leaf = owner_of(gm, name)
             owner._parameters.pop(leaf, None)
             owner._buffers.pop(leaf, None)
-
-
-def is_param(node: fx.Node) -> bool:
-    """Whether a node reads a trainable parameter of the traced model."""
-    return node.meta.get("kind") == ops.PARAM

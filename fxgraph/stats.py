@@ -15,29 +15,30 @@ from torch import fx
 
 from . import ops
 from .graph import FlatGraph
+from .nodeinfo import info
 
 
 def node_macs(node: fx.Node) -> int:
     """thop-compatible multiply-accumulate count of one node for a batch of one image."""
-    kind = node.meta.get("kind")
-    out = node.meta.get("shape")
+    facts = info(node)
+    kind, out = facts.kind, facts.shape
     if out is None:
         return 0
     out_numel = math.prod(d for d in out[1:] if d is not None)
     if kind == "conv":
-        weight = node.args[1].meta["shape"]
+        weight = info(node.args[1]).shape
         groups = node.args[6] if len(node.args) > 6 else 1
-        in_ch = node.args[0].meta["shape"][1]
+        in_ch = info(node.args[0]).shape[1]
         return out_numel * (in_ch // groups) * math.prod(weight[2:])
     if kind == "conv_transpose":
-        weight = node.args[1].meta["shape"]
-        in_shape = node.args[0].meta["shape"]
+        weight = info(node.args[1]).shape
+        in_shape = info(node.args[0]).shape
         groups = node.args[6] if len(node.args) > 6 else 1
         return math.prod(d for d in in_shape[1:] if d is not None) * (out[1] // groups) * math.prod(weight[2:])
     if kind == "batchnorm":
         return 4 * out_numel
     if kind == "linear":
-        return out_numel * node.args[1].meta["shape"][1]
+        return out_numel * info(node.args[1]).shape[1]
     return 0
 
 
@@ -70,8 +71,9 @@ def layer_table(graph: FlatGraph) -> list[LayerRow]:
     gm = graph.module
     by_layer: dict[int | None, list[fx.Node]] = defaultdict(list)
     for node in gm.graph.nodes:
-        if node.meta.get("kind") not in (ops.INPUT, ops.OUTPUT, ops.CONST, ops.SIZE):
-            by_layer[node.meta.get("layer")].append(node)
+        facts = info(node)
+        if facts.kind == ops.PARAM or facts.kind not in ops.STRUCTURAL:  # compute ops and their parameters
+            by_layer[facts.layer].append(node)
     params = dict(gm.named_parameters())
     rows = []
     for index in sorted(by_layer, key=lambda i: (i is None, i if i is not None else 0)):
@@ -80,9 +82,9 @@ def layer_table(graph: FlatGraph) -> list[LayerRow]:
         ins: list[fx.Node] = []
         outs: list[fx.Node] = []
         for n in nodes:
-            if n.meta["kind"] == ops.PARAM:
+            if info(n).kind == ops.PARAM:
                 continue
-            ins += [a for a in n.all_input_nodes if a not in members and a.meta["kind"] not in (ops.PARAM, ops.CONST, ops.SIZE) and a not in ins]
+            ins += [a for a in n.all_input_nodes if a not in members and info(a).kind not in ops.NON_DATA and a not in ins]
             if any(u not in members for u in n.users):
                 outs.append(n)
         layer_type = type(graph.model.model[index]).__name__ if index is not None else "-"
@@ -90,8 +92,8 @@ def layer_table(graph: FlatGraph) -> list[LayerRow]:
             LayerRow(
                 index=index,
                 type=layer_type,
-                channels_in=tuple(a.meta["channels"] or 0 for a in ins),
-                channels_out=tuple(o.meta["channels"] or 0 for o in outs),
+                channels_in=tuple(info(a).channels or 0 for a in ins),
+                channels_out=tuple(info(o).channels or 0 for o in outs),
                 params=sum(params[n.target].numel() for n in nodes if n.op == "get_attr" and n.target in params),
                 gflops=2 * sum(node_macs(n) for n in nodes) / 1e9,
             )

@@ -7,6 +7,7 @@ from typing import TextIO
 
 from . import ops
 from .graph import FlatGraph
+from .nodeinfo import info
 from .stats import gflops, layer_table, num_params
 
 
@@ -18,7 +19,7 @@ def format_summary(graph: FlatGraph) -> str:
         chans = f"{'+'.join(map(str, r.channels_in)) or '-'} -> {'+'.join(map(str, r.channels_out)) or '-'}"
         idx = "-" if r.index is None else str(r.index)
         lines.append(f"{idx:>5}  {r.type:<10} {chans:<28} {r.params:>12,} {r.gflops:>9.3f}")
-    kinds = Counter(n.meta["kind"] for n in graph.nodes() if n.meta["kind"] in ops.TENSOR_KINDS)
+    kinds = Counter(info(n).kind for n in graph.nodes() if info(n).kind in ops.TENSOR_KINDS)
     h, w = graph.imgsz
     lines.append(
         f"total: {len(rows)} layers, {num_params(graph):,} parameters, {gflops(graph):.1f} GFLOPs at {h}x{w} "
@@ -34,11 +35,11 @@ def write_dot(graph: FlatGraph, out: TextIO) -> None:
     out.write("digraph flatgraph {\n  rankdir=TB;\n  node [shape=box, fontsize=9];\n")
     clusters: dict[object, list[str]] = {}
     for node in gm.graph.nodes:
-        kind = node.meta["kind"]
-        if kind in (ops.PARAM, ops.CONST, ops.SIZE):
+        facts = info(node)
+        if facts.kind in ops.NON_DATA:
             continue
-        label = f"{node.name}\\n{kind}" + (f" c={node.meta['channels']}" if node.meta.get("channels") else "")
-        clusters.setdefault(node.meta.get("layer"), []).append(f'    "{node.name}" [label="{label}"];')
+        label = f"{node.name}\\n{facts.kind}" + (f" c={facts.channels}" if facts.channels else "")
+        clusters.setdefault(facts.layer, []).append(f'    "{node.name}" [label="{label}"];')
     for layer, lines in clusters.items():
         if layer is None:
             out.write("\n".join(lines) + "\n")
@@ -46,9 +47,9 @@ def write_dot(graph: FlatGraph, out: TextIO) -> None:
             out.write(f"  subgraph cluster_{layer} {{\n    label=\"{layer}: {type(graph.model.model[layer]).__name__}\";\n")
             out.write("\n".join(lines) + "\n  }\n")
     for node in gm.graph.nodes:
-        if node.meta["kind"] in (ops.PARAM, ops.CONST, ops.SIZE):
+        if info(node).kind in ops.NON_DATA:
             continue
         for arg in node.all_input_nodes:
-            if arg.meta["kind"] not in (ops.PARAM, ops.CONST, ops.SIZE):
+            if info(arg).kind not in ops.NON_DATA:
                 out.write(f'  "{arg.name}" -> "{node.name}";\n')
     out.write("}\n")

@@ -21,6 +21,7 @@ from torch import fx, nn
 
 from . import ops
 from .errors import FxGraphError, UnsupportedOpError
+from .nodeinfo import NodeInfo, info, set_info, update
 
 aten = torch.ops.aten
 
@@ -148,7 +149,7 @@ def _evaluate(gm: fx.GraphModule, example: torch.Tensor, wanted: set[fx.Node]) -
 
 
 def annotate(gm: fx.GraphModule, example: torch.Tensor | None = None) -> fx.GraphModule:
-    """Set `meta` on every node: kind, module_path, module_type, layer, shape, channels.
+    """Give every node its NodeInfo (fxgraph.nodeinfo): kind, module_path, module_type, layer, shape, channels.
 
     Shapes come from the export's fake values where present, else from one run on `example`.
     """
@@ -157,17 +158,18 @@ def annotate(gm: fx.GraphModule, example: torch.Tensor | None = None) -> fx.Grap
         torch.fx.passes.shape_prop.ShapeProp(gm).propagate(example)
     for node in gm.graph.nodes:
         meta = node.meta
+        param = None
         if node.op == "placeholder":
-            meta["kind"], path, mtype = ops.INPUT, "", "input"
+            kind, path, mtype = ops.INPUT, "", "input"
         elif node.op == "output":
-            meta["kind"], path, mtype = ops.OUTPUT, "", "output"
+            kind, path, mtype = ops.OUTPUT, "", "output"
         elif node.op == "get_attr":
             is_param = not node.target.startswith(CONST_PREFIX)  # model state: parameters and running stats
-            meta["kind"] = ops.PARAM if is_param else ops.CONST
+            kind = ops.PARAM if is_param else ops.CONST
             path = node.target.rsplit(".", 1)[0] if is_param else _stack_path(meta)[0]
             mtype = "constant"  # a parameter takes its module's type from its consumer, below
             if is_param:
-                meta["param"] = node.target
+                param = node.target
         elif node.op == "call_function":
             kind = ops.kind_of_target(node.target)
             path, mtype = _stack_path(meta)
@@ -178,20 +180,23 @@ def annotate(gm: fx.GraphModule, example: torch.Tensor | None = None) -> fx.Grap
                     "Supported models are YOLOv8-style detectors and segmenters (Conv, C2f, SPPF, Concat, "
                     "Upsample, Detect, Segment)."
                 )
-            meta["kind"] = kind
         else:
             raise UnsupportedOpError(f"node {node.name} ({node.op} {node.target}) is not supported in a flat graph")
-        meta["module_path"] = path
-        meta["module_type"] = mtype
         match = _LAYER_RE.match(path)
-        meta["layer"] = int(match.group(1)) if match else None
         shape = _shape_of(meta)
-        meta["shape"] = shape
-        tensor_like = meta["kind"] not in (ops.PARAM, ops.CONST)
-        meta["channels"] = shape[1] if tensor_like and shape is not None and len(shape) >= 2 else None
+        tensor_like = kind not in (ops.PARAM, ops.CONST)
+        set_info(node, NodeInfo(
+            kind=kind,
+            layer=int(match.group(1)) if match else None,
+            module_path=path,
+            module_type=mtype,
+            shape=shape,
+            channels=shape[1] if tensor_like and shape is not None and len(shape) >= 2 else None,
+            param=param,
+        ))
     for node in gm.graph.nodes:
-        if node.meta["kind"] == ops.PARAM and node.users:
-            node.meta["module_type"] = next(iter(node.users)).meta["module_type"]
+        if info(node).kind == ops.PARAM and node.users:
+            update(node, module_type=info(next(iter(node.users))).module_type)
     return gm
 
 
@@ -212,7 +217,8 @@ def _shape_of(meta: dict) -> tuple[int | None, ...] | None:
 
 
 def trace_module(module: nn.Module, example: torch.Tensor, dynamic_batch: bool = True) -> fx.GraphModule:
-    """Generic entry: any module made of supported ops -> an annotated flat GraphModule."""
+    """Generic entry: any module made of supported ops -> a flat GraphModule whose every node has its NodeInfo
+    (no roles: those need a model that says what its outputs are, see fxgraph.trace)."""
     module = module.eval()
     inplace = [m for m in module.modules() if getattr(m, "inplace", False) is True]
     for m in inplace:  # in-place activations would export as mutating ops (silu_); trace the functional form
@@ -234,7 +240,7 @@ def data_args(node: fx.Node) -> Sequence[fx.Node]:
     found: list[fx.Node] = []
 
     def visit(a: fx.Node) -> fx.Node:
-        if a.meta.get("kind") not in (ops.PARAM, ops.CONST, ops.SIZE):
+        if info(a).kind not in ops.NON_DATA:
             found.append(a)
         return a
 

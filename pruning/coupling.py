@@ -14,7 +14,9 @@ the same path through splits form a *group* (the channels of one layer, DepGraph
 the parts of one `chunk` form a *block* that must lose equally many channels, because `chunk(2)` in the block's
 own forward code needs equal halves.
 
-Nothing here knows YOLO: a `protect` callback adds model-specific protection (see pruning.yolo).
+Nothing here knows YOLO: what a node is comes from its NodeInfo (`fxgraph.info`); a filter op whose role is
+`head_output` (set at trace time from the model) is protected, and a `protect` callback may add model-specific
+protection or a more precise reason (see pruning.policy).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import torch
 from torch import fx
 
 import fxgraph
+from fxgraph import info, ops
 
 aten = torch.ops.aten
 
@@ -192,8 +195,9 @@ def analyze(
 ) -> Coupling:
     """Compute the channel groups of a flat graph.
 
-    `protect(node)` may return a reason to keep a filter op's outputs (a model's output convs); channels that
-    reach an op whose channel semantics we do not know are protected anyway.
+    `protect(node)` may return a reason to keep a filter op's outputs (a model's output convs); filter ops whose
+    NodeInfo role is `head_output`, and channels that reach an op whose channel semantics we do not know, are
+    protected anyway.
     """
     gm = graph.module if isinstance(graph, fxgraph.FlatGraph) else graph
     with gc_paused():
@@ -219,8 +223,8 @@ def _analyze(gm: fx.GraphModule, protect) -> Coupling:
     constraints: list[tuple[str, list[list[int]]]] = []
     order = {node: i for i, node in enumerate(gm.graph.nodes)}
     for node in gm.graph.nodes:
-        kind = node.meta.get("kind")
-        if kind in (fxgraph.ops.PARAM, fxgraph.ops.CONST, fxgraph.ops.SIZE):
+        kind = info(node).kind
+        if kind in ops.NON_DATA:
             continue
         handler = _HANDLERS.get(kind, _opaque)
         values[node] = handler(node, values, labels, constraints, protect)
@@ -228,13 +232,13 @@ def _analyze(gm: fx.GraphModule, protect) -> Coupling:
 
 
 def _where(node: fx.Node) -> str:
-    path = node.meta.get("module_path") or ""
-    mtype = node.meta.get("module_type") or ""
-    return f"{node.meta.get('kind')} {node.name}" + (f" in {path} ({mtype})" if path else "")
+    facts = info(node)
+    path, mtype = facts.module_path or "", facts.module_type or ""
+    return f"{facts.kind} {node.name}" + (f" in {path} ({mtype})" if path else "")
 
 
 def _fresh_for(node: fx.Node, labels: _Labels, why: str) -> Labels:
-    shape = node.meta.get("shape")
+    shape = info(node).shape
     if shape is None or len(shape) < 2 or shape[1] is None:
         return None
     return labels.fresh(shape[1], why)
@@ -268,7 +272,7 @@ def _per_channel(node, values, labels, constraints, protect) -> Labels:
 
 
 def _param_name(arg) -> str | None:
-    return arg.meta.get("param") if isinstance(arg, fx.Node) else None
+    return info(arg).param if isinstance(arg, fx.Node) else None
 
 
 def _batchnorm(node, values, labels, constraints, protect) -> Labels:
@@ -289,7 +293,7 @@ def _conv_args(node: fx.Node) -> tuple[int, bool]:
     args = node.args
     if getattr(node.target, "overloadpacket", None) is aten.convolution:
         return int(args[8]), bool(args[6])
-    if node.meta.get("kind") == "conv_transpose":
+    if info(node).kind == "conv_transpose":
         return (int(args[6]) if len(args) > 6 else 1), True
     return (int(args[6]) if len(args) > 6 else 1), False
 
@@ -299,8 +303,9 @@ def _conv(node, values, labels, constraints, protect) -> Labels:
     weight = _param_name(node.args[1])
     bias = _param_name(node.args[2]) if len(node.args) > 2 else None
     groups, transposed = _conv_args(node)
-    out_channels = node.meta["shape"][1]
-    path = node.meta.get("module_path") or node.name
+    facts = info(node)
+    out_channels = facts.shape[1]
+    path = facts.module_path or node.name
     if weight is None or not isinstance(x, list) or (len(node.args) > 2 and node.args[2] is not None and bias is None):
         return _opaque(node, values, labels, constraints, protect)
     in_dim, out_dim = (0, 1) if transposed else (1, 0)
@@ -308,6 +313,8 @@ def _conv(node, values, labels, constraints, protect) -> Labels:
         for i, label in enumerate(x):
             labels.touches[label].append(Touch(weight, in_dim, i, IN))
         reason = protect(node) if protect is not None else None
+        if reason is None and facts.is_head_output:
+            reason = f"head output ({facts.output})"
         out = [labels.new(source=(path, i), pin=reason) for i in range(out_channels)]
     elif not transposed and groups == len(x) == out_channels:  # depthwise: channel i in, channel i out
         out = list(x)
@@ -322,7 +329,7 @@ def _conv(node, values, labels, constraints, protect) -> Labels:
 
 
 def _channel_dim(node: fx.Node, dim: int) -> bool:
-    shape = node.meta.get("shape")
+    shape = info(node).shape
     rank = len(shape) if shape is not None else None
     if dim < 0 and rank is not None:
         dim += rank
@@ -342,7 +349,7 @@ def _split(node, values, labels, constraints, protect) -> Labels:
     x = values.get(node.args[0])
     packet = getattr(node.target, "overloadpacket", None)
     dim = node.args[2] if len(node.args) > 2 else node.kwargs.get("dim", 0)
-    source_shape = node.args[0].meta.get("shape")
+    source_shape = info(node.args[0]).shape
     rank = len(source_shape) if source_shape is not None else 0
     if not isinstance(x, list) or (dim if dim >= 0 else dim + rank) != 1:
         return _opaque(node, values, labels, constraints, protect)
@@ -368,15 +375,15 @@ def _getitem(node, values, labels, constraints, protect) -> Labels:
     value = values.get(source)
     if isinstance(value, tuple):
         return value[index]
-    if source.meta.get("kind") == "batchnorm" and index == 0 and isinstance(value, list):
+    if info(source).kind == "batchnorm" and index == 0 and isinstance(value, list):
         return value  # _native_batch_norm_legit_no_training returns (out, mean, invstd)
     return _opaque(node, values, labels, constraints, protect)
 
 
 def _binary(node, values, labels, constraints, protect) -> Labels:
     tensors = fxgraph.data_args(node)
-    others = [a for a in node.all_input_nodes if a not in tensors and a.meta.get("kind") != fxgraph.ops.SIZE]
-    out_shape = node.meta.get("shape")
+    others = [a for a in node.all_input_nodes if a not in tensors and info(a).kind != ops.SIZE]
+    out_shape = info(node).shape
     out_rank = len(out_shape) if out_shape is not None else 0
     per_channel_other = any(_varies_on_channels(a, out_rank) for a in others)
     parts = [values.get(t) for t in tensors]
@@ -394,7 +401,7 @@ def _binary(node, values, labels, constraints, protect) -> Labels:
 def _varies_on_channels(node: fx.Node, out_rank: int) -> bool:
     """Whether a parameter or constant operand varies along the output's channel dimension (dim 1), so that
     cutting channels would need slicing it too."""
-    shape = getattr(node.meta.get("val"), "shape", None) or node.meta.get("shape")
+    shape = getattr(node.meta.get("val"), "shape", None) or info(node).shape  # val: the export's fake tensor
     if shape is None:
         return False
     position = len(shape) - (out_rank - 1)  # broadcasting aligns trailing dimensions
@@ -408,8 +415,8 @@ def _output(node, values, labels, constraints, protect) -> Labels:
 
 
 _HANDLERS: dict[str, Callable] = {
-    fxgraph.ops.INPUT: _input,
-    fxgraph.ops.OUTPUT: _output,
+    ops.INPUT: _input,
+    ops.OUTPUT: _output,
     "conv": _conv,
     "conv_transpose": _conv,
     "batchnorm": _batchnorm,
@@ -424,7 +431,7 @@ _HANDLERS: dict[str, Callable] = {
 def _collect(labels: _Labels, constraints, order, gm: fx.GraphModule, values) -> Coupling:
     """Turn the label union-find into units, groups and blocks."""
     members = labels.components()
-    node_of_path = {n.meta.get("module_path"): n for n in gm.graph.nodes if n.meta.get("kind") in fxgraph.ops.FILTER_KINDS}
+    node_of_path = {info(n).module_path: n for n in gm.graph.nodes if info(n).kind in ops.FILTER_KINDS}
     units: dict[int, Unit] = {}
     keys: dict[int, tuple] = {}
     for root, group_labels in members.items():
@@ -451,10 +458,10 @@ def _collect(labels: _Labels, constraints, order, gm: fx.GraphModule, values) ->
         primary = paths[0]
         indices = sorted(i for r in roots for p, i in units[r].sources if p == primary)
         node = node_of_path.get(primary)
-        full = node is not None and node.meta.get("shape") is not None and len(indices) == node.meta["shape"][1]
+        full = node is not None and info(node).shape is not None and len(indices) == info(node).shape[1]
         name = primary if full else f"{primary}[{indices[0]}:{indices[-1] + 1}]"
         layers = frozenset(
-            n.meta["layer"] for n in (node_of_path.get(p) for p in paths) if n is not None and n.meta.get("layer") is not None
+            info(n).layer for n in (node_of_path.get(p) for p in paths) if n is not None and info(n).layer is not None
         )
         first_pins = next((units[r].pinned for r in roots if units[r].pinned), ())
         raw_groups.append(
@@ -464,7 +471,7 @@ def _collect(labels: _Labels, constraints, order, gm: fx.GraphModule, values) ->
                     name=name,
                     units=[units[r] for r in roots],
                     sources=tuple(paths),
-                    layer=node.meta.get("layer") if node is not None else None,
+                    layer=info(node).layer if node is not None else None,
                     layers=layers,
                     protected="; ".join(first_pins[:2]) or None,
                 ),

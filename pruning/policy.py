@@ -1,9 +1,10 @@
-"""Everything in pruning that knows ultralytics YOLOv8: which convs are the head's outputs, what "backbone" means,
+"""Everything in pruning that knows ultralytics YOLOv8: why the head's outputs are kept, what "backbone" means,
 and how to keep ultralytics modules consistent after their tensors were sliced.
 
-The coupling analysis already refuses channels that reach a reshape or a model output, which covers the head's
-output convs; naming them here gives the user a precise reason and keeps them protected even if a future head
-wires them differently.
+Which convs are head outputs and how many layers the backbone has are read from the model once at trace time
+(NodeInfo role `head_output`, `FlatGraph.facts`); this module only turns them into reasons and layer sets.
+The coupling analysis protects head outputs by their role and refuses channels that reach a reshape or a model
+output anyway; the reason given here tells the user which output a conv produces.
 """
 
 from __future__ import annotations
@@ -13,48 +14,49 @@ from typing import Callable, Iterable
 from torch import fx, nn
 
 import fxgraph
+from fxgraph import nodeinfo
 
-BACKBONE_LAYERS = range(0, 10)  # YOLOv8 backbone: Conv/C2f stages 0-8 and SPPF 9 (the segmentation design)
+from .errors import PlanError
+
 SCOPES = ("all", "backbone")
 
 
-def head_output_convs(model: nn.Module) -> dict[str, str]:
-    """Module path -> reason, for the convs whose output channels are the head's outputs."""
-    layers = model.model
-    index = len(layers) - 1
-    head = layers[index]
-    prefix = f"model.{index}"
-    out: dict[str, str] = {}
-    for attr, what in (("cv2", f"box distribution (4*reg_max={4 * head.reg_max})"), ("cv3", f"classes (nc={head.nc})"),
-                       ("cv4", f"mask coefficients (nm={getattr(head, 'nm', 0)})")):
-        for level, branch in enumerate(getattr(head, attr, None) or []):
-            last = len(branch) - 1
-            out[f"{prefix}.{attr}.{level}.{last}"] = f"{type(head).__name__} output conv: {what}"
-    if getattr(head, "dfl", None) is not None and isinstance(getattr(head.dfl, "conv", None), nn.Conv2d):
-        out[f"{prefix}.dfl.conv"] = "DFL (fixed integral weights)"
-    proto = getattr(head, "proto", None)
-    if proto is not None:
-        out[f"{prefix}.proto.cv3.conv"] = f"Proto output (nm={head.nm} prototypes)"
-    return out
+def describe_head_output(node_info: fxgraph.NodeInfo, graph: fxgraph.FlatGraph) -> str:
+    """Why a head-output node (NodeInfo role `head_output`) may not be pruned, in the user's terms."""
+    head = graph.facts.head_type if graph.facts is not None else "head"
+    what = {
+        nodeinfo.BOX: f"{head} output conv: box distribution (4*reg_max={4 * graph.reg_max})",
+        nodeinfo.CLASSES: f"{head} output conv: classes (nc={graph.nc})",
+        nodeinfo.MASK_COEFFICIENTS: f"{head} output conv: mask coefficients (nm={graph.nm})",
+        nodeinfo.DFL: "DFL (fixed integral weights)",
+        nodeinfo.PROTO: f"Proto output (nm={graph.nm} prototypes)",
+    }
+    return what.get(node_info.output, f"{head} output ({node_info.output})")
 
 
 def protector(graph: fxgraph.FlatGraph) -> Callable[[fx.Node], str | None]:
-    """The `protect` callback of `pruning.coupling.analyze` for a YOLO graph."""
-    protected = head_output_convs(graph.model)
+    """The `protect` callback of `pruning.coupling.analyze` for a YOLO graph: the reason a head output (marked at
+    trace time in its NodeInfo) is kept."""
 
     def protect(node: fx.Node) -> str | None:
-        return protected.get(node.meta.get("module_path"))
+        facts = fxgraph.info(node)
+        return describe_head_output(facts, graph) if facts.is_head_output else None
 
     return protect
 
 
 def scope_layers(scope: str | Iterable[int], graph: fxgraph.FlatGraph) -> frozenset[int] | None:
-    """Layer indices a plan may cut: None for 'all', layers 0-9 for 'backbone', or the given indices."""
+    """Layer indices a plan may cut: None for 'all', the model's backbone layers (`graph.facts.backbone`, from
+    its yaml) for 'backbone', or the given indices."""
     if isinstance(scope, str):
         if scope == "all":
             return None
         if scope == "backbone":
-            return frozenset(BACKBONE_LAYERS)
+            backbone = graph.facts.backbone if graph.facts is not None else None
+            if backbone is None:
+                raise PlanError("scope 'backbone': this model does not say which layers are its backbone "
+                                 "(its yaml has no 'backbone' list); give the layer indices instead")
+            return frozenset(backbone)
         raise ValueError(f"unknown scope {scope!r}; use one of {SCOPES} or a list of layer indices")
     return frozenset(int(i) for i in scope)
 

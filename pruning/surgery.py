@@ -14,6 +14,8 @@ from typing import Any, Callable
 import torch
 from torch import fx, nn
 
+from fxgraph import info
+from fxgraph.nodeinfo import update
 from fxgraph.passes import get_tensor, owner_of
 
 from .coupling import Coupling
@@ -63,7 +65,7 @@ def _keep(tensor: torch.Tensor, dims: dict[int, list[int]]) -> torch.Tensor:
 
 class ShapeRefresh(fx.Interpreter):
     """Run the graph once on meta tensors (shapes only, no arithmetic) and write each node's new `shape` and
-    `channels` into its metadata.
+    `channels` into its NodeInfo.
 
     The batch dimension keeps its symbolic `None`; the export's fake value `val`, now stale, is dropped.
     Parameter nodes get their tensor's shape, which is what fxgraph.stats reads for FLOPs.
@@ -76,14 +78,16 @@ class ShapeRefresh(fx.Interpreter):
     def run_node(self, n: fx.Node) -> Any:
         result = super().run_node(n)
         if isinstance(result, torch.Tensor):
-            old = n.meta.get("shape")
+            facts = info(n)
+            old = facts.shape
             shape = tuple(result.shape)
             if n.op != "get_attr" and old is not None and len(old) == len(shape) and old[0] is None:
                 shape = (None, *shape[1:])
-            n.meta["shape"] = shape
+            channels = facts.channels
+            if n.op != "get_attr" and channels is not None and len(shape) >= 2:
+                channels = shape[1]
+            update(n, shape=shape, channels=channels)
             n.meta.pop("val", None)
-            if n.op != "get_attr" and n.meta.get("channels") is not None and len(shape) >= 2:
-                n.meta["channels"] = shape[1]
         return result
 
 
@@ -101,16 +105,15 @@ def update_shapes(gm: fx.GraphModule, coupling: Coupling, plan: Plan) -> None:
         if node.op == "get_attr":
             value = get_tensor(gm, node.target)
             if isinstance(value, torch.Tensor):
-                node.meta["shape"] = tuple(value.shape)
+                update(node, shape=tuple(value.shape))
                 node.meta.pop("val", None)
             continue
         units = coupling.channels.get(node.name)
-        shape = node.meta.get("shape")
+        shape = info(node).shape
         if units is None or shape is None or len(shape) < 2:
             continue
         channels = sum(1 for u in units if u not in removed)
-        node.meta["shape"] = (shape[0], channels, *shape[2:])
-        node.meta["channels"] = channels
+        update(node, shape=(shape[0], channels, *shape[2:]), channels=channels)
         node.meta.pop("val", None)
 
 

@@ -13,12 +13,12 @@ from typing import Callable, Mapping, Union
 
 from torch import fx
 
-from fxgraph import ops
+from fxgraph import info, nodeinfo, ops
 
 from .errors import RuleError
 from .rules import AlphaBeta, Gradient, MaxPool, Rescale, Rule, Shapley, Softmax
 
-STRUCTURAL_KINDS = frozenset({ops.INPUT, ops.OUTPUT, ops.PARAM, ops.CONST, ops.SIZE})
+STRUCTURAL_KINDS = ops.STRUCTURAL
 
 
 def deepshap_rules() -> dict[str, Rule]:
@@ -46,12 +46,13 @@ class Composite:
 
     def rule_for(self, node: fx.Node) -> Rule | None:
         """The rule of a compute node (None for structural nodes: inputs, parameters, constants, sizes, output)."""
-        kind = node.meta.get("kind")
+        facts = info(node, None)
+        kind = facts.kind if facts is not None else None
         if kind in STRUCTURAL_KINDS:
             return None
         if node.name in self.names:
             return self.names[node.name]
-        path = node.meta.get("module_path") or ""
+        path = facts.module_path if facts is not None else ""
         for pattern, rule in self.names.items():
             if path and fnmatch.fnmatchcase(path, pattern):
                 return rule
@@ -66,7 +67,7 @@ class Composite:
         if kind not in self.kinds:
             raise RuleError(
                 f"no relevance rule for op kind '{kind}' (node {node.name}, {node.target}, "
-                f"module {node.meta.get('module_path') or '-'}); add one with rules={{'{kind}': <Rule>}}"
+                f"module {path or '-'}); add one with rules={{'{kind}': <Rule>}}"
             )
         return self.kinds[kind]
 
@@ -75,21 +76,12 @@ class Composite:
 
 
 def is_head_output_conv(node: fx.Node, graph: fx.Graph | None = None) -> bool:
-    """A convolution of the detection head that produces an output map directly: its output feeds only reshapes
-    into the head's outputs (YOLOv8's cv2.i.2 box, cv3.i.2 class and cv4.i.2 mask-coefficient 1×1 convolutions).
-    The DFL's fixed convolution (fed by a softmax) is excluded.
+    """A convolution of the detection head that produces an output map directly (YOLOv8's cv2.i.2 box, cv3.i.2 class
+    and cv4.i.2 mask-coefficient 1×1 convolutions), as fxgraph.trace marked it from the model (NodeInfo role
+    `head_output`).  The DFL's fixed convolution and Proto's output are head outputs too, but not maps of candidates.
     """
-    if node.meta.get("kind") != "conv" or node.meta.get("module_type") != "Conv2d":
-        return False
-    head_types = {"Detect", "Segment"}
-    first = node.args[0]
-    if isinstance(first, fx.Node) and first.meta.get("kind") == "softmax":
-        return False
-    in_head = any(
-        str(mtype).rsplit(".", 1)[-1].rstrip("'>") in head_types
-        for _, mtype in (node.meta.get("nn_module_stack") or {}).values()
-    )
-    return in_head and bool(node.users) and all(u.meta.get("kind") == "reshape" for u in node.users)
+    facts = info(node, None)
+    return facts is not None and facts.kind == "conv" and facts.is_head_output and facts.output in nodeinfo.PREDICTION_OUTPUTS
 
 
 def detdshap_paper() -> Composite:

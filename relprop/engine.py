@@ -29,7 +29,7 @@ from typing import Any, Callable, Iterator, Union
 import torch
 from torch import fx
 
-from fxgraph import ops
+from fxgraph import info, nodeinfo, ops
 
 from .composites import RulesSpec, resolve
 from .errors import RelpropError, RuleError
@@ -121,7 +121,7 @@ class RelevanceGraph:
             if bound is not None:
                 self.bound[node.name] = bound
                 node.target = self._caller(bound)
-            if channels and node.meta.get("kind") in ops.FILTER_KINDS:
+            if channels and info(node).kind in ops.FILTER_KINDS:
                 self._insert_tap(graph, node)
         self._check_overrides(graph)
         graph.lint()
@@ -135,7 +135,7 @@ class RelevanceGraph:
         import fnmatch
 
         names = {n.name for n in graph.nodes}
-        paths = {n.meta.get("module_path") or "" for n in graph.nodes} - {""}
+        paths = {info(n).module_path or "" for n in graph.nodes if n.op != "output"} - {""}
         for key in self.composite.names:
             if key not in names and not any(fnmatch.fnmatchcase(p, key) for p in paths):
                 raise RuleError(f"rule override '{key}' matches no node name or module path of this graph "
@@ -162,9 +162,9 @@ class RelevanceGraph:
 
     def _insert_tap(self, graph: fx.Graph, node: fx.Node) -> None:
         index = len(self.tap_keys)
-        key = node.meta.get("module_path") or node.name
+        key = info(node).module_path or node.name
         self.tap_keys.append(key)
-        channel_dim = -1 if node.meta.get("kind") == "linear" else 1
+        channel_dim = -1 if info(node).kind == "linear" else 1
         tape = self._tape
 
         def tap(y: torch.Tensor) -> torch.Tensor:
@@ -181,7 +181,7 @@ class RelevanceGraph:
         with graph.inserting_after(node):
             new = graph.call_function(tap, (node,))
         new.meta.update(node.meta)
-        new.meta["kind"] = "identity"
+        nodeinfo.update(new, kind="identity")
         node.replace_all_uses_with(new, delete_user_cb=lambda user: user is not new)
 
     @contextlib.contextmanager

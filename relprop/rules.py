@@ -20,11 +20,12 @@ from typing import Any, Callable
 import torch
 from torch import fx
 
+from fxgraph import info, ops
+
 from . import functions as fn
 from .errors import RuleError
 
 aten = torch.ops.aten
-_NON_DATA = ("param", "const", "size")
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,7 @@ class Bound:
 
 def _data_positions(node: fx.Node) -> tuple[int, ...]:
     return tuple(
-        i for i, a in enumerate(node.args) if isinstance(a, fx.Node) and a.meta.get("kind") not in _NON_DATA
+        i for i, a in enumerate(node.args) if isinstance(a, fx.Node) and info(a).kind not in ops.NON_DATA
     )
 
 
@@ -56,11 +57,11 @@ class Rule:
 
     def bind(self, node: fx.Node) -> Bound | None:
         """The rule bound to `node`, or None when the node needs no rewrite; RuleError if the rule cannot apply."""
-        kind = node.meta.get("kind")
+        kind = info(node).kind
         if self.kinds and kind not in self.kinds:
             raise RuleError(
                 f"{type(self).__name__} cannot explain node {node.name} of kind '{kind}' "
-                f"({node.meta.get('module_path') or 'no module'}); it knows {sorted(self.kinds)}"
+                f"({info(node).module_path or 'no module'}); it knows {sorted(self.kinds)}"
             )
         return Bound(self, node.target, _data_positions(node), node.name)
 

@@ -62,7 +62,7 @@ def test_any_batch_size_runs_through_one_graph(yolov8n_320):
 def test_tracing_twice_gives_the_same_graph():
     model = cached_model("yolov8n.yaml")
     a, b = fxgraph.trace(model, 160), fxgraph.trace(model, 160)
-    sig = lambda g: [(n.name, n.op, str(n.target), n.meta["kind"], n.meta["layer"], n.meta["shape"]) for n in g.nodes()]
+    sig = lambda g: [(n.name, n.op, str(n.target), fxgraph.info(n).kind, fxgraph.info(n).layer, fxgraph.info(n).shape) for n in g.nodes()]
     assert sig(a) == sig(b)
     assert str(a.module.code) == str(b.module.code)
 
@@ -83,7 +83,7 @@ def test_fold_batchnorm_keeps_outputs(name):
     folded = cached_trace(name, 320, fold_bn=True)
     assert not list(folded.nodes("batchnorm"))
     convs = list(folded.nodes("conv"))
-    assert sum(1 for c in convs if c.meta.get("folded_bn")) == len(list(cached_trace(name, 320).nodes("batchnorm")))
+    assert sum(1 for c in convs if fxgraph.info(c).folded_bn) == len(list(cached_trace(name, 320).nodes("batchnorm")))
     x = torch.rand(2, 3, 320, 320)
     assert _max_diff(fxgraph.reference_outputs(model, x), folded(x)) <= 1e-4
     folded64 = fxgraph.trace(model, 320, fold_bn=True, dtype=torch.float64)
@@ -96,7 +96,7 @@ def test_folding_a_traced_graph_equals_tracing_folded_and_leaves_the_original():
     folded = plain.with_folded_batchnorm()
     traced = cached_trace("yolov8n-seg.yaml", 320, fold_bn=True)
     assert folded.bn_folded and not plain.bn_folded and len(list(plain.nodes("batchnorm"))) > 0
-    assert [(n.name, n.meta.get("kind")) for n in folded.nodes()] == [(n.name, n.meta.get("kind")) for n in traced.nodes()]
+    assert [(n.name, fxgraph.info(n).kind) for n in folded.nodes()] == [(n.name, fxgraph.info(n).kind) for n in traced.nodes()]
     assert dict(folded.module.named_parameters()).keys() == dict(traced.module.named_parameters()).keys()
     x = torch.rand(1, 3, 320, 320)
     assert _max_diff(traced(x), folded(x)) == 0.0
@@ -109,23 +109,79 @@ def test_every_node_has_metadata_that_maps_back_to_the_model(name):
     state = graph.model.state_dict()
     get = graph.model.get_submodule  # not named_modules(): Conv shares one SiLU instance, listed once there
     for node in graph.nodes():
-        meta = node.meta
-        assert meta["kind"] in ops.ALL_KINDS, node
-        if meta["kind"] in (ops.INPUT, ops.OUTPUT, ops.SIZE):  # the graph's ends and the batch-size read
+        info = fxgraph.info(node)
+        assert info.kind in ops.ALL_KINDS, node
+        if info.kind in (ops.INPUT, ops.OUTPUT, ops.SIZE):  # the graph's ends and the batch-size read
             continue
-        assert isinstance(meta["layer"], int) and 0 <= meta["layer"] < len(graph.model.model), node
-        assert isinstance(get(meta["module_path"]), nn.Module), node
-        assert meta["module_type"], node
-        if meta["kind"] == ops.PARAM:
-            assert tuple(state[meta["param"]].shape) == meta["shape"], node
-        elif meta["kind"] in ops.TENSOR_KINDS and meta["kind"] != "getitem" and meta["shape"] is not None:
-            if len(meta["shape"]) >= 2:
-                assert meta["channels"] == meta["shape"][1], node
+        assert isinstance(info.layer, int) and 0 <= info.layer < len(graph.model.model), node
+        assert isinstance(get(info.module_path), nn.Module), node
+        assert info.module_type, node
+        if info.kind == ops.PARAM:
+            assert tuple(state[info.param].shape) == info.shape, node
+        elif info.kind in ops.TENSOR_KINDS and info.kind != "getitem" and info.shape is not None:
+            if len(info.shape) >= 2:
+                assert info.channels == info.shape[1], node
     for conv in graph.nodes("conv"):
         weight = conv.args[1]
-        module = get(conv.meta["module_path"])
-        assert isinstance(module, nn.Conv2d) and module.out_channels == conv.meta["channels"]
-        assert weight.meta["param"] == conv.meta["module_path"] + ".weight"
+        module = get(fxgraph.info(conv).module_path)
+        assert isinstance(module, nn.Conv2d) and module.out_channels == fxgraph.info(conv).channels
+        assert fxgraph.info(weight).param == fxgraph.info(conv).module_path + ".weight"
+
+
+def _assert_nodeinfo_everywhere(nodes) -> None:
+    for node in nodes:
+        info = fxgraph.info(node)
+        assert isinstance(info, fxgraph.NodeInfo) and info.kind in ops.ALL_KINDS, node
+        for key in fxgraph.nodeinfo.MIRRORED:  # the flat meta keys of earlier versions mirror the record
+            assert node.meta.get(key) == getattr(info, key), (node, key)
+
+
+def test_nodeinfo_is_on_every_node_of_a_yolo_graph_and_of_a_toy_module(yolov8n_320):
+    _assert_nodeinfo_everywhere(yolov8n_320.nodes())
+    _assert_nodeinfo_everywhere(yolov8n_320.with_folded_batchnorm().nodes())
+
+    class Toy(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, 4, 1)
+
+        def forward(self, x):
+            y = torch.relu(self.a(x))
+            return self.b(y) + y
+
+    gm = fxgraph.trace_module(Toy(), torch.rand(2, 3, 8, 8))
+    _assert_nodeinfo_everywhere(gm.graph.nodes)
+    conv = next(n for n in gm.graph.nodes if fxgraph.info(n).kind == "conv")
+    assert fxgraph.info(conv).module_path == "a" and fxgraph.info(conv).channels == 4
+    assert not any(fxgraph.info(n).role for n in gm.graph.nodes)  # roles come from a model that names its outputs
+    with pytest.raises(fxgraph.nodeinfo.MissingNodeInfoError, match="has no NodeInfo; trace the model"):
+        fxgraph.info(torch.fx.symbolic_trace(Toy()).graph.find_nodes(op="placeholder")[0])
+
+
+@pytest.mark.parametrize("fold_bn", [False, True])
+def test_head_output_role_marks_exactly_the_heads_output_convs(fold_bn):
+    from fxgraph.nodeinfo import BOX, CLASSES, DFL, HEAD_OUTPUT, MASK_COEFFICIENTS, PROTO
+
+    graph = cached_trace("yolov8n-seg.yaml", 320, fold_bn)
+    marked = {fxgraph.info(n).module_path: fxgraph.info(n).output for n in graph.nodes() if fxgraph.info(n).role}
+    expected = {f"model.22.cv2.{i}.2": BOX for i in range(3)} | {f"model.22.cv3.{i}.2": CLASSES for i in range(3)}
+    expected |= {f"model.22.cv4.{i}.2": MASK_COEFFICIENTS for i in range(3)}
+    expected |= {"model.22.dfl.conv": DFL, "model.22.proto.cv3.conv": PROTO}
+    assert marked == expected
+    assert all(fxgraph.info(n).role in (None, HEAD_OUTPUT) for n in graph.nodes())
+    assert all(fxgraph.info(n).kind == "conv" for n in graph.nodes() if fxgraph.info(n).role)
+    assert graph.facts.head_outputs == expected
+
+
+@pytest.mark.parametrize("name", ["yolov8n.yaml", "yolov8n-seg.yaml", None], ids=lambda n: n or "embedded")
+def test_model_facts_come_from_the_model(name):
+    graph = cached_trace(name, 320)
+    model = cached_model(name)
+    facts = graph.facts
+    assert facts.backbone_layers == len(model.yaml["backbone"]) == 10
+    assert facts.backbone == range(10)
+    assert facts.stride == int(model.stride.max()) == 32
+    assert facts.head_layer == len(model.model) - 1 and facts.head_type == type(model.model[-1]).__name__
 
 
 def test_networkx_view_has_every_node_edge_and_attribute(yolov8n_320):
@@ -135,8 +191,9 @@ def test_networkx_view_has_every_node_edge_and_attribute(yolov8n_320):
     assert dg.number_of_edges() == sum(len(n.all_input_nodes) for n in fx_nodes)
     assert nx.is_directed_acyclic_graph(dg)
     for n in fx_nodes:
-        assert dg.nodes[n.name]["kind"] == n.meta["kind"]
-    cat = next(n for n in yolov8n_320.nodes("cat") if n.meta["layer"] == 11)
+        assert dg.nodes[n.name]["kind"] == fxgraph.info(n).kind
+        assert dg.nodes[n.name].get("role") == fxgraph.info(n).role
+    cat = next(n for n in yolov8n_320.nodes("cat") if fxgraph.info(n).layer == 11)
     preds = sorted(dg.predecessors(cat.name), key=lambda p: dg.edges[p, cat.name]["arg"])
     assert preds == [a.name for a in cat.args[0]]
 
@@ -162,7 +219,7 @@ def test_generic_module_traces_to_known_ops():
 
     net = TinyCNN().eval()
     gm = fxgraph.trace_module(net, torch.rand(2, 3, 8, 8))
-    kinds = [n.meta["kind"] for n in gm.graph.nodes if n.meta["kind"] in ops.TENSOR_KINDS]
+    kinds = [fxgraph.info(n).kind for n in gm.graph.nodes if fxgraph.info(n).kind in ops.TENSOR_KINDS]
     assert kinds == ["conv", "maxpool", "relu", "reshape", "linear"]
     x = torch.rand(5, 3, 8, 8)
     assert torch.allclose(gm(x)[0], net(x), atol=1e-6)

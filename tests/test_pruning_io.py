@@ -78,19 +78,20 @@ def pruned(source) -> pruning.Pruned:
 
 def test_bad_plans_raise_and_leave_the_checkpoint_unchanged(source, pruned, workdir):
     digest = sha256(source)
-    with pytest.raises(pruning.RatioError):
+    with pytest.raises(pruning.RatioError, match=r"ratio must be in \[0, 1\) .*; got 1.0"):
         pruning.prune(source, imgsz=IMGSZ, ratio=1.0)
-    with pytest.raises(pruning.ProtectedChannelError):
+    with pytest.raises(pruning.ProtectedChannelError,
+                       match=r"group model.22.cv3.0.2 is protected \(Detect output conv: classes \(nc=2\)"):
         pruning.prune(source, pruning.Plan(remove={"model.22.cv3.0.2": (0,)}), imgsz=IMGSZ)
     coupling = pruning.analyze(fxgraph.trace(source, IMGSZ))
-    with pytest.raises(pruning.EmptyLayerError):
+    with pytest.raises(pruning.EmptyLayerError, match=r"the plan removes all 128 channels of model.5.conv"):
         pruning.check_plan(pruning.Plan(remove={"model.5.conv": tuple(range(128))}), coupling)
     assert pruned.source == source
     for overwrite in (False, True):  # the source weights are never overwritten, even when asked
-        with pytest.raises(pruning.OverwriteError):
+        with pytest.raises(pruning.OverwriteError, match=r"holds the weights this model was pruned from"):
             pruned.save(source, overwrite=overwrite)
     out = pruned.save(workdir / "out" / "pruned.pt")
-    with pytest.raises(pruning.OverwriteError):
+    with pytest.raises(pruning.OverwriteError, match=r"pruned.pt exists; choose another name or pass overwrite=True"):
         pruned.save(out)
     assert sha256(source) == digest
     assert not list(source.parent.glob("*.tmp"))
@@ -216,6 +217,7 @@ def test_trainer_refuses_a_dataset_with_other_classes(pruned, workdir):
     three = write_dataset(workdir / "data3")
     text = three.read_text().replace("  1: green\n", "  1: green\n  2: blue\n")
     three.write_text(text)
-    with pytest.raises(pruning.PruningError, match="classes"):
+    with pytest.raises(pruning.PruningError, match=r"the pruned model predicts 2 classes but the dataset .* has 3") as excinfo:
         pruning.finetune(pruned, data=str(three), epochs=1, imgsz=IMGSZ, batch=4, workers=0, device="cpu",
                          project=str(workdir / "runs"), name="ft3", exist_ok=True, plots=False, verbose=False)
+    assert excinfo.type is pruning.PruningError

@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 from .errors import UnsupportedModelError
-from .graph import FlatGraph
+from . import nodeinfo, ops
+from .graph import FlatGraph, ModelFacts
 from .loading import load_ultralytics
 from .passes import fold_batchnorm
 from .tracer import trace_module
@@ -54,7 +55,8 @@ def trace(
     source = load_ultralytics(model)
     head = check_supported(source)
     h, w = (imgsz, imgsz) if isinstance(imgsz, int) else tuple(imgsz)
-    stride = int(max(float(s) for s in head.stride)) if head.stride.numel() else 32
+    facts = model_facts(source)
+    stride = facts.stride
     if h % stride or w % stride or h <= 0 or w <= 0:
         raise UnsupportedModelError(f"imgsz {h}x{w} must be positive multiples of the model stride {stride}")
     private = copy.deepcopy(source).eval()
@@ -66,6 +68,7 @@ def trace(
     param = next(private.parameters())
     example = torch.rand(2, 3, h, w, dtype=param.dtype)
     gm = trace_module(to_export.cpu(), example.cpu())
+    mark_roles(gm, facts)
     if fold_bn:
         gm = fold_batchnorm(gm)
     task = TASK_OF_HEAD[type(head).__name__]
@@ -81,10 +84,59 @@ def trace(
         nm=int(getattr(head, "nm", 0)),
         bn_folded=fold_bn,
         output_names=("pred", "proto") if task == "segment" else ("pred",),
+        facts=facts,
     )
     if device is not None:
         graph.to(device)
     return graph
+
+
+def model_facts(model: nn.Module) -> ModelFacts:
+    """Read the facts later stages need from a supported ultralytics model (see check_supported)."""
+    head = check_supported(model)
+    layers = model.model
+    cfg = getattr(model, "yaml", None)
+    backbone = cfg.get("backbone") if isinstance(cfg, dict) else None
+    strides = getattr(model, "stride", None)
+    if strides is None or not torch.is_tensor(strides) or not strides.numel():
+        strides = head.stride
+    if not torch.is_tensor(strides) or not strides.numel():
+        raise UnsupportedModelError(f"{type(model).__name__} records no stride (model.stride); was it built by ultralytics?")
+    return ModelFacts(
+        backbone_layers=len(backbone) if backbone is not None else None,
+        stride=int(max(float(s) for s in strides)),
+        head_layer=len(layers) - 1,
+        head_type=type(head).__name__,
+        head_outputs=head_outputs(model),
+    )
+
+
+def head_outputs(model: nn.Module) -> dict[str, str]:
+    """Module path -> what it outputs, for the modules whose output channels are the head's outputs: the last conv
+    of each cv2 (box distribution), cv3 (classes) and cv4 (mask coefficients) branch, the DFL conv and Proto's
+    last conv."""
+    layers = model.model
+    index = len(layers) - 1
+    head = layers[index]
+    prefix = f"model.{index}"
+    out: dict[str, str] = {}
+    for attr, what in (("cv2", nodeinfo.BOX), ("cv3", nodeinfo.CLASSES), ("cv4", nodeinfo.MASK_COEFFICIENTS)):
+        for level, branch in enumerate(getattr(head, attr, None) or []):
+            out[f"{prefix}.{attr}.{level}.{len(branch) - 1}"] = what
+    if getattr(head, "dfl", None) is not None and isinstance(getattr(head.dfl, "conv", None), nn.Conv2d):
+        out[f"{prefix}.dfl.conv"] = nodeinfo.DFL
+    if getattr(head, "proto", None) is not None:
+        out[f"{prefix}.proto.cv3.conv"] = nodeinfo.PROTO
+    return out
+
+
+def mark_roles(gm: torch.fx.GraphModule, facts: ModelFacts) -> None:
+    """Set role HEAD_OUTPUT (and what it outputs) on the filter ops of the head's output modules."""
+    for node in gm.graph.nodes:
+        record = nodeinfo.info(node)
+        what = facts.head_outputs.get(record.module_path)
+        if what is not None and record.kind in ops.FILTER_KINDS:
+            nodeinfo.set_info(node, record.replace(role=nodeinfo.HEAD_OUTPUT, output=what))
 
 
 def reference_outputs(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
