@@ -19,7 +19,6 @@ from .nodeinfo import HEAD_OUTPUT, NodeInfo, info
 from .passes import fold_batchnorm
 from .tracer import data_args, trace_module
 from .trace_yolo import check_supported, reference_outputs, trace
-from . import trace_yolo as yolo  # the old module name; pruning/job/workspace.py still reads fxgraph.yolo.TASK_OF_HEAD
 
 __all__ = [
     "FlatGraph",

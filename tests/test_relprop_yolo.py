@@ -108,7 +108,7 @@ def test_detdshap_paper_rules_bind_the_head_output_convs_and_conserve(real):
     ex = relprop.Explainer(real.graph, rules="detdshap-paper")
     alpha_beta = {b.name: ex.engine.module.graph for b in ex.engine.bound.values()
                   if isinstance(b.rule, relprop.AlphaBeta)}
-    paths = sorted(n.meta["module_path"] for n in real.graph.module.graph.nodes if n.name in alpha_beta)
+    paths = sorted(fxgraph.info(n).module_path for n in real.graph.module.graph.nodes if n.name in alpha_beta)
     assert paths == [f"model.22.cv{k}.{i}.2" for k in (2, 3) for i in range(3)]
     for e in ex.explain(BUS):
         assert completeness_ok(e, 1e-3)
@@ -216,7 +216,7 @@ def test_heatmap_is_in_original_pixels_and_keeps_the_sum(real_all):
 
 def test_channels_cover_every_conv_and_carry_the_relevance(real, real_all):
     e = real_all[0]
-    convs = {n.meta["module_path"] for n in real.graph.nodes("conv")}
+    convs = {fxgraph.info(n).module_path for n in real.graph.nodes("conv")}
     assert set(e.channels) == convs
     assert e.channels["model.0.conv"].shape == (32,)
     # every path from the image passes the first conv: its filters share exactly the whole relevance
