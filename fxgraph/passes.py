@@ -5,7 +5,6 @@ from __future__ import annotations
 import torch
 from torch import fx
 
-from . import ops
 from .nodeinfo import info, update
 
 

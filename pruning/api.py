@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-import torch
 from torch import nn
 
 import fxgraph
@@ -137,20 +136,24 @@ def plan(
                      min_channels=min_channels, round_to=round_to, global_ranking=global_ranking, threshold=threshold)
 
 
-def dry_run(model: Any, plan_: Plan | None = None, *, imgsz: int | tuple[int, int] = 640, **options) -> Report:
-    """The params and GFLOPs `plan_` (or a plan made from `options`) would leave, without touching `model`."""
+def dry_run(model: Any, plan: Plan | None = None, *, imgsz: int | tuple[int, int] = 640, **options) -> Report:
+    """The params and GFLOPs `plan` (or a plan made from `options`) would leave, without touching `model`."""
     _check_options(options)
     g = _graph(model, imgsz)
     coupling = analyze(g)
-    plan_ = plan_ or plan(g, coupling=coupling, **options)
-    return _dry_report(g, coupling, plan_)
+    return _dry_report(g, coupling, plan or _plan_from(g, coupling, options))
 
 
-def _dry_report(g: fxgraph.FlatGraph, coupling: Coupling, plan_: Plan) -> Report:
+def _plan_from(g: fxgraph.FlatGraph, coupling: Coupling, options: Mapping[str, Any]) -> Plan:
+    """The plan `options` describe (ratio=..., criterion=...), for dry_run and prune called without a plan."""
+    return plan(g, coupling=coupling, **options)
+
+
+def _dry_report(g: fxgraph.FlatGraph, coupling: Coupling, chosen: Plan) -> Report:
     gm = copy.deepcopy(g.module)
-    surgery.apply(gm, None, coupling, plan_)
+    surgery.apply(gm, None, coupling, chosen)
     return Report(stats.num_params(g), stats.num_params(gm), stats.gflops(g), stats.gflops(gm),
-                  plan_.num_removed, g.imgsz)
+                  chosen.num_removed, g.imgsz)
 
 
 TARGET_METRICS = ("gflops", "params")
@@ -205,9 +208,9 @@ def plan_for_target(
     return best[0], best[1]
 
 
-def prune(model: Any, plan_: Plan | None = None, *, imgsz: int | tuple[int, int] = 640, inplace: bool = False,
+def prune(model: Any, plan: Plan | None = None, *, imgsz: int | tuple[int, int] = 640, inplace: bool = False,
           **options) -> Pruned:
-    """Remove the channels of `plan_` (or of a plan made from `options`: ratio=..., criterion=...).
+    """Remove the channels of `plan` (or of a plan made from `options`: ratio=..., criterion=...).
 
     `model`: a FlatGraph, a `YOLO`, an ultralytics model, a .pt/.yaml path, or None (the embedded model).  The
     caller's objects and files are not modified (unless `inplace` with a FlatGraph).  Returns a `Pruned` whose
@@ -221,9 +224,9 @@ def prune(model: Any, plan_: Plan | None = None, *, imgsz: int | tuple[int, int]
     with gc_paused():
         params_before, gflops_before = stats.num_params(g), stats.gflops(g)
         coupling = analyze(g)
-        plan_ = plan_ or plan(g, coupling=coupling, **options)
-        surgery.apply(g.module, g.model, coupling, plan_, sync=sync_modules)
+        chosen = plan or _plan_from(g, coupling, options)
+        surgery.apply(g.module, g.model, coupling, chosen, sync=sync_modules)
         del coupling
     seconds = time.perf_counter() - start
-    report = Report(params_before, stats.num_params(g), gflops_before, stats.gflops(g), plan_.num_removed, g.imgsz)
-    return Pruned(graph=g, plan=plan_, report=report, source=_source_path(model), seconds=seconds)
+    report = Report(params_before, stats.num_params(g), gflops_before, stats.gflops(g), chosen.num_removed, g.imgsz)
+    return Pruned(graph=g, plan=chosen, report=report, source=_source_path(model), seconds=seconds)

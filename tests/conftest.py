@@ -15,6 +15,34 @@ import torch  # noqa: E402
 import fxgraph  # noqa: E402
 
 
+def randomize_batchnorm(model: torch.nn.Module, gen: torch.Generator) -> None:
+    """Give every BatchNorm random affine parameters and statistics (a fresh one is the identity), so that cutting
+    a live channel changes the outputs."""
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                n = m.num_features
+                m.weight.copy_(0.5 + torch.rand(n, generator=gen))
+                m.bias.copy_(0.2 * torch.randn(n, generator=gen))
+                m.running_mean.copy_(0.2 * torch.randn(n, generator=gen))
+                m.running_var.copy_(0.5 + torch.rand(n, generator=gen))
+
+
+def zero_units(modules, coupling, remove: dict[str, tuple[int, ...]]) -> None:
+    """Make the chosen units of a pruning Coupling contribute exactly nothing in each of `modules`: zero their
+    filters, biases and BN gamma and beta (a channel after BN is beta when gamma is 0, so both must go)."""
+    from pruning.coupling import NORM, OUT
+
+    for module in modules:
+        params = {**dict(module.named_parameters()), **dict(module.named_buffers())}
+        with torch.no_grad():
+            for name, units in remove.items():
+                for u in units:
+                    for t in coupling.groups[name].units[u].touches:
+                        if t.role in (OUT, NORM):
+                            params[t.param].select(t.dim, t.index).zero_()
+
+
 @functools.lru_cache(maxsize=None)
 def cached_model(name: str | None):
     """The ultralytics model for a yaml name (None: the embedded YOLOv8s), built once; do not mutate it."""

@@ -18,7 +18,8 @@ from torch import nn
 import fxgraph
 import pruning
 from pruning import surgery
-from pruning.coupling import NORM, OUT, Coupling
+from pruning.coupling import Coupling
+from tests.conftest import randomize_batchnorm, zero_units
 
 SIZE = 8  # input height and width
 
@@ -124,15 +125,7 @@ def random_dags(draw) -> tuple[list[tuple], int]:
 def build(spec: list[tuple], last: int, seed: int) -> nn.Module:
     torch.manual_seed(seed)
     net = RandomDag(spec, last)
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():  # BatchNorm with random statistics, so that a live channel's removal would show
-        for m in net.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                n = m.num_features
-                m.weight.copy_(0.5 + torch.rand(n, generator=gen))
-                m.bias.copy_(0.2 * torch.randn(n, generator=gen))
-                m.running_mean.copy_(0.2 * torch.randn(n, generator=gen))
-                m.running_var.copy_(0.5 + torch.rand(n, generator=gen))
+    randomize_batchnorm(net, torch.Generator().manual_seed(seed))  # so that a live channel's removal would show
     return net.double().eval()
 
 
@@ -167,13 +160,8 @@ def test_cutting_zeroed_channels_of_a_random_dag_leaves_outputs_equal(dag, seed)
         assert torch.equal(gm(x)[0], reference)
 
     remove = random_removal(coupling, random.Random(seed))
-    params = {**dict(gm.named_parameters()), **dict(gm.named_buffers())}
+    zero_units((gm,), coupling, remove)
     with torch.no_grad():
-        for name, units in remove.items():
-            for u in units:
-                for t in coupling.groups[name].units[u].touches:
-                    if t.role in (OUT, NORM):
-                        params[t.param].select(t.dim, t.index).zero_()
         zeroed = gm(x)[0]
     surgery.apply(gm, None, coupling, pruning.Plan(remove=remove))
     with torch.no_grad():

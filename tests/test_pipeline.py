@@ -14,7 +14,7 @@ import torch
 import fxgraph
 from pruning import save_checkpoint
 from pruning.job import pipeline, workspace
-from pruning.job.config import ConfigError, load_config
+from pruning.job.config import load_config
 from pruning.job.synthetic import ShapesConfig, make_shapes_dataset
 
 REPO = Path(__file__).resolve().parents[1]

@@ -17,8 +17,8 @@ from torch import nn
 import fxgraph
 import pruning
 from fxgraph import stats
-from pruning.coupling import NORM, OUT, Coupling
-from tests.conftest import cached_model
+from pruning.coupling import Coupling
+from tests.conftest import cached_model, randomize_batchnorm, zero_units
 
 IMGSZ = 64
 
@@ -26,15 +26,8 @@ IMGSZ = 64
 def sensitize(model: nn.Module, seed: int = 0) -> nn.Module:
     """A randomly initialised YOLO barely reacts to its features (BN is identity, class logits sit near -11);
     give BN random statistics and the output convs zero bias so that cutting a live channel shows."""
-    gen = torch.Generator().manual_seed(seed)
+    randomize_batchnorm(model, torch.Generator().manual_seed(seed))
     with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                n = m.num_features
-                m.weight.copy_(0.5 + torch.rand(n, generator=gen))
-                m.bias.copy_(0.2 * torch.randn(n, generator=gen))
-                m.running_mean.copy_(0.2 * torch.randn(n, generator=gen))
-                m.running_var.copy_(0.5 + torch.rand(n, generator=gen))
         head = model.model[-1]
         for branch in list(head.cv2) + list(head.cv3) + list(getattr(head, "cv4", [])):
             branch[-1].bias.zero_()
@@ -138,19 +131,6 @@ def test_generic_toy_cnn_without_yolo_policy():
 # ---------------------------------------------------------------------------------------------- surgery
 
 
-def zero_units(g: fxgraph.FlatGraph, coupling: Coupling, remove: dict[str, tuple[int, ...]]) -> None:
-    """Make the chosen units contribute exactly nothing: zero their filters, biases and BN gamma and beta
-    (a channel after BN is beta when gamma is 0, so both must go; silu(0) = 0)."""
-    for module in (g.module, g.model):
-        params = {**dict(module.named_parameters()), **dict(module.named_buffers())}
-        with torch.no_grad():
-            for name, units in remove.items():
-                for u in units:
-                    for t in coupling.groups[name].units[u].touches:
-                        if t.role in (OUT, NORM):
-                            params[t.param].select(t.dim, t.index).zero_()
-
-
 def random_removal(coupling: Coupling, seed: int, fraction: float) -> dict[str, tuple[int, ...]]:
     """Random units of random prunable groups; groups of a block lose equally many."""
     rng = random.Random(seed)
@@ -170,7 +150,7 @@ def check_zero_equivalence(name: str | None, seed: int, fraction: float = 0.5) -
     coupling = pruning.analyze(g)
     remove = random_removal(coupling, seed, fraction)
     assert remove
-    zero_units(g, coupling, remove)
+    zero_units((g.module, g.model), coupling, remove)
     x = torch.rand(2, 3, IMGSZ, IMGSZ, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
     before = run(g, x)
     pruned = pruning.prune(g, pruning.Plan(remove=remove))

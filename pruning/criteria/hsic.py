@@ -8,7 +8,6 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 import fxgraph
 
@@ -19,7 +18,7 @@ from . import distributed
 from .calibration import Calibration
 from .hsic_lasso import hsic_lasso
 from .progress import progress
-from .stats import FilterStats, add_stat, conv_modules, unit_scores
+from .stats import conv_modules
 
 
 def _first_tensor(value: Any) -> torch.Tensor:
