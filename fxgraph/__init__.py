@@ -8,6 +8,9 @@ Every node carries one NodeInfo (`fxgraph.info(node)`, fxgraph.nodeinfo): `kind`
 fxgraph.ops), `layer` (ultralytics layer index or None), `module_path`, `module_type`, `shape`, `channels`,
 `param` (a parameter's name), `folded_bn` and `role` (`head_output`, with `output`: what it produces).  The
 model's own facts (backbone length, stride, head outputs) are `FlatGraph.facts` (ModelFacts).
+
+Owns tracing, node and model facts, graph passes (BN folding) and statistics (params, GFLOPs).  The base layer:
+it must import neither relprop nor pruning (tests/test_layers.py).
 """
 
 from .errors import FxGraphError, ModelLoadError, UnsupportedModelError, UnsupportedOpError

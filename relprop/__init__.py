@@ -11,6 +11,9 @@ backward pass then yields multipliers whose product with (x − x0) sums exactly
 Modules: `explainer` (YOLO boxes), `attribute` (any traced net), `engine`, `rules`/`functions`, `composites`, `target`,
 `image`, `explanation`, `cli`.  The package attributes `relprop.explainer` and `relprop.attribute` are the functions
 of those names; reach the modules with ``from relprop.explainer import ...``.
+
+Owns the relevance rules, the two-phase engine and explaining boxes.  Imports fxgraph; must not import pruning
+(tests/test_layers.py).
 """
 
 from .attribute import attribute, relevance_graph
