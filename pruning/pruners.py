@@ -37,7 +37,7 @@ class CriterionPruner:
 
     def plan(self, model: Any, *, ratio: float | None = None, target: float | None = None,
              threshold: float | None = None, metric: str = "gflops"):
-        """The plan `prune` would apply: exactly one of `ratio` (of the filters in scope, ranked globally),
+        """(The traced graph, the plan) that `prune` would apply: exactly one of `ratio` (of the filters in scope, ranked globally),
         `target` (the smallest plan removing that fraction of `metric`) or `threshold` (every unit scoring <= it)."""
         given = [k for k, v in (("ratio", ratio), ("target", target), ("threshold", threshold)) if v is not None]
         if len(given) != 1:

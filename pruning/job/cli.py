@@ -67,14 +67,14 @@ def _score(settings: Settings, out: str | None) -> int:
     """Score every group with the configured criterion; under torchrun each rank scores its shard."""
     from ..api import analyze
     from ..criteria import distributed
-    from .workspace import build_criterion, dataset, lazy_calibration
+    from .workspace import build_criterion, dataset, lazy_calibration, traced
 
     if settings.pretrained is None:
         raise PruningError("score needs --pretrained WEIGHTS")
     rank, world = distributed.init(settings.device)
     try:
         data = dataset(settings)
-        graph = fxgraph.trace(settings.pretrained, settings.imgsz)
+        graph = traced(settings.pretrained, settings.imgsz)
         calib = lazy_calibration(settings, data, settings.pretrained, rank, world)
         scores = build_criterion(settings.criterion, settings, calib)(graph, analyze(graph))
         if rank == 0:

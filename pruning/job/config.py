@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -38,48 +38,54 @@ def criterion_names() -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class Settings:
-    """Every knob of the pruning job; default.yaml documents each one.  Build with `load_config` (validated)."""
+    """Every knob of the pruning job.  default.yaml holds each one's default and documents it (the one source of
+    defaults: fields have none here); build with `load_config`, which validates."""
 
-    pretrained: str | None = None
-    model: str = "yolov8n-seg.yaml"
-    data: str | None = None
-    imgsz: int = 128
-    batch: int = 16
-    device: Any = "cpu"
-    workers: int = 0
-    seed: int = 0
-    pretrain_epochs: int = 60
-    criterion: str = "detdshap"
-    scope: str = "backbone"
-    step_ratio: float = 0.1
-    prune_threshold: float | None = None
-    target: float = 0.2
-    target_metric: str = "params"
-    max_map_drop: float = 0.1
-    max_steps: int = 4
-    min_channels: int = 8
-    round_to: int = 1
-    epochs_per_step: int = 3
-    final_epochs: int = 5
-    calib_images: int = 32
-    calib_boxes: str = "labels"
-    calib_target: str = "all"
-    iou: float = 0.7
-    baseline: Any = "black"
-    hsic_lambda: float = 0.0
-    project: str = "runs/prune"
-    name: str = "exp"
-    resume: bool = False
-    export: str = "onnx"
-    compare_criteria: list[str] = field(default_factory=lambda: ["detdshap", "hsic", "l1", "taylor", "random"])
-    compare_targets: list[float] = field(default_factory=lambda: [0.3, 0.4, 0.5])
-    compare_metric: str = "gflops"
-    compare_scope: str = "all"
-    compare_epochs: int = 15
+    pretrained: str | None
+    model: str
+    data: str | None
+    imgsz: int
+    batch: int
+    device: Any
+    workers: int
+    seed: int
+    pretrain_epochs: int
+    criterion: str
+    scope: str
+    step_ratio: float
+    prune_threshold: float | None
+    target: float
+    target_metric: str
+    max_map_drop: float
+    max_steps: int
+    min_channels: int
+    round_to: int
+    epochs_per_step: int
+    final_epochs: int
+    calib_images: int
+    calib_boxes: str
+    calib_target: str
+    iou: float
+    baseline: Any
+    hsic_lambda: float
+    project: str
+    name: str
+    resume: bool
+    export: str
+    compare_criteria: list[str]
+    compare_targets: list[float]
+    compare_metric: str
+    compare_scope: str
+    compare_epochs: int
 
     def to_dict(self) -> dict[str, Any]:
         """The settings as a plain dict (what report.json and state.json record)."""
         return dataclasses.asdict(self)
+
+    @property
+    def trains_first(self) -> bool:
+        """Whether step 0 is trained (`pretrain_epochs` > 0, or no `pretrained` weights) rather than copied."""
+        return self.pretrained is None or self.pretrain_epochs > 0
 
     def replace(self, **changes: Any) -> "Settings":
         """A validated copy with `changes` applied (unknown keys raise ConfigError)."""
@@ -116,7 +122,7 @@ def load_config(cfg: str | Path | Mapping[str, Any] | None = None,
                 ) -> Settings:
     """Read `base` (the repository's default.yaml), then `cfg` (a yaml path or a dict), apply overrides
     (`key=value` strings or a dict), validate, return the Settings.  Raises ConfigError naming the key or file."""
-    settings: dict[str, Any] = dataclasses.asdict(Settings())
+    settings: dict[str, Any] = {}
     if base is not None:
         settings.update(_known(_read(base), base.name))
     if isinstance(cfg, Mapping):
@@ -133,6 +139,9 @@ def load_config(cfg: str | Path | Mapping[str, Any] | None = None,
             key, _, value = item.partition("=")
             pairs.append((key.strip(), parse_value(value)))
     settings.update(_known(dict(pairs), "override"))
+    missing = [k for k in KEYS if k not in settings]
+    if missing:
+        raise ConfigError(f"{base or 'cfg'}: missing setting(s) {', '.join(missing)}")
     validate(settings)
     return Settings(**settings)
 
@@ -183,9 +192,8 @@ def validate(s: dict[str, Any]) -> None:
     for key in ("iou", "hsic_lambda"):
         if not _is_number(s[key]) or s[key] < 0 or (key == "iou" and s[key] > 1):
             raise ConfigError(f"{key}={s[key]!r} must be a number" + (" in [0, 1]" if key == "iou" else " >= 0"))
-    for key in ("resume",):
-        if not isinstance(s[key], bool):
-            raise ConfigError(f"{key}={s[key]!r} must be true or false")
+    if not isinstance(s["resume"], bool):
+        raise ConfigError(f"resume={s['resume']!r} must be true or false")
     crit = criterion_names()
     bad = [c for c in s["compare_criteria"] if c not in crit] if isinstance(s["compare_criteria"], list) else [
         s["compare_criteria"]]

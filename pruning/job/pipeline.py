@@ -66,7 +66,7 @@ class Pruner:
         """Step 0's checkpoint in the run directory (`weights/step0.pt`): a copy of `pretrained` when
         `pretrain_epochs` is 0, otherwise what `pretrain` returns.  The input weights are only read."""
         s = self.settings
-        if s.pretrained is not None and s.pretrain_epochs == 0:
+        if not s.trains_first:
             return initial_weights(s, self.data, self.out, self.weights_dir)
         return self.pretrain(str(s.pretrained or s.model), s.pretrain_epochs)
 

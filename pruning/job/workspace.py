@@ -52,9 +52,9 @@ def lazy_calibration(settings: Settings, data: Path, weights: str | Path, rank: 
 
     def calibration() -> Calibration:
         if not cache:
-            task, stride = model_facts(weights)
-            full = load_calibration(data, task, settings.imgsz, settings.calib_images,
-                                    batch=min(settings.batch, settings.calib_images), stride=stride)
+            graph = traced(weights, settings.imgsz)  # the task and stride recorded at trace time (usually cached)
+            full = load_calibration(data, graph.task, settings.imgsz, settings.calib_images,
+                                    batch=min(settings.batch, settings.calib_images), stride=int(max(graph.stride)))
             cache.append(full.shard(rank, world))
         return cache[0]
 
@@ -148,19 +148,11 @@ def log(message: str) -> None:
     LOGGER.info(f"pruning: {message}")
 
 
-def model_facts(weights: str | Path) -> tuple[str, int]:
-    """The ultralytics task ('detect', 'segment') and largest stride of a checkpoint or yaml, from the model."""
-    from ultralytics.nn.tasks import guess_model_task
-
-    model = fxgraph.load_ultralytics(weights)
-    return guess_model_task(model), int(max(model.stride))
-
-
 def initial_weights(settings: Settings, data: Path, out: Path, weights_dir: Path) -> Path:
     """Step 0 (`weights/step0.pt`): a copy of `pretrained` when `pretrain_epochs` is 0, else `pretrained` (or the
     `model` yaml) trained `pretrain_epochs` epochs."""
     target = weights_dir / "step0.pt"
-    if settings.pretrained is not None and settings.pretrain_epochs == 0:
+    if not settings.trains_first:
         shutil.copyfile(settings.pretrained, target)  # read once; the run works on its own copy
         return target
     return train_to(str(settings.pretrained or settings.model), settings, data, out, settings.pretrain_epochs, target)
@@ -174,16 +166,20 @@ def train_to(source: str, settings: Settings, data: Path, out: Path, epochs: int
 
     yolo = YOLO(source)
     yolo.train(**train_kwargs(settings, data, out, name, epochs))
-    shutil.copyfile(yolo.trainer.best if Path(yolo.trainer.best).is_file() else yolo.trainer.last, target)
-    return target
+    return keep_best(yolo.trainer, target)
 
 
 def finetune_to(weights: Path, settings: Settings, data: Path, out: Path, name: str, epochs: int,
                 target: Path) -> Path:
     """Fine-tune a pruned checkpoint with the trainer that keeps its architecture; best checkpoint -> `target`."""
     yolo = finetune(str(weights), **train_kwargs(settings, data, out, name, epochs))
-    best = Path(yolo.trainer.best)
-    shutil.copyfile(best if best.is_file() else yolo.trainer.last, target)
+    return keep_best(yolo.trainer, target)
+
+
+def keep_best(trainer: Any, target: Path) -> Path:
+    """Copy a finished ultralytics trainer's best checkpoint (its last, if it saved no best) to `target`."""
+    best = Path(trainer.best)
+    shutil.copyfile(best if best.is_file() else trainer.last, target)
     return target
 
 
