@@ -1,0 +1,67 @@
+"""The relevance pass (forward of the rule graph and its backward) never synchronises with the host.
+
+Checked on CPU by recording every aten op the pass dispatches: a host sync shows up as `_local_scalar_dense`
+(`.item()`, `bool(tensor)`, `float(tensor)`), a data-dependent shape (`nonzero`, `masked_select`, `masked_scatter`)
+or a copy to the CPU (`_to_copy`/`copy_` with a cpu result from a tensor on another device; on a CPU-only run any
+`_to_copy` to cpu of a tensor is counted too, since the pass has no reason to copy at all).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from relprop.engine import RelevanceGraph
+
+from tests.conftest import cached_trace
+
+aten = torch.ops.aten
+_SYNCING = {aten._local_scalar_dense.default, aten.nonzero.default, aten.masked_scatter.default,
+            aten.masked_select.default, aten.item.default}
+
+
+class _Recorder(TorchDispatchMode):
+    """Records the aten ops that would make the host wait for the device."""
+
+    def __init__(self):
+        super().__init__()
+        self.bad: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in _SYNCING:
+            self.bad.append(str(func))
+        elif func is aten._to_copy.default and kwargs.get("device") is not None \
+                and torch.device(kwargs["device"]).type == "cpu":
+            self.bad.append(f"{func} to cpu")
+        return func(*args, **kwargs)
+
+
+def test_relevance_pass_is_sync_free():
+    g = cached_trace("yolov8n.yaml", 64, fold_bn=True)
+    engine = RelevanceGraph(g.module)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 3, 64, 64, generator=gen)
+    refs = engine.reference(torch.zeros(1, 3, 64, 64))
+    step = engine.forward(x, refs)  # warm-up outside the recorder: lazy initialisation may sync once
+    w = torch.rand(3, *step.outputs[0].shape[1:], generator=gen)
+    step.backward(w)
+    rec = _Recorder()
+    with rec:
+        step = engine.forward(x, refs)
+        rel = step.backward(w)
+    assert rel.attribution.shape == (2, 3, 3, 64, 64)
+    assert not rec.bad, f"host synchronisations in the relevance pass: {sorted(set(rec.bad))}"
+
+
+def test_recorder_catches_a_sync():
+    """The recorder itself: `.item()`, `bool()` and `nonzero` are seen (the check above can fail)."""
+    rec = _Recorder()
+    t = torch.ones(3)
+    with rec:
+        t.sum().item()
+        bool(t.any())
+        t.nonzero()
+        t.masked_select(t > 0)
+    assert {str(aten._local_scalar_dense.default), str(aten.nonzero.default),
+            str(aten.masked_select.default)} <= set(rec.bad)
