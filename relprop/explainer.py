@@ -11,7 +11,7 @@ and each box costs one backward pass over it (`Pass.backward`).
 
 from __future__ import annotations
 
-import hashlib
+import itertools
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Sequence
@@ -53,6 +53,7 @@ class Explainer:
         self.engine = RelevanceGraph(graph.module, rules)
         self.cache_size = cache_size
         self._refs: OrderedDict[tuple, References] = OrderedDict()
+        self._serial = itertools.count()
 
     @property
     def imgsz(self) -> tuple[int, int]:
@@ -60,16 +61,17 @@ class Explainer:
 
     def reference(self, x0: torch.Tensor) -> References:
         """The reference pass for x0, from the cache when the same reference was seen before."""
-        key = (tuple(x0.shape), str(x0.dtype), str(x0.device),
-               hashlib.blake2b(x0.detach().cpu().contiguous().numpy().tobytes(), digest_size=16).hexdigest())
-        refs = self._refs.get(key)
-        if refs is None:
-            refs = self.engine.reference(x0)
-            self._refs[key] = refs
-            while len(self._refs) > self.cache_size:
-                self._refs.popitem(last=False)
-        else:
-            self._refs.move_to_end(key)
+        # Keyed by layout, matched by an exact comparison on x0's device: nothing is copied to or hashed on the host
+        # (hashing 32 references of 640x640 cost 157 MB of host traffic per call on CUDA).
+        layout = (tuple(x0.shape), x0.dtype, x0.device)
+        for key, refs in self._refs.items():
+            if key[0] == layout and torch.equal(refs.input, x0):
+                self._refs.move_to_end(key)
+                return refs
+        refs = self.engine.reference(x0)
+        self._refs[(layout, next(self._serial))] = refs
+        while len(self._refs) > self.cache_size:
+            self._refs.popitem(last=False)
         return refs
 
     def explain(self, image: Any, box: Sequence[float] | str | None = None, options: ExplainOptions | None = None,

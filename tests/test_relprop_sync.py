@@ -65,3 +65,19 @@ def test_recorder_catches_a_sync():
         t.masked_select(t > 0)
     assert {str(aten._local_scalar_dense.default), str(aten.nonzero.default),
             str(aten.masked_select.default)} <= set(rec.bad)
+
+
+def test_reference_cache_matches_by_value_without_host_copies():
+    """An equal reference built anew hits the cache, a different one misses; the lookup copies nothing to the host."""
+    from relprop.explainer import Explainer
+
+    ex = Explainer(cached_trace("yolov8n.yaml", 64, fold_bn=True))
+    first = ex.reference(torch.zeros(1, 3, 64, 64))
+    rec = _Recorder()
+    with rec:
+        again = ex.reference(torch.zeros(1, 3, 64, 64))
+    assert again is first and not rec.bad
+    other = torch.zeros(1, 3, 64, 64)
+    other[0, 1, 5, 7] = 0.5
+    assert ex.reference(other) is not first
+    assert ex.reference(torch.zeros(1, 3, 64, 64)) is first and len(ex._refs) == 2
