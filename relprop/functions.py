@@ -16,7 +16,7 @@ targets (boxes) share one forward and one batched backward (``torch.autograd.gra
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch.nn import functional as F
@@ -66,42 +66,74 @@ class RescaleFn(torch.autograd.Function):
         return grad * slope, None, None, None, None, None
 
 
+def _windows(x: torch.Tensor, out_hw: Sequence[int], pool_args: tuple, fill: float) -> torch.Tensor:
+    """The max-pool windows of x (B, C, H, W) as (B, C, K, L): K positions per window, L = out_h·out_w windows.
+
+    Padding (and ceil_mode's overhang) is filled with `fill`; `pool_args` are aten.max_pool2d's after the input.
+    """
+    def pair(v: Any) -> tuple[int, int]:
+        v = [int(v)] if isinstance(v, (int, float)) else [int(i) for i in v]
+        return (v[0], v[0]) if len(v) == 1 else (v[0], v[1])
+
+    kernel, stride, padding, dilation = (list(pool_args) + [[], [0, 0], [1, 1]][len(pool_args) - 1:])[:4]
+    (kh, kw), (ph, pw), (dh, dw) = pair(kernel), pair(padding), pair(dilation)
+    sh, sw = pair(stride) if (isinstance(stride, (int, float)) or len(stride)) else (kh, kw)
+    oh, ow = out_hw
+    h, w = x.shape[-2:]
+    extra_h = max(0, (oh - 1) * sh + dh * (kh - 1) + 1 - (h + 2 * ph))
+    extra_w = max(0, (ow - 1) * sw + dw * (kw - 1) + 1 - (w + 2 * pw))
+    xp = F.pad(x, (pw, pw + extra_w, ph, ph + extra_h), value=fill)
+    cols = F.unfold(xp, (kh, kw), dilation=(dh, dw), stride=(sh, sw))  # (B, C·K, L)
+    return cols.view(x.shape[0], x.shape[1], kh * kw, oh * ow)
+
+
 class MaxPoolFn(torch.autograd.Function):
-    """Max-pool rule.  For each window with input argmax a and reference argmax b:
+    """Max-pool rule, symmetric in tied positions.  For each window, A = the positions where the input reaches its
+    max y, B = those where the reference reaches its max y0 (n_A, n_B of them; usually one each):
 
-        Δy = x_a − x0_b = t·Δx_a + (1 − t)·Δx_b,   t = (Δy − Δx_b)/(Δx_a − Δx_b) ∈ [0, 1]
+        Δy = y − y0 = t·mean_A(Δx) + (1 − t)·mean_B(Δx),   t = (Δy − mean_B Δx)/(mean_A Δx − mean_B Δx) ∈ [0, 1]
 
-    (Δx_a ≥ Δy ≥ Δx_b always holds), so m_y·t goes to position a and m_y·(1 − t) to position b; overlapping windows
-    (SPPF's k5 s1) accumulate into the same input positions by scatter-add.  The law holds window by window.
+    (mean_A Δx = y − mean_A x0 ≥ Δy ≥ mean_B x − y0 = mean_B Δx), so each position of A gets m_y·t/n_A and each of
+    B m_y·(1 − t)/n_B: tied players get equal shares (Shapley's symmetry), and the result does not depend on which
+    argmax an implementation returns (CPU and CUDA differ on a constant reference).  Overlapping windows (SPPF's
+    k5 s1) accumulate into the same input positions by scatter-add.  The law holds window by window.
     """
 
     @staticmethod
     def forward(ctx, x, x0, idx0, y0, pool_args, eps):  # noqa: D102
         y, idx = aten.max_pool2d_with_indices.default(x, *pool_args)
-        b, c = x.shape[:2]
-        idx0 = idx0.expand_as(idx)
-        dx = (x - x0).flatten(2)
-        dxa = dx.gather(2, idx.flatten(2)).view_as(y)
-        dxb = dx.gather(2, idx0.flatten(2)).view_as(y)
-        dy = y - y0
+        b, c, h, w = x.shape
+        out_hw = y.shape[-2:]
+        xw = _windows(x, out_hw, pool_args, float("-inf"))
+        x0w = _windows(x0, out_hw, pool_args, float("-inf"))
+        yf, y0f = y.flatten(2).unsqueeze(2), y0.flatten(2).unsqueeze(2)
+        in_a, in_b = xw == yf, x0w == y0f
+        n_a, n_b = in_a.sum(2, keepdim=True).to(x.dtype), in_b.sum(2, keepdim=True).to(x.dtype)
+        zero = torch.zeros((), dtype=x.dtype, device=x.device)
+        dxa = yf - torch.where(in_a, x0w, zero).sum(2, keepdim=True) / n_a   # mean_A Δx
+        dxb = torch.where(in_b, xw, zero).sum(2, keepdim=True) / n_b - y0f   # mean_B Δx
         gap = dxa - dxb
         tie = gap.abs() <= eps
-        t = torch.where(tie, torch.full_like(gap, 0.5), (dy - dxb) / torch.where(tie, torch.ones_like(gap), gap))
+        t = torch.where(tie, torch.full_like(gap, 0.5), (yf - y0f - dxb) / torch.where(tie, torch.ones_like(gap), gap))
         t = t.clamp(0.0, 1.0)
-        ctx.save_for_backward(idx, idx0, t)
+        weights = in_a * (t / n_a) + in_b * ((1 - t) / n_b)  # (B, C, K, L): the share of each window position
+        # where each window position lies in the flattened input; padding goes to a dropped slot h·w
+        pos = torch.arange(h * w, dtype=x.dtype, device=x.device).view(1, 1, h, w)
+        where_ = _windows(pos, out_hw, pool_args, float(h * w)).round().long()
+        ctx.save_for_backward(weights, where_)
         ctx.in_shape = x.shape
         ctx.mark_non_differentiable(idx)
         return y, idx
 
     @staticmethod
     def backward(ctx, grad, _grad_idx):  # noqa: D102
-        idx, idx0, t = ctx.saved_tensors
+        weights, where_ = ctx.saved_tensors
         b, c, h, w = ctx.in_shape
-        flat = grad.reshape(b, c, -1)
-        zeros = torch.zeros(b, c, h * w, dtype=grad.dtype, device=grad.device)
-        out = torch.scatter_add(zeros, 2, idx.reshape(b, c, -1), flat * t.reshape(b, c, -1))
-        out = torch.scatter_add(out, 2, idx0.reshape(b, c, -1), flat * (1 - t).reshape(b, c, -1))
-        return out.reshape(ctx.in_shape), None, None, None, None, None
+        share = weights * grad.reshape(b, c, 1, -1)  # (B, C, K, L)
+        index = where_.expand(b, c, -1, -1).reshape(b, c, -1)
+        out = torch.zeros(b, c, h * w + 1, dtype=grad.dtype, device=grad.device)
+        out = torch.scatter_add(out, 2, index, share.reshape(b, c, -1))
+        return out[..., :h * w].reshape(ctx.in_shape), None, None, None, None, None
 
 
 class SoftmaxFn(torch.autograd.Function):

@@ -6,7 +6,7 @@ input through its autograd Function (`explain`, see `relprop.functions` for the 
 
     Gradient   linear ops (conv, BN in eval, add, cat, split, upsample, views, affine anchor decoding)   m_x = ∂y/∂x·m_y
     Rescale    elementwise nonlinearities (SiLU, sigmoid, ReLU)                                       m_x = m_y·Δy/Δx
-    MaxPool    max-pool, overlapping windows included                                    Δy = t·Δx_argmax + (1−t)·Δx_refargmax
+    MaxPool    max-pool, overlapping windows included            Δy = t·mean Δx_argmaxes + (1−t)·mean Δx_refargmaxes
     Softmax    softmax along a dim (DFL)                          rescale on exp(x − L), L = logsumexp split between its tangents
     Shapley    product or quotient of two data tensors                                   Δ(uv) = v̄·Δu + ū·Δv
     AlphaBeta  LRP-αβ on differences for a convolution (the DetDSHAP paper's head rule)
@@ -141,7 +141,8 @@ class Rescale(Rule):
 
 
 class MaxPool(Rule):
-    """Max-pool rule (see `functions.MaxPoolFn`): each window's Δy goes to the input's and the reference's argmax."""
+    """Max-pool rule (see `functions.MaxPoolFn`): each window's Δy goes to the input's and the reference's maxima,
+    split equally among tied positions."""
 
     kinds = frozenset({"maxpool"})
 

@@ -493,3 +493,47 @@ def test_rules_never_synchronise_with_the_host(monkeypatch):
         m.setattr(torch, "nonzero", host)
         result = rg.forward(x, refs).backward(lambda y: y[0][:, :5].sum(1) - y[0][:, 7])
     assert result.delta.abs().max() < 1e-10
+
+
+def test_maxpool_ties_share_equally():
+    """The reference ties at three positions of the window, the input's max is at the fourth: the reference's part
+    m·(1 − t) is split in three, t taken against the mean Δx of the tied positions; the law holds exactly."""
+    g = graph_of(lambda x: F.max_pool2d(x, 2, 2), (1, 2, 2))
+    x = torch.tensor([[[[1.0, 2.0], [3.0, 5.0]]]], dtype=D)     # input max 5 at position 3
+    x0 = torch.tensor([[[[4.0, 4.0], [4.0, 0.0]]]], dtype=D)    # reference max 4 at positions 0, 1, 2
+    attr, delta = relprop.attribute(g, x, x0, lambda y: y.flatten(1).sum(1))
+    dx = (x - x0).flatten()                                    # [-3, -2, -1, 5]
+    dy, mean_b = 5.0 - 4.0, float(dx[:3].mean())               # Δy = 1, mean_B Δx = -2
+    t = (dy - mean_b) / (float(dx[3]) - mean_b)                 # 3/7
+    expected = torch.tensor([(1 - t) / 3 * float(dx[i]) for i in range(3)] + [t * float(dx[3])], dtype=D)
+    torch.testing.assert_close(attr.flatten(), expected, rtol=0, atol=1e-15)
+    assert abs(float(delta)) < 1e-15 and abs(float(attr.sum()) - dy) < 1e-15
+
+
+@pytest.mark.parametrize("k,s,p", [(5, 1, 2), (2, 2, 0)])
+def test_maxpool_result_invariant_under_permuting_tied_positions(k, s, p):
+    """Constant references tie everywhere: relevance must not depend on which tied position an implementation calls
+    the argmax.  Permuting the positions inside each (non-overlapping) window permutes the relevance the same way;
+    for overlapping windows the relevance of a constant reference is invariant to the input's spatial flip."""
+    torch.manual_seed(3)
+    if s == k:  # non-overlapping 2x2 windows: permute the four positions of every window
+        g = graph_of(lambda x: F.max_pool2d(x, k, s, p), (2, 4, 4))
+        x = torch.randint(0, 3, (1, 2, 4, 4)).to(D)               # integer values: ties in the input too
+        x0 = torch.full_like(x, 0.5)
+        perm = torch.tensor([3, 1, 0, 2])
+
+        def permute(t):
+            w = t.reshape(1, 2, 2, 2, 2, 2).permute(0, 1, 2, 4, 3, 5).reshape(1, 2, 2, 2, 4)[..., perm]
+            return w.reshape(1, 2, 2, 2, 2, 2).permute(0, 1, 2, 4, 3, 5).reshape(t.shape)
+
+        a, d1 = relprop.attribute(g, x, x0, lambda y: y.flatten(1).sum(1))
+        b, d2 = relprop.attribute(g, permute(x), x0, lambda y: y.flatten(1).sum(1))
+        torch.testing.assert_close(b, permute(a), rtol=0, atol=1e-14)
+    else:  # overlapping windows (SPPF): a flipped input gives the flipped relevance
+        g = graph_of(lambda x: F.max_pool2d(x, k, s, p), (2, 6, 6))
+        x = torch.randint(0, 3, (1, 2, 6, 6)).to(D)
+        x0 = torch.zeros_like(x)
+        a, d1 = relprop.attribute(g, x, x0, lambda y: y.flatten(1).sum(1))
+        b, d2 = relprop.attribute(g, x.flip(-1, -2), x0, lambda y: y.flatten(1).sum(1))
+        torch.testing.assert_close(b, a.flip(-1, -2), rtol=0, atol=1e-13)
+    assert abs(float(d1)) < 1e-12 and abs(float(d2)) < 1e-12

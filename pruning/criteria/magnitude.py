@@ -29,7 +29,9 @@ class Magnitude:
             if (param, dim) not in cache:
                 w = get_tensor(module, param).detach()
                 w = w.transpose(0, dim).reshape(w.shape[dim], -1)
-                cache[param, dim] = torch.linalg.vector_norm(w, ord=self.p, dim=1).double() ** self.p
+                # computed where the weights live (CPU or CUDA); the one number per filter comes to the CPU, where
+                # scores are kept (index_add_ below needs its operands on one device)
+                cache[param, dim] = (torch.linalg.vector_norm(w, ord=self.p, dim=1).double() ** self.p).cpu()
             return cache[param, dim]
 
         scores: Scores = {}
