@@ -22,8 +22,12 @@ def init(device: str = "cpu") -> tuple[int, int]:
     if not launched():
         return 0, 1
     if not dist.is_initialized():
-        backend = "nccl" if str(device).startswith("cuda") and torch.cuda.is_available() else "gloo"
-        dist.init_process_group(backend)
+        from ..job.devices import torch_device
+
+        dev = torch_device(device)
+        if dev.type == "cuda":  # one GPU per rank: LOCAL_RANK picks it (torch_device), nccl between them
+            torch.cuda.set_device(dev)
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
     return dist.get_rank(), dist.get_world_size()
 
 

@@ -67,6 +67,7 @@ def _score(settings: Settings, out: str | None) -> int:
     """Score every group with the configured criterion; under torchrun each rank scores its shard."""
     from ..api import analyze
     from ..criteria import distributed
+    from .devices import torch_device
     from .workspace import build_criterion, dataset, lazy_calibration, traced
 
     if settings.pretrained is None:
@@ -74,7 +75,7 @@ def _score(settings: Settings, out: str | None) -> int:
     rank, world = distributed.init(settings.device)
     try:
         data = dataset(settings)
-        graph = traced(settings.pretrained, settings.imgsz)
+        graph = traced(settings.pretrained, settings.imgsz, torch_device(settings.device))
         calib = lazy_calibration(settings, data, settings.pretrained, rank, world)
         scores = build_criterion(settings.criterion, settings, calib)(graph, analyze(graph))
         if rank == 0:

@@ -26,6 +26,7 @@ from .. import api
 from ..criteria import Precomputed
 from ..importance import Scores
 from ..plans import Plan
+from .devices import torch_device
 from .config import Settings, load_config
 from .report import write_report
 from .workspace import (build_criterion, dataset, export_onnx, finetune_to, initial_weights, lazy_calibration, log,
@@ -178,7 +179,7 @@ class Pruner:
         stop = self._stop_reason()
         graph = None
         if stop is None:
-            graph = traced(self.state["weights"], s.imgsz)
+            graph = traced(self.state["weights"], s.imgsz, torch_device(s.device))  # score and prune on the device
             scores = self.score(graph, k)
             self._done("score", k)
             step_plan = self.plan(graph, scores, k)

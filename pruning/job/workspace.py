@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 import fxgraph
+import torch
 from fxgraph import stats
 
 from ..criteria import HSIC, Calibration, Criterion, DetDSHAP, RandomCriterion, Taylor, get_criterion, load_calibration
@@ -105,15 +106,15 @@ def validate(weights: Path, settings: Settings, data: Path, out: Path) -> dict[s
 _TRACED: dict[tuple, fxgraph.FlatGraph] = {}
 
 
-def traced(weights: str | Path, imgsz: int) -> fxgraph.FlatGraph:
+def traced(weights: str | Path, imgsz: int, device: str | torch.device = "cpu") -> fxgraph.FlatGraph:
     """fxgraph.trace of a checkpoint, remembering the last one: each step's checkpoint is measured, then pruned by
     the next step, and a trace costs seconds.  Keyed by path, size and mtime, so a rewritten file is traced anew.
     Callers must not modify the graph (pruning.prune and the criteria work on copies)."""
     st = Path(weights).stat()
-    key = (str(Path(weights).resolve()), st.st_size, st.st_mtime_ns, imgsz)
+    key = (str(Path(weights).resolve()), st.st_size, st.st_mtime_ns, imgsz, str(device))
     if key not in _TRACED:
         _TRACED.clear()
-        _TRACED[key] = fxgraph.trace(weights, imgsz)
+        _TRACED[key] = fxgraph.trace(weights, imgsz, device=device)
     return _TRACED[key]
 
 
