@@ -92,6 +92,7 @@ def read_image(image: Any) -> np.ndarray:
         array = cv2.imread(str(path), cv2.IMREAD_COLOR)
         if array is None:
             raise ImageError(f"{path}: not a readable image (cv2 could not decode it)")
+        _check_complete(path)
         return array.astype(np.float32)
     if isinstance(image, torch.Tensor):
         t = image.detach().cpu()
@@ -99,6 +100,9 @@ def read_image(image: Any) -> np.ndarray:
             t = t[0]
         if t.dim() != 3 or t.shape[0] != 3:
             raise ImageError(f"an image tensor must be (3, H, W) or (1, 3, H, W) RGB in [0, 1]; got {tuple(image.shape)}")
+        if not t.is_floating_point():
+            raise ImageError(f"an image tensor must be floating point RGB in [0, 1]; got dtype {t.dtype}")
+        _check_range("an image tensor", t.float().numpy(), 1.0, "RGB in [0, 1] (divide by 255)")
         return np.ascontiguousarray(t.flip(0).permute(1, 2, 0).float().numpy() * 255.0)
     if type(image).__module__.startswith("PIL."):
         rgb = np.asarray(image.convert("RGB"), dtype=np.float32)
@@ -108,8 +112,31 @@ def read_image(image: Any) -> np.ndarray:
             image = np.repeat(image[..., None], 3, axis=2)
         if image.ndim != 3 or image.shape[2] not in (3, 4) or image.size == 0:
             raise ImageError(f"a numpy image must be HWC BGR with 3 channels; got shape {image.shape}")
+        if image.dtype != np.uint8:
+            if not np.issubdtype(image.dtype, np.floating):
+                raise ImageError(f"a numpy image must be uint8 or float in [0, 255]; got dtype {image.dtype} "
+                                 "(convert it to uint8 first)")
+            _check_range("a numpy image", image, 255.0, "BGR in [0, 255]")
         return np.ascontiguousarray(image[..., :3], dtype=np.float32)
     raise ImageError(f"cannot read an image from {type(image).__name__}; give a path, numpy array, PIL image or tensor")
+
+
+def _check_complete(path: Path) -> None:
+    """ImageError for a JPEG without its end-of-image marker: cv2 decodes a truncated JPEG into a half-grey image
+    with only a printed warning, which would be explained as if it were real."""
+    data = path.read_bytes()
+    if data[:2] == b"\xff\xd8" and b"\xff\xd9" not in data[-1024:]:
+        raise ImageError(f"{path}: truncated JPEG (no end-of-image marker); re-export or re-copy the file")
+
+
+def _check_range(what: str, values: np.ndarray, high: float, expected: str) -> None:
+    """ImageError unless every value is finite and in [0, `high`], naming what was found."""
+    v = np.asarray(values, dtype=np.float64)
+    if not np.isfinite(v).all():
+        raise ImageError(f"{what} holds {int((~np.isfinite(v)).sum())} NaN or infinite value(s); expected {expected}")
+    lo, hi = float(v.min()), float(v.max())
+    if lo < 0.0 or hi > high:
+        raise ImageError(f"{what} has values in [{lo:g}, {hi:g}]; expected {expected}")
 
 
 def to_input(array: np.ndarray, box: Letterbox, dtype: torch.dtype, device: torch.device) -> torch.Tensor:

@@ -66,13 +66,15 @@ class ExplainOptions:
             object.__setattr__(self, "imgsz", _imgsz(self.imgsz))
         if self.rules is not None:
             resolve(self.rules)  # RuleError for an unknown preset or a value that is not a Rule
-        if self.dtype is not None and not isinstance(self.dtype, torch.dtype):
+        if self.dtype is not None and not (isinstance(self.dtype, torch.dtype) and self.dtype.is_floating_point):
             raise OptionsError(f"dtype must be a torch.dtype such as torch.float64; got {self.dtype!r}")
         if self.device is not None:
             try:
                 torch.device(self.device)
             except (RuntimeError, TypeError) as exc:
-                raise OptionsError(f"device {self.device!r} is not a torch device ({exc})") from None
+                raise OptionsError(f"device {self.device!r} is not a torch device ({exc}); use 'cpu' or 'cuda'") from None
+            if torch.device(self.device).type == "cuda" and not torch.cuda.is_available():
+                raise OptionsError(f"device {self.device!r}: no CUDA GPU is available here; use device='cpu'")
 
     @classmethod
     def of(klass, options: "ExplainOptions | None" = None, **changes: Any) -> "ExplainOptions":
