@@ -65,3 +65,13 @@ def test_image_layercam_equals_ultralytics_image_map(setup, tmp_path, monkeypatc
     theirs = _ultralytics_cam(model, x, tmp_path, monkeypatch, conf=0.01, topk=4)
     ours = image_layercam(model, x, conf=0.01, topk=4)
     assert np.abs((ours[0] * 255).byte().numpy().astype(np.int32) - theirs).max() <= 1
+
+
+def test_cli_compare_ultralytics_writes_its_heatmap_into_the_output_folder(tmp_path, monkeypatch):
+    from relprop.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "out"
+    assert main(["explain", "--imgsz", "96", "--max-det", "1", "--out", str(out), "--compare-ultralytics"]) == 0
+    assert (out / "explanations.json").is_file() and list((out / "ultralytics").glob("bus_cam*.jpg"))
+    assert not (tmp_path / "runs").exists()  # nothing written into ultralytics's default runs/ folder
