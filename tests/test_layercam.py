@@ -75,3 +75,15 @@ def test_cli_compare_ultralytics_writes_its_heatmap_into_the_output_folder(tmp_p
     assert main(["explain", "--imgsz", "96", "--max-det", "1", "--out", str(out), "--compare-ultralytics"]) == 0
     assert (out / "explanations.json").is_file() and list((out / "ultralytics").glob("bus_cam*.jpg"))
     assert not (tmp_path / "runs").exists()  # nothing written into ultralytics's default runs/ folder
+
+
+def test_readme_figure_script_runs_on_the_embedded_model(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "layercam_figure.py"
+    spec = importlib.util.spec_from_file_location("layercam_figure", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out = mod.make_figure(mod.default_image(), 96, tmp_path / "fig.png")
+    assert out.is_file() and out.stat().st_size > 1000
