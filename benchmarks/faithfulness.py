@@ -52,13 +52,15 @@ import fxgraph  # noqa: E402
 import relprop  # noqa: E402
 from faith_metrics import completeness_error, energy_pointing_game, perturbation_curves  # noqa: E402
 from relprop.image import Letterbox, read_image, reference_inputs, to_input  # noqa: E402
+from relprop.layercam import box_layercam, image_layercam  # noqa: E402
 from relprop.target import detections  # noqa: E402
 
 ASSETS = Path(ultralytics.__file__).parent / "assets"
 RESULTS = ROOT / "benchmarks" / "results"
 METHODS = ["relprop", "relprop_blur", "relprop_k8", "grad_x_input", "integrated_gradients", "gradcam", "eigencam",
-           "drise"]
+           "drise", "layercam", "layercam_image"]
 LABELS = {
+    "layercam": "LayerCAM per box (ultralytics's computation)", "layercam_image": "ultralytics visualize=True (image)",
     "relprop": "relprop (black ref.)", "relprop_blur": "relprop (blur ref.)", "relprop_k8": "relprop (K=8 refs)",
     "grad_x_input": "gradient × input", "integrated_gradients": "Integrated Gradients", "gradcam": "Grad-CAM (neck)",
     "eigencam": "EigenCAM (neck)", "drise": "D-RISE",
@@ -155,6 +157,10 @@ def run_dataset(name: str, weights, imgsz: int, items: list[tuple[Path, list | N
             compl["integrated_gradients"] = completeness_error(total, s_x, s_x0)
             for key in ("gradcam", "eigencam"):
                 maps[key], times[key] = timed(lambda: fm.cam_map(key, cam_model, x, cls, cands))
+            maps["layercam"], times["layercam"] = timed(
+                lambda: box_layercam(model, x.unsqueeze(0), score)[0].double().numpy())
+            maps["layercam_image"], times["layercam_image"] = timed(
+                lambda: image_layercam(model, x.unsqueeze(0))[0].double().numpy())
             if peers and peer_results is None:
                 peer_results = run_peers(weights, x, x0, x_blur, cls, cands)
             image_records.append({"dataset": name, "image": image_path.name, "box": np.round(box, 2).tolist(),
@@ -236,7 +242,7 @@ def summarise(records: list[dict]) -> dict:
     otherwise dominate the ratio (the per-image ratios are kept in the records)."""
     t_fwd = min(r["forward_s"] for r in records) if records else float("nan")
     out = {}
-    for key in METHODS:
+    for key in [k for k in METHODS if records and all(k in r["metrics"] for r in records)]:
         row = {}
         for field in FIELDS:
             if field == "time_x_forward":
@@ -264,7 +270,7 @@ def table(summary: dict, peers: list[dict] | None) -> list[str]:
     lines = ["| method | pointing game ↑ | deletion AUC ↓ (black) | insertion AUC ↑ (black) | deletion AUC ↓ (blur) "
              "| insertion AUC ↑ (blur) | completeness error | time per box ×fwd |",
              "|---|---|---|---|---|---|---|---|"]
-    for key in METHODS:
+    for key in [k for k in METHODS if k in summary]:
         s = summary[key]
         ce = s.get("completeness_error")
         lines.append(f"| {LABELS[key]} | {fmt(s.get('pointing_game'))} | {fmt(s.get('deletion_black'))} | "
@@ -304,7 +310,7 @@ def figure(fig_maps: dict, path: Path, names: dict) -> None:
             else:
                 gray = row["image"][sl].mean(-1)
                 ax.imshow(gray, cmap="gray", vmin=0, vmax=1)
-                if key in ("gradcam", "eigencam", "drise"):  # non-negative maps: min-max
+                if key in ("gradcam", "eigencam", "drise", "layercam", "layercam_image"):  # non-negative maps: min-max
                     show = (img - img.min()) / max(img.max() - img.min(), 1e-12)
                     ax.imshow(show, cmap="jet", vmin=0, vmax=1, alpha=0.55)
                 else:  # pixel maps: smoothed (σ = 2 px) for display, symmetric scale at the 99.5th percentile

@@ -100,6 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--rules", default="deepshap", choices=sorted(PRESETS))
     ex.add_argument("--device", default=None)
     ex.add_argument("--out", default=None, help="output folder (default: runs/relprop/explainN)")
+    ex.add_argument("--compare-ultralytics", action="store_true",
+                    help="also write ultralytics's predict(visualize=True) LayerCAM heatmap into OUT/ultralytics/")
     return parser
 
 
@@ -163,8 +165,22 @@ def run_explain(args: argparse.Namespace) -> Path:
         "explanations": records,
     }
     (out / "explanations.json").write_text(json.dumps(summary, indent=2))
+    if getattr(args, "compare_ultralytics", False):
+        _say(f"ultralytics's LayerCAM heatmap written to {ultralytics_heatmap(weights, image, args.imgsz, out)}")
     _say(f"{len(records)} explanation(s) and explanations.json written to {out}")
     return out
+
+
+def ultralytics_heatmap(weights: str | None, image: str | Path, imgsz: int, out: Path) -> Path:
+    """ultralytics's own heatmap (`predict(visualize=True)`, LayerCAM) of `image`, written into out/ultralytics/
+    rather than ultralytics's runs/ folder; nothing is downloaded (a local .pt, or the embedded model's file)."""
+    from ultralytics import YOLO
+
+    path = weights or str(fxgraph.embedded_weights())
+    target = out / "ultralytics"
+    YOLO(path).predict(str(image), visualize=True, imgsz=imgsz, project=str(out), name="ultralytics", exist_ok=True,
+                       save=False, verbose=False, device="cpu")
+    return target
 
 
 def main(argv: Sequence[str] | None = None) -> int:
