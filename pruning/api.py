@@ -26,6 +26,7 @@ from . import surgery
 from .checkpoint import save_checkpoint
 from .coupling import Coupling, gc_paused
 from .coupling import analyze as analyze_graph
+from .measure import LatencyOptions, measure_latency
 from .importance import Criterion, Precomputed, criterion_name, get_criterion
 from .errors import PlanError, RatioError
 from .plans import Plan, check_ratio, make_plan
@@ -156,7 +157,7 @@ def _dry_report(g: fxgraph.FlatGraph, coupling: Coupling, chosen: Plan) -> Repor
                   chosen.num_removed, g.imgsz)
 
 
-TARGET_METRICS = ("gflops", "params")
+TARGET_METRICS = ("gflops", "params", "latency")
 
 
 def plan_for_target(
@@ -171,8 +172,15 @@ def plan_for_target(
     imgsz: int | tuple[int, int] = 640,
     coupling: Coupling | None = None,
     resolution: float = 1e-3,
+    latency: LatencyOptions | None = None,
 ) -> tuple[Plan, Report]:
-    """The smallest globally ranked plan that removes at least `target` of the model's GFLOPs (or params).
+    """The smallest globally ranked plan that removes at least `target` of the model's GFLOPs (or params, latency).
+
+    metric="latency": target=0.5 means at most half the unpruned model's latency measured under `latency`
+    (pruning.measure; default onnxruntime CPU at 640).  Each candidate is cut on a copy and measured interleaved
+    with the unpruned model in one call (minimum of the repeats), so the ratio holds on a noisy machine; this
+    bisection measures the real deployed graph, where a per-layer latency table (HALP) would miss fusion and
+    layout effects and cost a table per device; use a coarser `resolution` (e.g. 0.02) as each step measures.
 
     The criterion is scored once; the channel ratio is then bisected to `resolution` with dry runs (surgery on a
     copy, well under a second each at small image sizes).  Raises PlanError when even the largest ratio allowed
@@ -191,6 +199,8 @@ def plan_for_target(
         p = make_plan(g, coupling, ratio=ratio, scope=scope, criterion=scores,
                       min_channels=min_channels, round_to=round_to)
         report = _dry_report(g, coupling, p)
+        if metric == "latency":
+            return p, report, _latency_removed(g, coupling, p, latency or LatencyOptions())
         return p, report, 1 - (report.gflops_ratio if metric == "gflops" else report.params_ratio)
 
     lo, hi = 0.0, 0.99
@@ -206,6 +216,14 @@ def plan_for_target(
         else:
             lo = mid
     return best[0], best[1]
+
+
+def _latency_removed(g: fxgraph.FlatGraph, coupling: Coupling, chosen: Plan, options: LatencyOptions) -> float:
+    """1 - latency(pruned) / latency(unpruned), both measured interleaved in one call (minimum of the repeats)."""
+    gm, model = copy.deepcopy(g.module), copy.deepcopy(g.model)
+    surgery.apply(gm, model, coupling, chosen, sync=sync_modules)
+    base, cut = measure_latency([g.model, model], options)
+    return 1 - cut.min_ms / base.min_ms
 
 
 def prune(model: Any, plan: Plan | None = None, *, imgsz: int | tuple[int, int] = 640, inplace: bool = False,
