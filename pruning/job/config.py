@@ -19,6 +19,7 @@ from ..api import TARGET_METRICS
 from ..criteria import DetDSHAP
 from ..errors import PruningError
 from ..policy import SCOPES
+from .trees import TREES
 
 DEFAULT_CFG = Path(__file__).resolve().parents[2] / "default.yaml"
 EXPORTS = ("onnx", "none")
@@ -206,8 +207,8 @@ def validate(s: dict[str, Any]) -> None:
         raise ConfigError("with pretrained=null the model is trained from its yaml: pretrain_epochs must be > 0")
     if s["pretrained"] is not None and not Path(str(s["pretrained"])).is_file():
         raise ConfigError(f"pretrained={s['pretrained']}: no such weights file")
-    if s["data"] is not None and not Path(str(s["data"])).is_file():
-        raise ConfigError(f"data={s['data']}: no such dataset yaml")
+    if s["data"] is not None and s["data"] != TREES and not Path(str(s["data"])).is_file():
+        raise ConfigError(f"data={s['data']}: no such dataset yaml (or `trees`, the tiled deepforest images)")
     if s["export"] == "onnx":
         check_export_available()
 
