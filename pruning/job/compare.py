@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import fxgraph
 
 from ..api import analyze, plan_for_target, prune
 from ..criteria import Precomputed
 from ..criteria.progress import progress
+from ..errors import PruningError
 from .config import Settings
 from .report import COLUMNS, markdown_table
 from .workspace import (build_criterion, dataset, finetune_to, initial_weights, lazy_calibration, log, measure, run_dir,
@@ -29,42 +30,80 @@ COMPARE_COLUMNS = (("criterion", "criterion", "{}"), ("target", "target", "{:.2f
 
 
 def compare(settings: Settings) -> Path:
-    """Run the sweep; returns the run directory."""
+    """Run the sweep; returns the run directory.  Every finished row is cached in `rows/`; with `resume=true` the
+    sweep continues in the existing `project/name`, reading the finished rows instead of computing them again."""
     _check_reachable(settings)
-    out = run_dir(settings.replace(resume=False))
+    out = _compare_dir(settings)
     weights_dir = out / "weights"
     weights_dir.mkdir(exist_ok=True)
     data = dataset(settings)
     epochs = settings.compare_epochs
-    start = initial_weights(settings, data, out, weights_dir)
-    rows = [{**measure(start, settings, data, out, 0, "-"), "criterion": "unpruned", "target": 0.0,
-             "channel_ratio": 0.0}]
+    step0 = weights_dir / "step0.pt"
+    start = step0 if settings.resume and step0.is_file() else initial_weights(settings, data, out, weights_dir)
+    rows = [cached_row(out, "unpruned", lambda: {**measure(start, settings, data, out, 0, "-"),
+                                                 "criterion": "unpruned", "target": 0.0, "channel_ratio": 0.0})]
     graph = traced(start, settings.imgsz)  # the trace measure() just made
     if epochs > 0:  # control: the same fine-tuning budget without pruning
-        control = finetune_to(start, settings, data, out, "unpruned-ft", epochs, weights_dir / "unpruned-ft.pt")
-        rows.append({**measure(control, settings, data, out, "ft", "unpruned+ft"), "target": 0.0,
-                     "channel_ratio": 0.0})
+        def control() -> dict[str, Any]:
+            weights = finetune_to(start, settings, data, out, "unpruned-ft", epochs, weights_dir / "unpruned-ft.pt")
+            return {**measure(weights, settings, data, out, "ft", "unpruned+ft"), "target": 0.0, "channel_ratio": 0.0}
+
+        rows.append(cached_row(out, "unpruned-ft", control))
     calibration = lazy_calibration(settings, data, start)
     coupling = analyze(graph)
     jobs = [(name, target) for name in settings.compare_criteria for target in settings.compare_targets]
     scored: dict[str, Precomputed] = {}
-    for name, target in progress(jobs, "compare"):
+
+    def pruned_row(name: str, target: float, tag: str) -> dict[str, Any]:
         if name not in scored:  # scored once per criterion, reused for every target
             scored[name] = Precomputed(build_criterion(name, settings, calibration)(graph, coupling), name)
         plan, report = plan_for_target(graph, target, metric=settings.compare_metric,
                                        scope=settings.compare_scope, criterion=scored[name],
                                        min_channels=settings.min_channels, round_to=settings.round_to,
                                        coupling=coupling)
-        tag = f"{name}-{target:g}"
         log(f"{tag}: {plan.settings['ratio']:.3f} of the channels in scope; {report}")
         weights = prune(graph, plan).save(weights_dir / f"{tag}-pruned.pt", overwrite=True, half=False)
         if epochs > 0:
             weights = finetune_to(weights, settings, data, out, tag, epochs, weights_dir / f"{tag}.pt")
-        rows.append({**measure(weights, settings, data, out, tag, name), "target": target,
-                     "channel_ratio": plan.settings["ratio"]})
+        return {**measure(weights, settings, data, out, tag, name), "target": target,
+                "channel_ratio": plan.settings["ratio"]}
+
+    for name, target in progress(jobs, "compare"):
+        tag = f"{name}-{target:g}"
+        rows.append(cached_row(out, tag, lambda: pruned_row(name, target, tag)))
         write_compare(out, rows, settings.to_dict())
     write_compare(out, rows, settings.to_dict())
     return out
+
+
+ROWS = "rows"  # the run directory's cache of finished rows, one json file per row
+
+
+def _compare_dir(settings: Settings) -> Path:
+    """A new numbered run directory, or with `resume` the existing `project/name` that holds cached rows."""
+    if settings.resume:
+        base = Path(settings.project) / str(settings.name)
+        if not (base / ROWS).is_dir():
+            raise PruningError(f"resume: {base} has no {ROWS}/ of a compare sweep to continue; "
+                               f"run compare without resume=true first")
+        return base
+    out = run_dir(settings)
+    (out / ROWS).mkdir()
+    return out
+
+
+def cached_row(out: Path, key: str, work: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """The row `key` from `out/rows/key.json` when a run already finished it, else `work()` written there first
+    (atomically: an interrupted row is never read back half-written)."""
+    path = out / ROWS / f"{key}.json"
+    if path.is_file():
+        log(f"{key}: finished in an earlier run, read from {path}")
+        return json.loads(path.read_text())
+    row = work()
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(row, default=str))
+    tmp.replace(path)
+    return json.loads(path.read_text())  # the same values a resumed run reads
 
 
 def _check_reachable(settings: Settings) -> None:
