@@ -51,7 +51,8 @@ def deepforest_data_dir() -> Path:
 
 def sources(data_dir: Path) -> dict[str, tuple[Path, Path]]:
     """Stem -> (png, VOC xml) for every image of `data_dir` that has both."""
-    return {p.stem: (p, p.with_suffix(".xml")) for p in sorted(data_dir.glob("*.png")) if p.with_suffix(".xml").is_file()}
+    pngs = sorted(data_dir.glob("*.png"))
+    return {p.stem: (p, p.with_suffix(".xml")) for p in pngs if p.with_suffix(".xml").is_file()}
 
 
 def read_voc(xml: Path) -> np.ndarray:
@@ -72,7 +73,8 @@ def tile_origins(size: int, tile: int, overlap: int) -> list[int]:
     return starts + [size - tile]
 
 
-def boxes_in_tile(boxes: np.ndarray, x0: int, y0: int, w: int, h: int, min_visible: float) -> tuple[np.ndarray, np.ndarray]:
+def boxes_in_tile(boxes: np.ndarray, x0: int, y0: int, w: int, h: int,
+                  min_visible: float) -> tuple[np.ndarray, np.ndarray]:
     """(indices, clipped boxes in tile coordinates) of the boxes with at least `min_visible` of their area inside."""
     clipped = np.stack([np.clip(boxes[:, 0] - x0, 0, w), np.clip(boxes[:, 1] - y0, 0, h),
                         np.clip(boxes[:, 2] - x0, 0, w), np.clip(boxes[:, 3] - y0, 0, h)], 1)
