@@ -137,7 +137,7 @@ def test_compare_prunes_every_criterion_to_the_same_gflops_target_and_writes_tab
     from pruning.job.compare import compare
 
     settings = _settings(tmp_path, tiny_data, compare_epochs=0, compare_criteria="[l1,random]",
-                         compare_targets="[0.3]")
+                         compare_targets="[0.3]", compare_seeds="[0]")
     out = compare(settings)
     rows = json.loads((out / "compare.json").read_text())["rows"]
     assert [(r["criterion"], r["target"]) for r in rows] == [("unpruned", 0.0), ("l1", 0.3), ("random", 0.3)]

@@ -38,14 +38,15 @@ def add_stat(stats: FilterStats, path: str, values: Any) -> None:
 
 
 def conv_modules(model: nn.Module, paths: Iterable[str]) -> dict[str, nn.Module]:
-    """The Conv2d modules of `model` at `paths` (paths that are not a Conv2d are left out)."""
+    """The Conv2d and ConvTranspose2d modules of `model` at `paths` (output channel c is `out[:, c]` for both; other
+    paths are left out)."""
     found = {}
     for path in paths:
         try:
             module = model.get_submodule(path)
         except AttributeError:
             continue
-        if isinstance(module, nn.Conv2d):
+        if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
             found[path] = module
     return found
 

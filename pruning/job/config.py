@@ -21,6 +21,7 @@ STEP_METRICS = tuple(m for m in TARGET_METRICS if m != "latency")  # the job: la
 from ..criteria import DetDSHAP
 from ..errors import PruningError
 from ..policy import SCOPES
+from .trees import TREES
 
 DEFAULT_CFG = Path(__file__).resolve().parents[2] / "default.yaml"
 EXPORTS = ("onnx", "none")
@@ -79,6 +80,7 @@ class Settings:
     compare_metric: str
     compare_scope: str
     compare_epochs: int
+    compare_seeds: list[int]
 
     def to_dict(self) -> dict[str, Any]:
         """The settings as a plain dict (what report.json and state.json record)."""
@@ -204,12 +206,17 @@ def validate(s: dict[str, Any]) -> None:
     targets = s["compare_targets"]
     if not isinstance(targets, list) or not targets or not all(_is_number(t) and 0 < t < 1 for t in targets):
         raise ConfigError(f"compare_targets={targets!r} must be a non-empty list of fractions in (0, 1)")
+    seeds = s["compare_seeds"]
+    if (not isinstance(seeds, list) or not seeds or len(set(seeds)) != len(seeds)
+            or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in seeds)):
+        raise ConfigError(f"compare_seeds={seeds!r} must be a non-empty list of distinct integers >= 0, "
+                          f"e.g. [0, 1, 2]")
     if s["pretrained"] is None and s["pretrain_epochs"] == 0:
         raise ConfigError("with pretrained=null the model is trained from its yaml: pretrain_epochs must be > 0")
     if s["pretrained"] is not None and not Path(str(s["pretrained"])).is_file():
         raise ConfigError(f"pretrained={s['pretrained']}: no such weights file")
-    if s["data"] is not None and not Path(str(s["data"])).is_file():
-        raise ConfigError(f"data={s['data']}: no such dataset yaml")
+    if s["data"] is not None and s["data"] != TREES and not Path(str(s["data"])).is_file():
+        raise ConfigError(f"data={s['data']}: no such dataset yaml (or `trees`, the tiled deepforest images)")
     if s["export"] == "onnx":
         check_export_available()
 

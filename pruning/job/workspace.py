@@ -19,6 +19,7 @@ from ..criteria import HSIC, Calibration, Criterion, DetDSHAP, RandomCriterion, 
 from ..errors import PruningError
 from .measure import cpu_latency_ms, val_metrics
 from .synthetic import ShapesConfig, make_shapes_dataset, shapes_dataset_path
+from .trees import TREES, make_trees_dataset, trees_dataset_path
 from .train import finetune
 
 if TYPE_CHECKING:
@@ -63,10 +64,15 @@ def lazy_calibration(settings: Settings, data: Path, weights: str | Path, rank: 
 
 
 def dataset(settings: Settings) -> Path:
-    """The data yaml of the run: the user's, or the synthetic shapes written once under `<project>/../datasets`."""
+    """The data yaml of the run: the user's, `trees` (deepforest's tiled aerial images) or the synthetic shapes,
+    both written once under `<project>/../datasets`."""
+    root = Path(settings.project).parent / "datasets"
+    if settings.data == TREES:
+        if not trees_dataset_path(root).is_file():
+            log(f"writing the tiled trees dataset from deepforest's images under {root} ...")
+        return make_trees_dataset(root)
     if settings.data is not None:
         return Path(settings.data)
-    root = Path(settings.project).parent / "datasets"
     cfg = ShapesConfig(imgsz=settings.imgsz, seed=settings.seed)
     if not shapes_dataset_path(root, cfg).is_file():
         log(f"writing the synthetic dataset ({cfg.n_train} train, {cfg.n_val} val images) under {root} ...")
