@@ -203,6 +203,22 @@ class Shapley(Rule):
         return f.apply(args[0], args[1], u0, v0)
 
 
+class Identity(Gradient):
+    """Ops that compute nothing (kind "identity"): the plain gradient, and `detach` is run as the identity so that
+    relevance flows through it: we explain what the network computes, not where training stops gradients."""
+
+    def bind(self, node: fx.Node) -> Bound | None:
+        if getattr(node.target, "overloadpacket", None) is not aten.detach:
+            return None
+        return Bound(self, node.target, _data_positions(node), node.name)
+
+    def record(self, b, args, kwargs):
+        return b.target(*args, **kwargs), ()
+
+    def explain(self, b, args, kwargs, saved, eps):
+        return args[0].view_as(args[0])
+
+
 class MatMul(Rule):
     """Matrix product of two data tensors (attention's q·k and v·attn), the bilinear Shapley split
     Δ(AB) = ½·ΔA·(B + B0) + ½·(A + A0)·ΔB, exact (see `functions.MatMulFn`).
