@@ -23,6 +23,11 @@ class ModelFacts:
     stride           the largest stride of the model (model.stride): image sizes must be multiples of it
     head_layer       index of the head (Detect/Segment) in model.model
     head_type        the head's class name
+    family           the model family, from its yaml file name (e.g. "yolov8", "yolo11", "yolo26"; None if unknown)
+    branch           the head branch the graph computes: "one2many" (dense, boxes for NMS), "one2one" (end-to-end,
+                     pre-selection scores; ultralytics's top-k stays outside the graph), None (no one2one head)
+    box_format       "xywh" or "xyxy": how the first 4 rows of `pred` hold each anchor's box, in input pixels
+    pred_layout      the layout of the prediction tensor, e.g. "B,4+nc,A" or "B,4+nc+nm,A"
     head_outputs     module path -> what it outputs (fxgraph.nodeinfo.BOX, CLASSES, MASK_COEFFICIENTS, DFL, PROTO),
                      for every module whose output channels are the model's outputs; the graph's nodes of these
                      modules carry role HEAD_OUTPUT in their NodeInfo
@@ -33,6 +38,10 @@ class ModelFacts:
     head_layer: int
     head_type: str
     head_outputs: dict[str, str] = field(default_factory=dict)
+    family: str | None = None
+    branch: str | None = None
+    box_format: str = "xywh"
+    pred_layout: str = "B,4+nc,A"
 
     @property
     def backbone(self) -> range | None:

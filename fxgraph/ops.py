@@ -46,6 +46,8 @@ _ATEN_KINDS: dict[object, str] = {
     aten.avg_pool2d: "avgpool",
     aten.adaptive_avg_pool2d: "avgpool",
     aten.linear: "linear",
+    aten.matmul: "matmul",
+    aten.bmm: "matmul",
     aten.view: "reshape",
     aten.reshape: "reshape",
     aten._unsafe_view: "reshape",
@@ -59,6 +61,7 @@ _ATEN_KINDS: dict[object, str] = {
     aten.clone: "identity",
     aten.alias: "identity",
     aten.dropout: "identity",
+    aten.detach: "identity",
     aten.sym_size: SIZE,
 }
 
@@ -71,6 +74,8 @@ LINEAR_KINDS = frozenset(
     {"conv", "conv_transpose", "batchnorm", "cat", "split", "getitem", "add", "sub", "upsample", "avgpool",
      "linear", "reshape", "permute", "identity"}
 )
+# Products of two data operands (bilinear): matmul.
+BILINEAR_KINDS = frozenset({"matmul"})
 # Elementwise nonlinearities of one input.
 ELEMENTWISE_KINDS = frozenset({"silu", "relu", "sigmoid"})
 # Kinds with trainable weights whose output channels are filters.

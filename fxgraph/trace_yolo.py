@@ -1,8 +1,11 @@
-"""Tracing ultralytics YOLOv8 detectors and segmenters: the ultralytics-specific half of fxgraph."""
+"""Tracing ultralytics YOLO detectors and segmenters (YOLOv5u, v8, v9, 11, 26 on both head branches): the
+ultralytics-specific half of fxgraph."""
 
 from __future__ import annotations
 
 import copy
+import re
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -16,8 +19,9 @@ from .passes import fold_batchnorm
 from .tracer import trace_module
 
 # Head classes we trace.  Subclasses (Pose, OBB, v10Detect, YOLOE...) change the outputs and are refused.
-SUPPORTED_HEADS = ("Detect", "Segment")
-TASK_OF_HEAD = {"Detect": "detect", "Segment": "segment"}
+SUPPORTED_HEADS = ("Detect", "Segment", "Segment26")
+TASK_OF_HEAD = {"Detect": "detect", "Segment": "segment", "Segment26": "segment"}
+BRANCHES = ("one2many", "one2one")
 
 
 def check_supported(model: nn.Module) -> nn.Module:
@@ -33,9 +37,35 @@ def check_supported(model: nn.Module) -> nn.Module:
             f"{name} ends in {head_name} (layer {len(layers) - 1}); only YOLOv8-style detectors and segmenters "
             f"with a {' or '.join(SUPPORTED_HEADS)} head are supported"
         )
-    if getattr(head, "end2end", False):
-        raise UnsupportedModelError(f"{name}: end-to-end (NMS-free) heads are not supported; layer {len(layers) - 1}")
     return head
+
+
+def default_branch(head: nn.Module) -> str | None:
+    """The head branch ultralytics's predict uses: "one2one" for an end-to-end head, "one2many" for a head that also
+    has a one2one branch but runs NMS, None for a head without one2one branch."""
+    if getattr(head, "one2one_cv2", None) is None:
+        return None
+    return "one2one" if head.end2end else "one2many"
+
+
+def check_branch(head: nn.Module, branch: str | None) -> str | None:
+    """Validate the `branch` asked for against the head; return the branch the graph will compute."""
+    has = default_branch(head)
+    if branch is None:
+        return has
+    if branch not in BRANCHES:
+        raise UnsupportedModelError(f"branch={branch!r}: choose one of {BRANCHES} (or None for the model's default)")
+    if has is None and branch == "one2one":
+        raise UnsupportedModelError(f"{type(head).__name__} head has no one2one (end-to-end) branch; use branch=None")
+    return branch if has is not None else None
+
+
+def family_of(model: nn.Module) -> str | None:
+    """The model family from its yaml file name ("yolo11n-seg.yaml" -> "yolo11"), None when the model says none."""
+    cfg = getattr(model, "yaml", None)
+    stem = Path(str(cfg.get("yaml_file", ""))).stem if isinstance(cfg, dict) else ""
+    match = re.match(r"(yolov?\d+)", stem)
+    return match.group(1) if match else None
 
 
 def trace(
@@ -45,17 +75,22 @@ def trace(
     fold_bn: bool = False,
     dtype: torch.dtype | None = None,
     device: str | torch.device | None = None,
+    branch: str | None = None,
 ) -> FlatGraph:
-    """Trace an ultralytics YOLOv8 model (a `YOLO`, a `DetectionModel`/`SegmentationModel`, or a .pt/.yaml path;
+    """Trace an ultralytics YOLO model (v5u, v8, v9, 11, 26) (a `YOLO`, a `DetectionModel`/`SegmentationModel`, or a .pt/.yaml path;
     None for the embedded model) into a FlatGraph for images of `imgsz` (int or (h, w), multiples of the stride).
 
     The caller's model is not modified.  `fold_bn` folds each BatchNorm into its conv; `dtype` casts the copy
-    (e.g. torch.float64 for exactness tests); `device` moves the result.
+    (e.g. torch.float64 for exactness tests); `device` moves the result.  `branch` ("one2many" | "one2one") picks
+    the head branch of a head with an end-to-end branch (YOLO26); None is what ultralytics's predict uses.  The
+    one2one graph outputs the pre-selection tensor (B, 4 + nc [+ nm], anchors) with xyxy boxes: ultralytics's
+    top-k selection stays outside the graph, as NMS does for one2many.
     """
     source = load_ultralytics(model)
     head = check_supported(source)
+    branch = check_branch(head, branch)
     h, w = (imgsz, imgsz) if isinstance(imgsz, int) else tuple(imgsz)
-    facts = model_facts(source)
+    facts = model_facts(source, branch)
     stride = facts.stride
     if h % stride or w % stride or h <= 0 or w <= 0:
         raise UnsupportedModelError(f"imgsz {h}x{w} must be positive multiples of the model stride {stride}")
@@ -65,6 +100,10 @@ def trace(
     to_export = copy.deepcopy(private)
     export_head = to_export.model[-1]
     export_head.export, export_head.format, export_head.dynamic, export_head.shape = True, None, False, None
+    if branch is not None:
+        export_head.end2end = branch == "one2one"
+        # (B, A, 4 + nc) -> back to (B, 4 + nc, A): the top-k selection stays outside the graph.
+        export_head.postprocess = lambda y: y.permute(0, 2, 1)
     param = next(private.parameters())
     example = torch.rand(2, 3, h, w, dtype=param.dtype)
     gm = trace_module(to_export.cpu(), example.cpu())
@@ -91,8 +130,9 @@ def trace(
     return graph
 
 
-def model_facts(model: nn.Module) -> ModelFacts:
-    """Read the facts later stages need from a supported ultralytics model (see check_supported)."""
+def model_facts(model: nn.Module, branch: str | None = None) -> ModelFacts:
+    """Read the facts later stages need from a supported ultralytics model (see check_supported); `branch` as
+    checked by check_branch."""
     head = check_supported(model)
     layers = model.model
     cfg = getattr(model, "yaml", None)
@@ -107,22 +147,27 @@ def model_facts(model: nn.Module) -> ModelFacts:
         stride=int(max(float(s) for s in strides)),
         head_layer=len(layers) - 1,
         head_type=type(head).__name__,
-        head_outputs=head_outputs(model),
+        head_outputs=head_outputs(model, branch),
+        family=family_of(model),
+        branch=branch,
+        box_format="xyxy" if branch == "one2one" or getattr(head, "xyxy", False) else "xywh",
+        pred_layout="B,4+nc+nm,A" if TASK_OF_HEAD[type(head).__name__] == "segment" else "B,4+nc,A",
     )
 
 
-def head_outputs(model: nn.Module) -> dict[str, str]:
+def head_outputs(model: nn.Module, branch: str | None = None) -> dict[str, str]:
     """Module path -> what it outputs, for the modules whose output channels are the head's outputs: the last conv
     of each cv2 (box distribution), cv3 (classes) and cv4 (mask coefficients) branch, the DFL conv and Proto's
-    last conv."""
+    last conv.  On the one2one branch these are the one2one_ copies of cv2/cv3/cv4."""
     layers = model.model
     index = len(layers) - 1
     head = layers[index]
     prefix = f"model.{index}"
     out: dict[str, str] = {}
     for attr, what in (("cv2", nodeinfo.BOX), ("cv3", nodeinfo.CLASSES), ("cv4", nodeinfo.MASK_COEFFICIENTS)):
-        for level, branch in enumerate(getattr(head, attr, None) or []):
-            out[f"{prefix}.{attr}.{level}.{len(branch) - 1}"] = what
+        name = f"one2one_{attr}" if branch == "one2one" else attr
+        for level, convs in enumerate(getattr(head, name, None) or []):
+            out[f"{prefix}.{name}.{level}.{len(convs) - 1}"] = what
     if getattr(head, "dfl", None) is not None and isinstance(getattr(head.dfl, "conv", None), nn.Conv2d):
         out[f"{prefix}.dfl.conv"] = nodeinfo.DFL
     if getattr(head, "proto", None) is not None:
@@ -139,10 +184,21 @@ def mark_roles(gm: torch.fx.GraphModule, facts: ModelFacts) -> None:
             nodeinfo.set_info(node, record.replace(role=nodeinfo.HEAD_OUTPUT, output=what))
 
 
-def reference_outputs(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """The ultralytics model's own eval-mode outputs in FlatGraph order: (pred,) or (pred, proto)."""
+def reference_outputs(model: nn.Module, x: torch.Tensor, branch: str | None = None) -> tuple[torch.Tensor, ...]:
+    """The ultralytics model's own eval-mode outputs in FlatGraph order: (pred,) or (pred, proto).  For
+    branch="one2one", pred is the head's own decoding of its one2one predictions before top-k selection."""
+    head = check_supported(model)
+    branch = check_branch(head, branch)
+    if branch is not None and branch != default_branch(head):
+        model = copy.deepcopy(model)
+        head = model.model[-1]
+        head.end2end = branch == "one2one"
     with torch.no_grad():
         y = model.eval()(x)
+        if branch == "one2one":
+            raw = y[1]["one2one"]
+            pred = head._inference(raw)
+            return (pred, y[0][1]) if isinstance(y[0], (tuple, list)) else (pred,)
     first = y[0]
     if isinstance(first, (tuple, list)):  # segmenter: ((pred, proto), raw)
         return (first[0], first[1])

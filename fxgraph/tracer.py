@@ -177,8 +177,8 @@ def annotate(gm: fx.GraphModule, example: torch.Tensor | None = None) -> fx.Grap
                 where = f" in {path} ({mtype})" if path else ""
                 raise UnsupportedOpError(
                     f"op {node.target}{where} is not supported: no relevance rule or pruning rule knows it. "
-                    "Supported models are YOLOv8-style detectors and segmenters (Conv, C2f, SPPF, Concat, "
-                    "Upsample, Detect, Segment)."
+                    "Supported models are ultralytics YOLOv5u, v8, v9, 11 and 26 detectors and segmenters "
+                    "(Detect, Segment, Segment26 heads; YOLO11's C2PSA attention included)."
                 )
         else:
             raise UnsupportedOpError(f"node {node.name} ({node.op} {node.target}) is not supported in a flat graph")

@@ -24,11 +24,11 @@ from .explainer import Explainer, explain, explainer
 from .explanation import Explanation
 from .image import Letterbox
 from .options import ExplainOptions
-from .rules import AlphaBeta, Gradient, MaxPool, Rescale, Rule, Shapley, Softmax
+from .rules import AlphaBeta, Gradient, MatMul, MaxPool, Rescale, Rule, Shapley, Softmax
 
 __all__ = [
     "AlphaBeta", "BaselineError", "BoxError", "Composite", "ExplainOptions", "Explainer", "Explanation", "Gradient",
     "ImageError", "Letterbox", "MaxPool", "NoMatchError", "OptionsError", "Pass", "References", "Relevance",
-    "RelevanceGraph", "RelpropError", "Rescale", "Rule", "RuleError", "Shapley", "Softmax", "attribute",
+    "MatMul", "RelevanceGraph", "RelpropError", "Rescale", "Rule", "RuleError", "Shapley", "Softmax", "attribute",
     "deepshap_rules", "detdshap_paper", "explain", "explainer", "relevance_graph", "resolve",
 ]

@@ -27,7 +27,7 @@ from .errors import BoxError, OptionsError
 from .explanation import Explanation
 from .image import Letterbox, read_image, reference_inputs, to_input
 from .options import ExplainOptions
-from .target import Target, check_inside, detections, match, parse_box
+from .target import Target, check_inside, detections, match, parse_box, topk_detections
 
 
 class Explainer:
@@ -41,13 +41,13 @@ class Explainer:
 
     def __init__(self, model: Any = None, imgsz: int | tuple[int, int] = 640, *, rules: RulesSpec = None,
                  device: str | torch.device | None = None, dtype: torch.dtype | None = None, fold_bn: bool = True,
-                 cache_size: int = 4):
+                 cache_size: int = 4, branch: str | None = None):
         if isinstance(model, fxgraph.FlatGraph):
             graph = model
             if device is not None or dtype is not None:
                 graph.to(device=device, dtype=dtype)
         else:
-            graph = fxgraph.trace(model, imgsz, fold_bn=fold_bn, dtype=dtype, device=device)
+            graph = fxgraph.trace(model, imgsz, fold_bn=fold_bn, dtype=dtype, device=device, branch=branch)
         self.graph = graph
         self.rules = rules
         self.engine = RelevanceGraph(graph.module, rules)
@@ -124,6 +124,8 @@ class Explainer:
             wrong.append(f"rules {opts.rules!r} (built with {self.rules or 'deepshap'!r})")
         if opts.dtype is not None and opts.dtype != g.dtype:
             wrong.append(f"dtype {opts.dtype} (runs in {g.dtype})")
+        if opts.branch is not None and g.facts is not None and opts.branch != g.facts.branch:
+            wrong.append(f"branch {opts.branch!r} (traced on {g.facts.branch!r})")
         if opts.device is not None and torch.device(opts.device).type != torch.device(g.device).type:
             wrong.append(f"device {opts.device} (runs on {g.device})")
         if wrong:
@@ -133,21 +135,27 @@ class Explainer:
     def _targets(self, pred: torch.Tensor, lb: Letterbox, given: list[np.ndarray] | None,
                  opts: ExplainOptions) -> tuple[list[Target], list[float]]:
         nc, kind, iou, cls = self.graph.nc, opts.target, opts.iou, opts.cls
+        facts = self.graph.facts
+        fmt = facts.box_format if facts is not None else "xywh"
+        e2e = facts is not None and facts.branch == "one2one"
         if given is not None:
             classes = list(cls) if isinstance(cls, tuple) else [cls] * len(given)
             if len(classes) != len(given):
                 raise BoxError(f"{len(classes)} classes given for {len(given)} boxes")
-            found = [match(pred, lb.box_to_input(b), nc, iou=iou, cls=c, kind=kind, shown=b)
+            found = [match(pred, lb.box_to_input(b), nc, iou=iou, cls=c, kind=kind, shown=b, box_format=fmt, any_class=e2e)
                      for b, c in zip(given, classes)]
             confs = [float(pred[4 + t.cls, torch.as_tensor(t.candidates, device=pred.device)].max().detach())
                      for t in found]
             return found, confs
-        dets = detections(pred, nc, conf=opts.conf, iou=iou, max_det=opts.max_det)
+        if e2e:  # end-to-end head: top-k selection, no NMS
+            dets = topk_detections(pred, nc, conf=opts.conf, max_det=opts.max_det)
+        else:
+            dets = detections(pred, nc, conf=opts.conf, iou=iou, max_det=opts.max_det)
         if cls is not None:
             keep = set(cls) if isinstance(cls, tuple) else {cls}
             dets = [d for d in dets if d.cls in keep]
         found = [match(pred, lb.box_to_input(lb.box_to_original(d.box, clip=False)), nc, iou=iou, cls=d.cls,
-                       kind=kind) for d in dets]
+                       kind=kind, box_format=fmt, any_class=e2e) for d in dets]
         return found, [d.conf for d in dets]
 
     def _explanations(self, total: Relevance, k: int, found: list[Target], confs: list[float], array: np.ndarray,
@@ -233,7 +241,8 @@ def _model_key(model: Any) -> tuple:
 
 
 def explainer(model: Any = None, imgsz: int | tuple[int, int] = 640, *, rules: RulesSpec = None,
-              device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> Explainer:
+              device: str | torch.device | None = None, dtype: torch.dtype | None = None,
+              branch: str | None = None) -> Explainer:
     """A cached Explainer for (model, imgsz, rules, device, dtype): traced once, reused while the weights are unchanged
     (a path is re-read when its file changes; an in-memory model when any parameter is replaced or updated in place).
     Only preset rules (None or a name) are cached; a custom dict or Composite builds a fresh Explainer."""
@@ -242,12 +251,12 @@ def explainer(model: Any = None, imgsz: int | tuple[int, int] = 640, *, rules: R
     if isinstance(model, fxgraph.FlatGraph):
         return Explainer(model, rules=rules, device=device, dtype=dtype)
     if not (rules is None or isinstance(rules, str)):  # a custom composite is not hashable by value: no caching
-        return Explainer(model, imgsz, rules=rules, device=device, dtype=dtype)
+        return Explainer(model, imgsz, rules=rules, device=device, dtype=dtype, branch=branch)
     rules_key = rules or "deepshap"
-    key = (_model_key(model), imgsz if isinstance(imgsz, int) else tuple(imgsz), rules_key, str(device), str(dtype))
+    key = (_model_key(model), imgsz if isinstance(imgsz, int) else tuple(imgsz), rules_key, str(device), str(dtype), branch)
     ex = _EXPLAINERS.get(key)
     if ex is None:
-        ex = Explainer(model, imgsz, rules=rules, device=device, dtype=dtype)
+        ex = Explainer(model, imgsz, rules=rules, device=device, dtype=dtype, branch=branch)
         _EXPLAINERS[key] = ex
         while len(_EXPLAINERS) > _MAX_EXPLAINERS:
             _EXPLAINERS.popitem(last=False)
@@ -265,11 +274,11 @@ def explain(model: Any, image: Any, box: Sequence[float] | str | None = None, op
     box       (x1, y1, x2, y2) in original-image pixels (or "x1,y1,x2,y2"); several boxes (n, 4) → a list;
               None → every detection after NMS (a list)
     options   an `ExplainOptions`, and keyword changes to it: target, iou, cls, conf, max_det, baseline, batch,
-              imgsz (default 640), rules, device, dtype (see `ExplainOptions` for each)
+              imgsz (default 640), rules, device, dtype, branch (see `ExplainOptions` for each)
     """
     opts = ExplainOptions.of(options, **changes)
     array = read_image(image)  # fail fast on a bad image or box, before tracing the model
     for b in _boxes(box)[0] or ():
         check_inside(b, array.shape[:2])
-    ex = explainer(model, opts.imgsz or 640, rules=opts.rules, device=opts.device, dtype=opts.dtype)
+    ex = explainer(model, opts.imgsz or 640, rules=opts.rules, device=opts.device, dtype=opts.dtype, branch=opts.branch)
     return ex.explain(array, box, opts)

@@ -283,3 +283,23 @@ class TapFn(torch.autograd.Function):
             rel = rel.sum(dim=tuple(d for d in range(1, rel.dim()) if d != cd))
         channel = rel
         return grad, None, channel, None
+
+
+class MatMulFn(torch.autograd.Function):
+    """Matrix product of two data tensors y = A·B (batched, broadcast), bilinear Shapley split:
+    Δy = ½·ΔA·(B + B0) + ½·(A + A0)·ΔB  exactly (the product rule in matrix form)."""
+
+    @staticmethod
+    def forward(ctx, a, b, a0, b0):  # noqa: D102
+        ctx.save_for_backward(a + a0, b + b0)
+        ctx.shapes = (a.shape, b.shape)
+        return torch.matmul(a, b)
+
+    @staticmethod
+    def backward(ctx, grad):  # noqa: D102
+        asum, bsum = ctx.saved_tensors
+        sa, sb = ctx.shapes
+        # Both maps are linear, so their vector-Jacobian products are those of matmul at any point.
+        _, vjp_a = torch.func.vjp(lambda a: torch.matmul(a, bsum), torch.zeros(sa, dtype=grad.dtype, device=grad.device))
+        _, vjp_b = torch.func.vjp(lambda b: torch.matmul(asum, b), torch.zeros(sb, dtype=grad.dtype, device=grad.device))
+        return vjp_a(grad / 2)[0], vjp_b(grad / 2)[0], None, None

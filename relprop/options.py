@@ -16,7 +16,7 @@ from .errors import BaselineError, OptionsError
 from .target import TARGETS
 
 # The fields that choose the traced model (an Explainer is built for them); the others choose what one call explains.
-MODEL_FIELDS = ("imgsz", "rules", "device", "dtype")
+MODEL_FIELDS = ("imgsz", "rules", "device", "dtype", "branch")
 
 
 @dataclass(frozen=True, eq=False)
@@ -36,8 +36,10 @@ class ExplainOptions:
     rules     None / "deepshap" (default), "detdshap-paper", a dict {kind or node name or module-path pattern: Rule},
               or a `relprop.Composite`
     device, dtype  where and in which precision the model runs (default: the model's)
+    branch    "one2many" (NMS) or "one2one" (end-to-end, top-k) for a head with both branches (YOLO26); default: the
+              branch ultralytics's predict uses for the checkpoint
 
-    imgsz, rules, device and dtype choose the traced model (`relprop.explainer`); an `Explainer` refuses options that
+    imgsz, rules, device, dtype and branch choose the traced model (`relprop.explainer`); an `Explainer` refuses options that
     ask for another one.  Values are checked on construction (`OptionsError`, `BaselineError`, `RuleError`); `replace(**changes)` re-checks.
     """
 
@@ -52,6 +54,7 @@ class ExplainOptions:
     rules: RulesSpec = None
     device: str | torch.device | None = None
     dtype: torch.dtype | None = None
+    branch: str | None = None
 
     def __post_init__(self) -> None:
         if self.target not in TARGETS:
@@ -68,6 +71,8 @@ class ExplainOptions:
             resolve(self.rules)  # RuleError for an unknown preset or a value that is not a Rule
         if self.dtype is not None and not (isinstance(self.dtype, torch.dtype) and self.dtype.is_floating_point):
             raise OptionsError(f"dtype must be a torch.dtype such as torch.float64; got {self.dtype!r}")
+        if self.branch is not None and self.branch not in ("one2many", "one2one"):
+            raise OptionsError(f"branch must be 'one2many', 'one2one' or None; got {self.branch!r}")
         if self.device is not None:
             try:
                 torch.device(self.device)

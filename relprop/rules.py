@@ -9,6 +9,7 @@ input through its autograd Function (`explain`, see `relprop.functions` for the 
     MaxPool    max-pool, overlapping windows included            Δy = t·mean Δx_argmaxes + (1−t)·mean Δx_refargmaxes
     Softmax    softmax along a dim (DFL)                          rescale on exp(x − L), L = logsumexp split between its tangents
     Shapley    product or quotient of two data tensors                                   Δ(uv) = v̄·Δu + ū·Δv
+    MatMul     matrix product of two data tensors (attention)                      Δ(AB) = ½ΔA·(B+B0) + ½(A+A0)·ΔB
     AlphaBeta  LRP-αβ on differences for a convolution (the DetDSHAP paper's head rule)
 """
 
@@ -201,6 +202,47 @@ class Shapley(Rule):
 
         f = fn.ProductFn if kind_of_target(b.target) == "mul" else fn.QuotientFn
         return f.apply(args[0], args[1], u0, v0)
+
+
+class Identity(Gradient):
+    """Ops that compute nothing (kind "identity"): the plain gradient, and `detach` is run as the identity so that
+    relevance flows through it: we explain what the network computes, not where training stops gradients."""
+
+    def bind(self, node: fx.Node) -> Bound | None:
+        if getattr(node.target, "overloadpacket", None) is not aten.detach:
+            return None
+        return Bound(self, node.target, _data_positions(node), node.name)
+
+    def record(self, b, args, kwargs):
+        return b.target(*args, **kwargs), ()
+
+    def explain(self, b, args, kwargs, saved, eps):
+        return args[0].view_as(args[0])
+
+
+class MatMul(Rule):
+    """Matrix product of two data tensors (attention's q·k and v·attn), the bilinear Shapley split
+    Δ(AB) = ½·ΔA·(B + B0) + ½·(A + A0)·ΔB, exact (see `functions.MatMulFn`).
+
+    A product with a parameter or a constant is linear and keeps the plain gradient.
+    """
+
+    kinds = frozenset({"matmul"})
+
+    def bind(self, node: fx.Node) -> Bound | None:
+        b = super().bind(node)
+        if len(b.data) < 2:
+            return None
+        if b.data != (0, 1) or node.kwargs:
+            raise RuleError(f"node {node.name} ({node.target}): unexpected arguments for a product of two matrices")
+        return b
+
+    def record(self, b, args, kwargs):
+        return b.target(*args, **kwargs), (args[0], args[1])
+
+    def explain(self, b, args, kwargs, saved, eps):
+        a0, b0 = saved
+        return fn.MatMulFn.apply(args[0], args[1], a0, b0)
 
 
 class AlphaBeta(Rule):

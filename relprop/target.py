@@ -91,12 +91,16 @@ def box_iou(box: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
 
 
 def match(pred: torch.Tensor, box: np.ndarray, nc: int, *, iou: float = 0.7, cls: int | None = None,
-          kind: str = "class", shown: np.ndarray | None = None) -> Target:
+          kind: str = "class", shown: np.ndarray | None = None, box_format: str = "xywh",
+          any_class: bool = False) -> Target:
     """Match an xyxy box in input pixels to the candidates of one `pred` (4 + nc [+ nm], A).
 
     Matched: IoU ≥ `iou` with the candidate's decoded box and, when `cls` is given, the candidate's most probable
     class is `cls`.  The explained class is `cls`, else the class of the most probable matched (candidate, class).
     NoMatchError (reporting the best IoU, and the box as `shown`, e.g. in original pixels) if none qualifies.
+    `box_format` is how `pred` holds boxes ("xywh", or "xyxy" on an end-to-end branch: the graph's ModelFacts).
+    `any_class`: a candidate may predict `cls` without it being its most probable class (the end-to-end branch's
+    top-k selects (candidate, class) pairs).
     """
     if kind not in TARGETS:
         raise BoxError(f"target must be one of {TARGETS}; got '{kind}'")
@@ -105,9 +109,10 @@ def match(pred: torch.Tensor, box: np.ndarray, nc: int, *, iou: float = 0.7, cls
     if cls is not None and not 0 <= int(cls) < nc:
         raise BoxError(f"class {cls} is not a class of this model (0..{nc - 1})")
     pred = pred.detach().double()
-    ious = box_iou(torch.as_tensor(box, dtype=pred.dtype, device=pred.device), xywh_to_xyxy(pred[:4].T))
+    boxes = pred[:4].T if box_format == "xyxy" else xywh_to_xyxy(pred[:4].T)
+    ious = box_iou(torch.as_tensor(box, dtype=pred.dtype, device=pred.device), boxes)
     probs = pred[4:4 + nc]
-    allowed = torch.ones_like(ious, dtype=torch.bool) if cls is None else probs.argmax(0) == int(cls)
+    allowed = torch.ones_like(ious, dtype=torch.bool) if cls is None or any_class else probs.argmax(0) == int(cls)
     eligible = torch.where(allowed, ious, torch.full_like(ious, -1.0))
     chosen = (eligible >= iou).nonzero().flatten()
     if chosen.numel() == 0:
@@ -148,3 +153,17 @@ def detections(pred: torch.Tensor, nc: int, *, conf: float = 0.25, iou: float = 
                                     return_idxs=True)
     rows, idx = out[0].cpu().numpy(), keep[0].cpu().numpy().reshape(-1)
     return [Detection(r[:4].astype(np.float64), float(r[4]), int(r[5]), int(i)) for r, i in zip(rows, idx)]
+
+
+def topk_detections(pred: torch.Tensor, nc: int, *, conf: float = 0.25, max_det: int = 300) -> list[Detection]:
+    """The detections of an end-to-end (one2one) `pred` (4 + nc [+ nm], A) with xyxy boxes, selected as ultralytics's
+    `Detect.postprocess` does (top-k anchors by best score, then top-k (anchor, class) pairs), above `conf`."""
+    scores = pred.detach()[4:4 + nc].T  # (A, nc)
+    k = min(max_det, scores.shape[0])
+    anchors = scores.max(-1).values.topk(k).indices
+    top, flat = scores[anchors].flatten().topk(k)
+    rows = anchors[flat // nc]
+    classes = flat % nc
+    boxes = pred.detach()[:4].T[rows].double().cpu().numpy()
+    return [Detection(b, float(s), int(c), int(i))
+            for b, s, c, i in zip(boxes, top.tolist(), classes.tolist(), rows.tolist()) if s > conf]

@@ -257,9 +257,9 @@ def test_rtdetr_is_refused():
         fxgraph.trace("rtdetr-l.yaml", imgsz=64)
 
 
-def test_unknown_op_names_the_module_yolo11_attention():
-    with pytest.raises(fxgraph.UnsupportedOpError, match=r"aten.matmul.* in model\.10\.m\.0\.attn \(Attention\)"):
-        fxgraph.trace("yolo11n.yaml", imgsz=64)
+def test_unknown_op_names_the_module_yolo12_area_attention():
+    with pytest.raises(fxgraph.UnsupportedOpError, match=r"in model\.6\.m\.0\.0\.attn \(AAttn\)"):
+        fxgraph.trace("yolo12n.yaml", imgsz=64)
 
 
 def test_not_a_model_is_refused():

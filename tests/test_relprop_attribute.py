@@ -172,8 +172,9 @@ def test_attribute_errors():
 # -- random DAGs of the supported ops ---------------------------------------------------------------------------------
 
 class RandomDAG(nn.Module):
-    """A random network of the ops YOLOv8 uses: conv, SiLU/ReLU/sigmoid, chunk, cat, skip add, product of branches,
-    overlapping max-pools (SPPF-like, reused), nearest upsample, softmax over channels, and a final linear layer."""
+    """A random network of the ops YOLOv8/YOLO11 use: conv, SiLU/ReLU/sigmoid, chunk, cat, skip add, product of
+    branches, overlapping max-pools (SPPF-like, reused), nearest upsample, softmax over channels, attention (matmul,
+    softmax along the last dim, detach), and a final linear layer."""
 
     def __init__(self, plan: list[tuple[str, int]], width: int, size: int):
         super().__init__()
@@ -216,13 +217,18 @@ class RandomDAG(nn.Module):
                 y = torch.softmax(y, 1) * 4.0
             elif op == "up_down":
                 y = F.max_pool2d(F.interpolate(y, scale_factor=2.0, mode="nearest"), 2) - 0.5 * y
+            elif op == "attention":  # C2PSA-shaped: softmax(qᵀk)·v over positions, on a detached copy of q
+                b, c, h, w = y.shape
+                q = k = v = y.flatten(2)
+                attn = torch.softmax(q.detach().transpose(-2, -1) @ k * 0.5, dim=-1)
+                y = y + (v @ attn.transpose(-2, -1)).view(b, c, h, w)
         return y
 
     def forward(self, x):
         return self.fc(self._features(x).flatten(1))
 
 
-OPS = st.sampled_from(["conv", "conv_s2", "sppf", "cat_chunk", "skip", "product", "softmax", "up_down"])
+OPS = st.sampled_from(["conv", "conv_s2", "sppf", "cat_chunk", "skip", "product", "softmax", "up_down", "attention"])
 
 
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
