@@ -59,6 +59,7 @@ _ATEN_KINDS: dict[object, str] = {
     aten.clone: "identity",
     aten.alias: "identity",
     aten.dropout: "identity",
+    aten.matmul: "matmul",
     aten.sym_size: SIZE,
 }
 

@@ -40,9 +40,29 @@ def protector(graph: fxgraph.FlatGraph) -> Callable[[fx.Node], str | None]:
 
     def protect(node: fx.Node) -> str | None:
         facts = fxgraph.info(node)
-        return describe_head_output(facts, graph) if facts.is_head_output else None
+        if facts.is_head_output:
+            return describe_head_output(facts, graph)
+        return attention_stream(facts, graph)
 
     return protect
+
+
+def attention_stream(node_info: fxgraph.NodeInfo, graph: fxgraph.FlatGraph) -> str | None:
+    """Why the stream around an ultralytics `Attention` is kept: its forward reshapes v by `view(B, C, H, W)` with
+    C read from its input, so v's channels (the qkv conv, not sliced by this version) fix the width of its input
+    and of `proj`'s output, and through the residual adds the whole stream (issue 14, constraint 4)."""
+    path = node_info.module_path or ""
+    parent_path, _, leaf = path.rpartition(".")
+    if leaf != "conv" or not parent_path.endswith(".proj"):
+        return None
+    try:
+        attention = graph.model.get_submodule(parent_path.rpartition(".")[0])
+    except AttributeError:
+        return None
+    if type(attention).__name__ != "Attention":
+        return None
+    return (f"attention constraint 4: {parent_path} output is tied to v's channels by view(B, C, H, W) in "
+            f"{type(attention).__name__}; attention heads are not pruned by this version")
 
 
 def scope_layers(scope: str | Iterable[int], graph: fxgraph.FlatGraph) -> frozenset[int] | None:
@@ -83,10 +103,12 @@ def sync_modules(model: nn.Module) -> None:
             module.num_features = ref.shape[0]
     for module in model.modules():
         cv1 = getattr(module, "cv1", None)
-        if isinstance(getattr(module, "c", None), int) and isinstance(getattr(module, "m", None), nn.ModuleList):
+        if isinstance(getattr(module, "c", None), int) and (
+            isinstance(getattr(module, "m", None), (nn.ModuleList, nn.Sequential)) or hasattr(module, "attn")
+        ):
             conv = getattr(cv1, "conv", None)
             if isinstance(conv, nn.Conv2d) and conv.out_channels % 2 == 0:
-                module.c = conv.out_channels // 2  # C2f / C3k2: cv1 makes 2*c channels, chunked in halves
+                module.c = conv.out_channels // 2  # C2f / C3k2 / C2PSA / PSA: cv1 makes 2*c channels, split in halves
         proto = getattr(module, "proto", None)
         if isinstance(getattr(module, "npr", None), int) and isinstance(getattr(proto, "cv1", None), nn.Module):
             module.npr = proto.cv1.conv.out_channels  # Segment: width of its Proto

@@ -166,7 +166,10 @@ def test_zero_channel_equivalence_yolov8n(seed, fraction):
     check_zero_equivalence("yolov8n.yaml", seed, fraction)
 
 
-@pytest.mark.parametrize("name", ["yolov8n-seg.yaml", None], ids=["yolov8n-seg", "embedded"])
+@pytest.mark.parametrize(
+    "name", ["yolov8n-seg.yaml", None, "yolo11n.yaml", "yolo11n-seg.yaml"],
+    ids=["yolov8n-seg", "embedded", "yolo11n", "yolo11n-seg"],
+)
 def test_zero_channel_equivalence_other_families(name):
     check_zero_equivalence(name, seed=1)
 
