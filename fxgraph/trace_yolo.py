@@ -16,8 +16,8 @@ from .passes import fold_batchnorm
 from .tracer import trace_module
 
 # Head classes we trace.  Subclasses (Pose, OBB, v10Detect, YOLOE...) change the outputs and are refused.
-SUPPORTED_HEADS = ("Detect", "Segment")
-TASK_OF_HEAD = {"Detect": "detect", "Segment": "segment"}
+SUPPORTED_HEADS = ("Detect", "Segment", "Segment26")
+TASK_OF_HEAD = {"Detect": "detect", "Segment": "segment", "Segment26": "segment"}
 
 
 def check_supported(model: nn.Module) -> nn.Module:

@@ -29,7 +29,7 @@ from .coupling import analyze as analyze_graph
 from .importance import Criterion, Precomputed, criterion_name, get_criterion
 from .errors import PlanError, RatioError
 from .plans import Plan, check_ratio, make_plan
-from .policy import protector, sync_modules
+from .policy import mirror_branches, protector, sync_modules
 
 
 @dataclass
@@ -225,7 +225,7 @@ def prune(model: Any, plan: Plan | None = None, *, imgsz: int | tuple[int, int] 
         params_before, gflops_before = stats.num_params(g), stats.gflops(g)
         coupling = analyze(g)
         chosen = plan or _plan_from(g, coupling, options)
-        surgery.apply(g.module, g.model, coupling, chosen, sync=sync_modules)
+        surgery.apply(g.module, g.model, coupling, chosen, sync=sync_modules, mirror=mirror_branches)
         del coupling
     seconds = time.perf_counter() - start
     report = Report(params_before, stats.num_params(g), gflops_before, stats.gflops(g), chosen.num_removed, g.imgsz)

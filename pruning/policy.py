@@ -65,6 +65,40 @@ def attention_stream(node_info: fxgraph.NodeInfo, graph: fxgraph.FlatGraph) -> s
             f"{type(attention).__name__}; attention heads are not pruned by this version")
 
 
+BRANCH_PAIRS = (("cv2", "one2one_cv2"), ("cv3", "one2one_cv3"), ("cv4", "one2one_cv4"))
+
+
+def mirror_branches(drop: dict[str, dict[int, list[int]]], model: nn.Module) -> dict[str, dict[int, list[int]]]:
+    """The slices of `drop` (cut from a trace of one head branch) plus the same slices of the branches that trace
+    did not run, so that every forward training runs stays consistent.
+
+    YOLO26's one-to-one head (`one2one_cv2/cv3`, Segment26's `one2one_cv4`) is built as a deep copy of the
+    one-to-many head and reads the same features, so its tensors are cut at the same indices (both directions:
+    a trace of either branch covers the other).  Proto26's training-only `semseg` reads the same fused P3 map
+    as `feat_fuse`, so its first conv loses the input channels `feat_fuse` loses.
+    """
+    names = dict(model.named_parameters()) | dict(model.named_buffers())
+    out = {name: dict(dims) for name, dims in drop.items()}
+
+    def copy_to(target: str, dims: dict[int, list[int]]) -> None:
+        if target in names and target not in drop:
+            out[target] = dict(dims)
+
+    for path, module in model.named_modules():
+        prefix = f"{path}." if path else ""
+        for a, b in BRANCH_PAIRS:
+            if hasattr(module, a) and hasattr(module, b):
+                for name, dims in drop.items():
+                    for src, dst in ((a, b), (b, a)):
+                        if name.startswith(f"{prefix}{src}."):
+                            copy_to(f"{prefix}{dst}." + name[len(prefix) + len(src) + 1 :], dims)
+        if hasattr(module, "semseg") and hasattr(module, "feat_fuse") and module.semseg is not None:
+            dims = drop.get(f"{prefix}feat_fuse.conv.weight", {})
+            if 1 in dims:
+                copy_to(f"{prefix}semseg.0.conv.weight", {1: dims[1]})
+    return out
+
+
 def scope_layers(scope: str | Iterable[int], graph: fxgraph.FlatGraph) -> frozenset[int] | None:
     """Layer indices a plan may cut: None for 'all', the model's backbone layers (`graph.facts.backbone`, from
     its yaml) for 'backbone', or the given indices."""

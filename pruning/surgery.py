@@ -154,9 +154,11 @@ def regroup_depthwise(gm: fx.GraphModule) -> None:
 
 
 def apply(gm: fx.GraphModule, model: nn.Module | None, coupling: Coupling, plan: Plan,
-          sync: Callable[[nn.Module], None] | None = None) -> None:
+          sync: Callable[[nn.Module], None] | None = None,
+          mirror: Callable[[Removals, nn.Module], Removals] | None = None) -> None:
     """Cut `plan` from the GraphModule (and from the ultralytics `model`, if given), in place; then `sync(model)`
-    lets the model's policy update the module attributes that record channel counts (e.g. C2f's `c`)."""
+    lets the model's policy update the module attributes that record channel counts (e.g. C2f's `c`), and
+    `mirror(drop, model)` adds the slices of model parts the trace did not run (YOLO26's other head branch)."""
     drop = removals(coupling, plan)
     slice_tensors(gm, drop)
     resize_splits(gm, coupling, plan)
@@ -164,6 +166,6 @@ def apply(gm: fx.GraphModule, model: nn.Module | None, coupling: Coupling, plan:
     gm.recompile()
     update_shapes(gm, coupling, plan)
     if model is not None:
-        slice_tensors(model, drop)
+        slice_tensors(model, mirror(drop, model) if mirror is not None else drop)
         if sync is not None:
             sync(model)
