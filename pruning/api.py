@@ -151,7 +151,7 @@ def _plan_from(g: fxgraph.FlatGraph, coupling: Coupling, options: Mapping[str, A
 
 def _dry_report(g: fxgraph.FlatGraph, coupling: Coupling, chosen: Plan) -> Report:
     gm = copy.deepcopy(g.module)
-    surgery.apply(gm, None, coupling, chosen)
+    surgery.apply(gm, None, coupling, chosen, mirror=mirror_branches)
     return Report(stats.num_params(g), stats.num_params(gm), stats.gflops(g), stats.gflops(gm),
                   chosen.num_removed, g.imgsz)
 

@@ -160,7 +160,7 @@ def apply(gm: fx.GraphModule, model: nn.Module | None, coupling: Coupling, plan:
     lets the model's policy update the module attributes that record channel counts (e.g. C2f's `c`), and
     `mirror(drop, model)` adds the slices of model parts the trace did not run (YOLO26's other head branch)."""
     drop = removals(coupling, plan)
-    slice_tensors(gm, drop)
+    slice_tensors(gm, mirror(drop, gm) if mirror is not None else drop)  # the export keeps unused branches' tensors
     resize_splits(gm, coupling, plan)
     regroup_depthwise(gm)
     gm.recompile()
