@@ -30,7 +30,7 @@ from .measure import LatencyOptions, measure_latency
 from .importance import Criterion, Precomputed, criterion_name, get_criterion
 from .errors import PlanError, RatioError
 from .plans import Plan, check_ratio, make_plan
-from .policy import protector, sync_modules
+from .policy import mirror_branches, protector, sync_modules
 
 
 @dataclass
@@ -152,7 +152,7 @@ def _plan_from(g: fxgraph.FlatGraph, coupling: Coupling, options: Mapping[str, A
 
 def _dry_report(g: fxgraph.FlatGraph, coupling: Coupling, chosen: Plan) -> Report:
     gm = copy.deepcopy(g.module)
-    surgery.apply(gm, None, coupling, chosen)
+    surgery.apply(gm, None, coupling, chosen, mirror=mirror_branches)
     return Report(stats.num_params(g), stats.num_params(gm), stats.gflops(g), stats.gflops(gm),
                   chosen.num_removed, g.imgsz)
 
@@ -243,7 +243,7 @@ def prune(model: Any, plan: Plan | None = None, *, imgsz: int | tuple[int, int] 
         params_before, gflops_before = stats.num_params(g), stats.gflops(g)
         coupling = analyze(g)
         chosen = plan or _plan_from(g, coupling, options)
-        surgery.apply(g.module, g.model, coupling, chosen, sync=sync_modules)
+        surgery.apply(g.module, g.model, coupling, chosen, sync=sync_modules, mirror=mirror_branches)
         del coupling
     seconds = time.perf_counter() - start
     report = Report(params_before, stats.num_params(g), gflops_before, stats.gflops(g), chosen.num_removed, g.imgsz)

@@ -362,12 +362,26 @@ def _split(node, values, labels, constraints, protect) -> Labels:
             constraints.append((node.name, parts))  # chunk keeps its halves equal only if all lose the same
         else:
             labels.pin(x, f"reaches uneven {_where(node)}")
-    else:  # split sizes are baked into the op's arguments; this version does not rewrite them, so pin
+    elif packet in (aten.split_with_sizes, aten.split) and _equal_sizes(node.args[1], n):
+        # split((c, c)) as C2PSA/PSA write it: the module recomputes its sizes from its `c` (resynced by
+        # pruning.policy.sync_modules), so like chunk it only needs every part to lose the same count
+        sizes = node.args[1]
+        size = sizes if isinstance(sizes, int) else sizes[0]
+        parts = [x[i : i + size] for i in range(0, n, size)]
+        constraints.append((node.name, parts))
+    else:  # unequal sizes are baked into the module's code, which surgery does not rewrite: pin
         return _opaque(node, values, labels, constraints, protect)
     for k, part in enumerate(parts):
         for label in part:
             labels.tags[label].add((node.name, k))
     return tuple(parts)
+
+
+def _equal_sizes(sizes, n: int) -> bool:
+    """Whether split sizes (an int or a list) cut `n` channels into equal parts."""
+    if isinstance(sizes, int):
+        return sizes > 0 and n % sizes == 0
+    return isinstance(sizes, (list, tuple)) and len(set(sizes)) == 1 and sum(sizes) == n
 
 
 def _getitem(node, values, labels, constraints, protect) -> Labels:

@@ -40,9 +40,63 @@ def protector(graph: fxgraph.FlatGraph) -> Callable[[fx.Node], str | None]:
 
     def protect(node: fx.Node) -> str | None:
         facts = fxgraph.info(node)
-        return describe_head_output(facts, graph) if facts.is_head_output else None
+        if facts.is_head_output:
+            return describe_head_output(facts, graph)
+        return attention_stream(facts, graph)
 
     return protect
+
+
+def attention_stream(node_info: fxgraph.NodeInfo, graph: fxgraph.FlatGraph) -> str | None:
+    """Why the stream around an ultralytics `Attention` is kept: its forward reshapes v by `view(B, C, H, W)` with
+    C read from its input, so v's channels (the qkv conv, not sliced by this version) fix the width of its input
+    and of `proj`'s output, and through the residual adds the whole stream (issue 14, constraint 4)."""
+    path = node_info.module_path or ""
+    parent_path, _, leaf = path.rpartition(".")
+    if leaf != "conv" or not parent_path.endswith(".proj"):
+        return None
+    try:
+        attention = graph.model.get_submodule(parent_path.rpartition(".")[0])
+    except AttributeError:
+        return None
+    if type(attention).__name__ != "Attention":
+        return None
+    return (f"attention constraint 4: {parent_path} output is tied to v's channels by view(B, C, H, W) in "
+            f"{type(attention).__name__}; attention heads are not pruned by this version")
+
+
+BRANCH_PAIRS = (("cv2", "one2one_cv2"), ("cv3", "one2one_cv3"), ("cv4", "one2one_cv4"))
+
+
+def mirror_branches(drop: dict[str, dict[int, list[int]]], model: nn.Module) -> dict[str, dict[int, list[int]]]:
+    """The slices of `drop` (cut from a trace of one head branch) plus the same slices of the branches that trace
+    did not run, so that every forward training runs stays consistent.
+
+    YOLO26's one-to-one head (`one2one_cv2/cv3`, Segment26's `one2one_cv4`) is built as a deep copy of the
+    one-to-many head and reads the same features, so its tensors are cut at the same indices (both directions:
+    a trace of either branch covers the other).  Proto26's training-only `semseg` reads the same fused P3 map
+    as `feat_fuse`, so its first conv loses the input channels `feat_fuse` loses.
+    """
+    names = dict(model.named_parameters()) | dict(model.named_buffers())
+    out = {name: dict(dims) for name, dims in drop.items()}
+
+    def copy_to(target: str, dims: dict[int, list[int]]) -> None:
+        if target in names and target not in drop:
+            out[target] = dict(dims)
+
+    for path, module in model.named_modules():
+        prefix = f"{path}." if path else ""
+        for a, b in BRANCH_PAIRS:
+            if hasattr(module, a) and hasattr(module, b):
+                for name, dims in drop.items():
+                    for src, dst in ((a, b), (b, a)):
+                        if name.startswith(f"{prefix}{src}."):
+                            copy_to(f"{prefix}{dst}." + name[len(prefix) + len(src) + 1 :], dims)
+        if hasattr(module, "semseg") and hasattr(module, "feat_fuse") and module.semseg is not None:
+            dims = drop.get(f"{prefix}feat_fuse.conv.weight", {})
+            if 1 in dims:
+                copy_to(f"{prefix}semseg.0.conv.weight", {1: dims[1]})
+    return out
 
 
 def scope_layers(scope: str | Iterable[int], graph: fxgraph.FlatGraph) -> frozenset[int] | None:
@@ -83,10 +137,12 @@ def sync_modules(model: nn.Module) -> None:
             module.num_features = ref.shape[0]
     for module in model.modules():
         cv1 = getattr(module, "cv1", None)
-        if isinstance(getattr(module, "c", None), int) and isinstance(getattr(module, "m", None), nn.ModuleList):
+        if isinstance(getattr(module, "c", None), int) and (
+            isinstance(getattr(module, "m", None), (nn.ModuleList, nn.Sequential)) or hasattr(module, "attn")
+        ):
             conv = getattr(cv1, "conv", None)
             if isinstance(conv, nn.Conv2d) and conv.out_channels % 2 == 0:
-                module.c = conv.out_channels // 2  # C2f / C3k2: cv1 makes 2*c channels, chunked in halves
+                module.c = conv.out_channels // 2  # C2f / C3k2 / C2PSA / PSA: cv1 makes 2*c channels, split in halves
         proto = getattr(module, "proto", None)
         if isinstance(getattr(module, "npr", None), int) and isinstance(getattr(proto, "cv1", None), nn.Module):
             module.npr = proto.cv1.conv.out_channels  # Segment: width of its Proto

@@ -117,15 +117,55 @@ def update_shapes(gm: fx.GraphModule, coupling: Coupling, plan: Plan) -> None:
         node.meta.pop("val", None)
 
 
+def resize_splits(gm: fx.GraphModule, coupling: Coupling, plan: Plan) -> None:
+    """Rewrite the sizes baked into each channel `split_with_sizes` (C2PSA's `split((c, c))`) to the channels
+    each part keeps, so the graph runs like the module's own forward after `c` is resynced."""
+    removed = {(name, i) for name, indices in plan.remove.items() for i in indices}
+    for node in gm.graph.nodes:
+        if getattr(node.target, "overloadpacket", None) is not torch.ops.aten.split_with_sizes:
+            continue
+        units = coupling.channels.get(node.args[0].name)
+        sizes = node.args[1]
+        if units is None or not isinstance(sizes, (list, tuple)) or sum(sizes) != len(units):
+            continue
+        new, start = [], 0
+        for size in sizes:
+            new.append(sum(1 for u in units[start : start + size] if u not in removed))
+            start += size
+        node.args = (node.args[0], new, *node.args[2:])
+
+
+def regroup_depthwise(gm: fx.GraphModule) -> None:
+    """Set the `groups` baked into each depthwise conv call (YOLO11's DWConv) to its sliced weight's filter count:
+    coupling lets a depthwise conv pass channel i to channel i, so its groups shrink with its channels."""
+    for node in gm.graph.nodes:
+        packet = getattr(node.target, "overloadpacket", None)
+        position = {torch.ops.aten.convolution: 8, torch.ops.aten.conv2d: 6}.get(packet)
+        if position is None or len(node.args) <= position or int(node.args[position]) == 1:
+            continue
+        weight = node.args[1]
+        if not isinstance(weight, fx.Node) or weight.op != "get_attr":
+            continue
+        value = get_tensor(gm, weight.target)
+        if value.shape[1] == 1 and int(node.args[position]) != value.shape[0]:  # depthwise, now narrower
+            args = list(node.args)
+            args[position] = value.shape[0]
+            node.args = tuple(args)
+
+
 def apply(gm: fx.GraphModule, model: nn.Module | None, coupling: Coupling, plan: Plan,
-          sync: Callable[[nn.Module], None] | None = None) -> None:
+          sync: Callable[[nn.Module], None] | None = None,
+          mirror: Callable[[Removals, nn.Module], Removals] | None = None) -> None:
     """Cut `plan` from the GraphModule (and from the ultralytics `model`, if given), in place; then `sync(model)`
-    lets the model's policy update the module attributes that record channel counts (e.g. C2f's `c`)."""
+    lets the model's policy update the module attributes that record channel counts (e.g. C2f's `c`), and
+    `mirror(drop, model)` adds the slices of model parts the trace did not run (YOLO26's other head branch)."""
     drop = removals(coupling, plan)
-    slice_tensors(gm, drop)
+    slice_tensors(gm, mirror(drop, gm) if mirror is not None else drop)  # the export keeps unused branches' tensors
+    resize_splits(gm, coupling, plan)
+    regroup_depthwise(gm)
     gm.recompile()
     update_shapes(gm, coupling, plan)
     if model is not None:
-        slice_tensors(model, drop)
+        slice_tensors(model, mirror(drop, model) if mirror is not None else drop)
         if sync is not None:
             sync(model)

@@ -166,7 +166,10 @@ def test_zero_channel_equivalence_yolov8n(seed, fraction):
     check_zero_equivalence("yolov8n.yaml", seed, fraction)
 
 
-@pytest.mark.parametrize("name", ["yolov8n-seg.yaml", None], ids=["yolov8n-seg", "embedded"])
+@pytest.mark.parametrize(
+    "name", ["yolov8n-seg.yaml", None, "yolo11n.yaml", "yolo11n-seg.yaml"],
+    ids=["yolov8n-seg", "embedded", "yolo11n", "yolo11n-seg"],
+)
 def test_zero_channel_equivalence_other_families(name):
     check_zero_equivalence(name, seed=1)
 
@@ -384,3 +387,53 @@ def test_stale_plan_is_refused():
     smaller = pruning.prune(g, plan)
     with pytest.raises(pruning.StalePlanError, match=r"channels here but the plan was made for \d+: make a new plan"):
         pruning.prune(smaller.graph, plan)
+
+
+def every_branch(model: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
+    """Every tensor YOLO26 computes for training and inference: the eval outputs of its one-to-many and one-to-one
+    branches, and the training-mode outputs (both branches' raw maps, Proto26's semseg logits for segment)."""
+    head = model.model[-1]
+    out = []
+    model = copy.deepcopy(model)
+    with torch.no_grad():
+        for end2end in (False, True):
+            model.model[-1].end2end = end2end
+            model.eval()
+            out += flat_tensors(model(x))
+        model.train()
+        out += flat_tensors(model(x))
+    assert hasattr(head, "one2one_cv2")
+    return out
+
+
+def flat_tensors(value) -> list[torch.Tensor]:
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, dict):  # a training output: its "feats" are the head's inputs, which lose channels
+        return [t for k, v in value.items() if k != "feats" for t in flat_tensors(v)]
+    if isinstance(value, (list, tuple)):
+        return [t for v in value for t in flat_tensors(v)]
+    return []
+
+
+@pytest.mark.parametrize("name", ["yolo26n.yaml", "yolo26n-seg.yaml"], ids=["yolo26n", "yolo26n-seg"])
+def test_zero_channel_equivalence_yolo26_every_branch(name):
+    """Pruning from a one-branch trace keeps the other head branch and the training-only semseg consistent:
+    zeroed channels cut away leave every output of both branches, in eval and training mode, unchanged."""
+    g = fresh(name)
+    coupling = pruning.analyze(g)
+    remove = random_removal(coupling, 3, 1.0)
+    assert any(n.startswith(f"model.{g.facts.head_layer}.cv") for n in remove)  # head branch channels are cut
+    zero_units((g.module, g.model), coupling, remove)
+    with torch.no_grad():  # the other branch holds its own copies of the zeroed filters
+        for o2m, o2o in (("cv2", "one2one_cv2"), ("cv3", "one2one_cv3"), ("cv4", "one2one_cv4")):
+            head = g.model.model[-1]
+            if hasattr(head, o2o):
+                getattr(head, o2o).load_state_dict(getattr(head, o2m).state_dict())
+    x = torch.rand(2, 3, IMGSZ, IMGSZ, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    before = every_branch(g.model, x)
+    pruned = pruning.prune(g, pruning.Plan(remove=remove))
+    after = every_branch(pruned.model, x)
+    assert len(after) == len(before)
+    assert max_diff(after, before) <= 1e-9
+    assert max_diff(run(pruned.graph, x), fxgraph.reference_outputs(pruned.model, x)) <= 1e-9

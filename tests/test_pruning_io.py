@@ -136,6 +136,8 @@ SCRIPT = textwrap.dedent(
     with torch.no_grad():
         np.save("torch_out.npy", first(model(x)).numpy())
     results = yolo.predict(np.zeros((64, 64, 3), np.uint8), imgsz=64, device="cpu", verbose=False)
+    if hasattr(model.model[-1], "one2one_cv2"):  # YOLO26: its one-to-one (NMS-free) branch predicts too
+        results += yolo.predict(np.zeros((64, 64, 3), np.uint8), imgsz=64, device="cpu", verbose=False, nms=False)
     metrics = yolo.val(data=data, imgsz=64, batch=2, device="cpu", workers=0, plots=False, verbose=False) \
         if data != "-" else None
     onnx_path = yolo.export(format="onnx", imgsz=64, simplify=False, dynamic=False, device="cpu")
@@ -176,7 +178,7 @@ def check_in_fresh_process(pruned: pruning.Pruned, folder: Path, data: str) -> d
     assert not any(str(repo) == str(Path(p).resolve()) for p in report["sys_path"] if p)
     assert report["params"] == stats.num_params(pruned.graph) < pruned.report.params_before
     assert set(report["packages"]) <= {"ultralytics", "torch"} and report["loaded"] == []
-    assert report["predicted"] == 1 and report["map_key"]
+    assert report["predicted"] == (2 if hasattr(pruned.model.model[-1], "one2one_cv2") else 1) and report["map_key"]
     assert report["onnx_outputs"] == len(pruned.graph.output_names)
     assert report["onnx_diff"] <= 1e-4
     stored = copy.deepcopy(pruned.model).half().float().eval()  # the checkpoint holds FP16, as ultralytics's do
@@ -194,6 +196,16 @@ def test_pruned_segmenter_loads_and_exports_without_the_project(workdir):
     seg = pruning.prune("yolov8n-seg.yaml", imgsz=IMGSZ, ratio=0.4, criterion="l1")
     assert seg.model.model[22].proto.upsample.out_channels < 64  # the Proto's ConvTranspose2d was cut too
     check_in_fresh_process(seg, workdir / "seg", "-")
+
+
+@pytest.mark.parametrize("name", ["yolo11n.yaml", "yolo26n.yaml"])
+def test_pruned_yolo11_yolo26_load_predict_and_export_without_the_project(name, workdir):
+    """C3k2, C2PSA (its split resynced), YOLO26's SPPF shortcut and both head branches survive a plain load."""
+    cut = pruning.prune(name, imgsz=IMGSZ, ratio=0.4, criterion="l1")
+    assert cut.report.params_after < cut.report.params_before
+    c2psa = cut.model.model[10]
+    assert c2psa.c * 2 == c2psa.cv1.conv.out_channels
+    check_in_fresh_process(cut, workdir / name.split(".")[0], "-")
 
 
 def test_finetune_trains_the_pruned_architecture(pruned, data, workdir):
