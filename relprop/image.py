@@ -102,7 +102,7 @@ def read_image(image: Any) -> np.ndarray:
             raise ImageError(f"an image tensor must be (3, H, W) or (1, 3, H, W) RGB in [0, 1]; got {tuple(image.shape)}")
         if not t.is_floating_point():
             raise ImageError(f"an image tensor must be floating point RGB in [0, 1]; got dtype {t.dtype}")
-        _check_range("an image tensor", t.float().numpy(), 1.0, "RGB in [0, 1] (divide by 255)")
+        _check_range("an image tensor", t.double().numpy(), 1.0, "RGB in [0, 1] (divide by 255)")
         return np.ascontiguousarray(t.flip(0).permute(1, 2, 0).float().numpy() * 255.0)
     if type(image).__module__.startswith("PIL."):
         rgb = np.asarray(image.convert("RGB"), dtype=np.float32)

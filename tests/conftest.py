@@ -8,11 +8,15 @@ os.environ.setdefault("YOLO_OFFLINE", "1")
 os.environ.setdefault("YOLO_VERBOSE", "False")
 
 import functools  # noqa: E402
+from typing import TYPE_CHECKING  # noqa: E402
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
 import fxgraph  # noqa: E402
+
+if TYPE_CHECKING:
+    import relprop
 
 
 def randomize_batchnorm(model: torch.nn.Module, gen: torch.Generator) -> None:
@@ -41,6 +45,25 @@ def zero_units(modules, coupling, remove: dict[str, tuple[int, ...]]) -> None:
                     for t in coupling.groups[name].units[u].touches:
                         if t.role in (OUT, NORM):
                             params[t.param].select(t.dim, t.index).zero_()
+
+
+def completeness_ok(ex: relprop.Explanation, tol: float) -> bool:
+    return abs(ex.delta) <= tol * max(1.0, abs(ex.score - ex.reference_score))
+
+
+def random_model(yaml: str):
+    """A random-weight model whose outputs depend on the image: a fresh init's signal dies out layer by layer, so
+    BatchNorm statistics are recalibrated on random images (what one batch of training would do)."""
+    torch.manual_seed(0)
+    model = fxgraph.load_ultralytics(yaml)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average
+    model.train()
+    with torch.no_grad():
+        model(torch.rand(4, 3, 64, 64))
+    return model.eval()
 
 
 @functools.lru_cache(maxsize=None)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from pruning.errors import PruningError
-from pruning.job.devices import torch_device
+from pruning.devices import torch_device
 
 
 @pytest.mark.parametrize("setting,rank,expected", [

@@ -21,15 +21,12 @@ import fxgraph  # noqa: E402
 import relprop  # noqa: E402
 from relprop import cli  # noqa: E402
 from relprop.image import Letterbox, read_image  # noqa: E402
+from conftest import completeness_ok, random_model  # noqa: E402
 
 D = torch.float64
 ASSETS = Path(ultralytics.__file__).parent / "assets"
 BUS, ZIDANE = ASSETS / "bus.jpg", ASSETS / "zidane.jpg"
 REPO = Path(__file__).resolve().parents[1]
-
-
-def completeness_ok(ex: relprop.Explanation, tol: float) -> bool:
-    return abs(ex.delta) <= tol * max(1.0, abs(ex.score - ex.reference_score))
 
 
 @pytest.fixture(scope="module")
@@ -46,21 +43,6 @@ def real64(real):
 @pytest.fixture(scope="module")
 def real_all(real):
     return real.explain(BUS)
-
-
-def random_model(yaml: str):
-    """A random-weight model whose outputs depend on the image: a fresh init's signal dies out layer by layer, so
-    BatchNorm statistics are recalibrated on random images (what one batch of training would do)."""
-    torch.manual_seed(0)
-    model = fxgraph.load_ultralytics(yaml)
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.reset_running_stats()
-            m.momentum = None  # cumulative average
-    model.train()
-    with torch.no_grad():
-        model(torch.rand(4, 3, 64, 64))
-    return model.eval()
 
 
 # -- completeness ---------------------------------------------------------------------------------------------------

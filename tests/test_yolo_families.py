@@ -14,7 +14,7 @@ import torch  # noqa: E402
 import fxgraph  # noqa: E402
 import relprop  # noqa: E402
 from conftest import cached_model  # noqa: E402
-from test_relprop_yolo import completeness_ok, random_model  # noqa: E402
+from conftest import completeness_ok, random_model  # noqa: E402
 
 D = torch.float64
 

@@ -22,7 +22,7 @@ def init(device: str = "cpu") -> tuple[int, int]:
     if not launched():
         return 0, 1
     if not dist.is_initialized():
-        from ..job.devices import torch_device
+        from ..devices import torch_device
 
         dev = torch_device(device)
         if dev.type == "cuda":  # one GPU per rank: LOCAL_RANK picks it (torch_device), nccl between them

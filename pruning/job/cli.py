@@ -67,7 +67,7 @@ def _score(settings: Settings, out: str | None) -> int:
     """Score every group with the configured criterion; under torchrun each rank scores its shard."""
     from ..api import analyze
     from ..criteria import distributed
-    from .devices import torch_device
+    from ..devices import torch_device
     from .workspace import build_criterion, dataset, lazy_calibration, traced
 
     if settings.pretrained is None:

@@ -26,7 +26,7 @@ from .. import api
 from ..criteria import Precomputed
 from ..importance import Scores
 from ..plans import Plan
-from .devices import torch_device
+from ..devices import torch_device
 from .config import Settings, load_config
 from .report import write_report
 from .workspace import (build_criterion, dataset, export_onnx, finetune_to, initial_weights, lazy_calibration, log,

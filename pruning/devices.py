@@ -7,7 +7,7 @@ import os
 
 import torch
 
-from ..errors import PruningError
+from .errors import PruningError
 
 
 def torch_device(setting: str | int | None, local_rank: int | None = None) -> torch.device:
