@@ -100,7 +100,9 @@ def timed(fn):
 
 def run_dataset(name: str, weights, imgsz: int, items: list[tuple[Path, list | None]], args,
                 figure_boxes: set[tuple[str, int]], peers: bool) -> dict:
-    """Explain every box of every image with every method; per-box records (and maps for the figure)."""
+    """Explain every box of every image with every selected method (`args.methods`); per-box records (and maps for
+    the figure).  Detections are taken in confidence order, at most `args.max_boxes` per image."""
+    use = set(args.methods)
     ex = relprop.Explainer(weights, imgsz)
     g = ex.graph
     model = fxgraph.load_ultralytics(weights).float().eval()
@@ -122,7 +124,7 @@ def run_dataset(name: str, weights, imgsz: int, items: list[tuple[Path, list | N
             pred = g.module(x.unsqueeze(0))[0][0]
         if gt is None:
             boxes = [(lb.box_to_original(d.box, clip=False), d.cls) for d in detections(pred, g.nc)]
-            iou = 0.7
+            boxes, iou = boxes[:args.max_boxes], 0.7
         else:
             boxes, iou = [(np.asarray(b, dtype=np.float64), c) for b, c in gt], args.gt_iou
         if args.figure_only:
@@ -143,24 +145,31 @@ def run_dataset(name: str, weights, imgsz: int, items: list[tuple[Path, list | N
             maps["relprop"], times["relprop"] = e_black.input_relevance.sum(0).numpy(), t_black
             compl["relprop"] = abs(e_black.delta) / abs(e_black.score - e_black.reference_score)
             for key, baseline in (("relprop_blur", "blur"), ("relprop_k8", refs8)):
+                if key not in use:
+                    continue
                 e, t = timed(lambda: ex.explain(array, box, cls=cls, iou=iou, baseline=baseline))
                 assert np.array_equal(np.sort(e.candidates), np.sort(cands)), "same box, same candidates"
                 maps[key], times[key] = e.input_relevance.sum(0).numpy(), t
                 compl[key] = abs(e.delta) / abs(e.score - e.reference_score)
             with torch.no_grad():
                 s_x, s_x0 = float(f(x.unsqueeze(0))[0]), float(f(x0.unsqueeze(0))[0])
-            (attr, total), t = timed(lambda: fm.gradient_x_input(f, x, x0))
-            maps["grad_x_input"], times["grad_x_input"] = attr.sum(0).numpy(), t
-            compl["grad_x_input"] = completeness_error(total, s_x, s_x0)
-            (attr, total), t = timed(lambda: fm.integrated_gradients(f, x, x0, steps=args.ig_steps))
-            maps["integrated_gradients"], times["integrated_gradients"] = attr.sum(0).numpy(), t
-            compl["integrated_gradients"] = completeness_error(total, s_x, s_x0)
+            if "grad_x_input" in use:
+                (attr, total), t = timed(lambda: fm.gradient_x_input(f, x, x0))
+                maps["grad_x_input"], times["grad_x_input"] = attr.sum(0).numpy(), t
+                compl["grad_x_input"] = completeness_error(total, s_x, s_x0)
+            if "integrated_gradients" in use:
+                (attr, total), t = timed(lambda: fm.integrated_gradients(f, x, x0, steps=args.ig_steps))
+                maps["integrated_gradients"], times["integrated_gradients"] = attr.sum(0).numpy(), t
+                compl["integrated_gradients"] = completeness_error(total, s_x, s_x0)
             for key in ("gradcam", "eigencam"):
-                maps[key], times[key] = timed(lambda: fm.cam_map(key, cam_model, x, cls, cands))
-            maps["layercam"], times["layercam"] = timed(
-                lambda: box_layercam(model, x.unsqueeze(0), score)[0].double().numpy())
-            maps["layercam_image"], times["layercam_image"] = timed(
-                lambda: image_layercam(model, x.unsqueeze(0))[0].double().numpy())
+                if key in use:
+                    maps[key], times[key] = timed(lambda: fm.cam_map(key, cam_model, x, cls, cands))
+            if "layercam" in use:
+                maps["layercam"], times["layercam"] = timed(
+                    lambda: box_layercam(model, x.unsqueeze(0), score)[0].double().numpy())
+            if "layercam_image" in use:
+                maps["layercam_image"], times["layercam_image"] = timed(
+                    lambda: image_layercam(model, x.unsqueeze(0))[0].double().numpy())
             if peers and peer_results is None:
                 peer_results = run_peers(weights, x, x0, x_blur, cls, cands)
             image_records.append({"dataset": name, "image": image_path.name, "box": np.round(box, 2).tolist(),
@@ -169,13 +178,13 @@ def run_dataset(name: str, weights, imgsz: int, items: list[tuple[Path, list | N
                                   "completeness": compl, "f": f})
         if not image_records:
             continue
-        # D-RISE: the N masked forwards are shared by all boxes of the image; one box alone costs them all.
-        d = fm.drise(g.module, x, x0, [(np.asarray(r["box_input"]), r["cls"]) for r in image_records], g.nc,
-                     n=args.drise_masks, batch=args.batch, seed=args.seed)
-        for r, m in zip(image_records, d["maps"]):
-            r["maps"]["drise"] = m
-            r["times"]["drise"] = d["t_forward"] + d["t_weight"] / len(image_records)
-            r["drise_amortized_time"] = (d["t_forward"] + d["t_weight"]) / len(image_records)
+        if "drise" in use:  # the N masked forwards are shared by all boxes of the image; one box alone costs them all
+            d = fm.drise(g.module, x, x0, [(np.asarray(r["box_input"]), r["cls"]) for r in image_records], g.nc,
+                         n=args.drise_masks, batch=args.batch, seed=args.seed)
+            for r, m in zip(image_records, d["maps"]):
+                r["maps"]["drise"] = m
+                r["times"]["drise"] = d["t_forward"] + d["t_weight"] / len(image_records)
+                r["drise_amortized_time"] = (d["t_forward"] + d["t_weight"]) / len(image_records)
         for bi, r in enumerate(image_records):
             if args.figure_only:
                 figure[(image_path.name, bi)] = {"image": x.permute(1, 2, 0).numpy(), "valid": valid,
@@ -183,7 +192,7 @@ def run_dataset(name: str, weights, imgsz: int, items: list[tuple[Path, list | N
                                                  "maps": dict(r["maps"]), "title": f"{image_path.name} box {bi}"}
                 continue
             metrics = {}
-            for key in METHODS:
+            for key in [k for k in METHODS if k in use]:
                 m = {"pointing_game": energy_pointing_game(r["maps"][key], np.asarray(r["box_input"]), valid)}
                 for ref_name, ref in (("black", x0), ("blur", x_blur)):
                     c = perturbation_curves(r["f"], x, ref, r["maps"][key], valid, batch=args.batch)
@@ -200,7 +209,7 @@ def run_dataset(name: str, weights, imgsz: int, items: list[tuple[Path, list | N
                                                  "maps": dict(r["maps"]), "title": f"{image_path.name} box {bi}"}
             print(f"  {name} {image_path.name} box {bi}: " + ", ".join(
                 f"{k} del {metrics[k]['deletion_black']:.3f} ins {metrics[k]['insertion_black']:.3f}" for k in
-                ("relprop", "integrated_gradients", "drise")), flush=True)
+                ("relprop", "integrated_gradients", "drise", "layercam") if k in metrics), flush=True)
             del r["maps"], r["f"], r["times"], r["completeness"]
             records.append(r)
     return {"records": records, "figure": figure, "peers": peer_results, "skipped": skipped,
@@ -286,7 +295,7 @@ def table(summary: dict, peers: list[dict] | None) -> list[str]:
     return lines
 
 
-def figure(fig_maps: dict, path: Path, names: dict) -> None:
+def figure(fig_maps: dict, path: Path, names: dict, methods: list[str] = METHODS) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -294,14 +303,15 @@ def figure(fig_maps: dict, path: Path, names: dict) -> None:
     from matplotlib.patches import Rectangle
 
     rows = list(fig_maps.values())
-    cols = 1 + len(METHODS)
+    methods = [k for k in METHODS if k in methods]
+    cols = 1 + len(methods)
     fig, axes = plt.subplots(len(rows), cols, figsize=(2.3 * cols, 2.8 * len(rows)), squeeze=False)
     for i, row in enumerate(rows):
         valid = row["valid"]
         ys, xs = np.where(valid)
         sl = (slice(ys.min(), ys.max() + 1), slice(xs.min(), xs.max() + 1))
         b = np.asarray(row["box"]) - [xs.min(), ys.min(), xs.min(), ys.min()]
-        panels = [("image", row["image"][sl])] + [(k, row["maps"][k][sl]) for k in METHODS]
+        panels = [("image", row["image"][sl])] + [(k, row["maps"][k][sl]) for k in methods]
         for j, (key, img) in enumerate(panels):
             ax = axes[i, j]
             if key == "image":
@@ -343,6 +353,17 @@ def train_shapes(out: Path, minutes: float = 4.5) -> Path:
     return out / "runs" / "n" / "weights" / "best.pt"
 
 
+def yolo11_fixture() -> tuple[Path, list[Path]]:
+    """uitag's trained YOLO11s and its two screenshots, found through importlib (`pip install --no-deps uitag`)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("uitag")
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit("--datasets yolo11 needs the uitag fixture: pip install --no-deps uitag==0.6.0")
+    root = Path(list(spec.submodule_search_locations)[0])
+    return root / "models" / "yolo-ui.pt", sorted((root / "assets").glob("*.png"))
+
+
 def shapes_items(root: Path, limit: int) -> list[tuple[Path, list]]:
     """Validation images of the synthetic set with their ground-truth boxes (xyxy pixels, class)."""
     from pruning.job.synthetic import ShapesConfig, make_shapes_dataset
@@ -379,15 +400,31 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--figure-only", action="store_true", help="only the maps of the figure (first box of each image)")
     ap.add_argument("--render", type=Path, help="re-write the summary and .md from a saved faithfulness.json (no run)")
+    ap.add_argument("--methods", default=",".join(METHODS),
+                    help=f"comma-separated subset of {','.join(METHODS)} (default: all)")
+    ap.add_argument("--datasets", default="real,shapes",
+                    help="comma-separated: real (embedded YOLOv8s on bus/zidane), yolo11 (uitag's trained YOLO11s on "
+                         "its two screenshots), shapes (needs --shapes-weights/--train-shapes)")
+    ap.add_argument("--yolo11-imgsz", type=int, default=640, help="image size of the yolo11 dataset (1920x1080 screens)")
+    ap.add_argument("--max-boxes", type=int, default=1000, help="at most this many detections per image (by confidence)")
+    ap.add_argument("--name", default="faithfulness", help="stem of the written .json/.md/_maps.png")
+    ap.add_argument("--no-peers", action="store_true", help="skip the captum/shap attempts on the YOLOv8 model")
     args = ap.parse_args(argv)
+    args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = sorted(set(args.methods) - set(METHODS))
+    if unknown or not args.methods:
+        ap.error(f"--methods: unknown {unknown}; choose from {METHODS}")
+    wanted = {d.strip() for d in args.datasets.split(",") if d.strip()}
+    if not wanted or wanted - {"real", "yolo11", "shapes"}:
+        ap.error(f"--datasets: choose from real, yolo11, shapes; got {args.datasets!r}")
     if args.render:
         result = json.loads(args.render.read_text())
-        for key in ("real", "shapes"):
+        for key in ("real", "yolo11", "shapes"):
             if key in result:
                 result[key]["summary"] = summarise(result[key]["records"])
         args.render.write_text(json.dumps(result, indent=1, default=float))
-        (args.out / "faithfulness.md").write_text(markdown(result, {}))
-        print((args.out / "faithfulness.md").read_text())
+        (args.out / f"{args.name}.md").write_text(markdown(result, {}))
+        print((args.out / f"{args.name}.md").read_text())
         return 0
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -411,19 +448,28 @@ def main(argv: list[str] | None = None) -> int:
 
     images = ["bus.jpg"] if args.quick else ["bus.jpg", "zidane.jpg"]
     fig_boxes = {("bus.jpg", 0), ("zidane.jpg", 0)}
-    print("embedded YOLOv8s on", images, flush=True)
-    real = run_dataset("embedded YOLOv8s", None, args.imgsz, [(ASSETS / n, None) for n in images], args, fig_boxes,
-                       peers=True)
-    datasets = {"real": real}
+    datasets, real = {}, {"figure": {}, "peers": None, "names": {}}
+    if "real" in wanted:
+        print("embedded YOLOv8s on", images, flush=True)
+        real = run_dataset("embedded YOLOv8s", None, args.imgsz, [(ASSETS / n, None) for n in images], args,
+                           fig_boxes, peers=not args.no_peers)
+        datasets["real"] = real
+    if "yolo11" in wanted and not args.quick:
+        weights11, screens = yolo11_fixture()
+        print("uitag YOLO11s on", [p.name for p in screens], flush=True)
+        datasets["yolo11"] = run_dataset("uitag YOLO11s", str(weights11), args.yolo11_imgsz,
+                                         [(p, None) for p in screens], args, set(), peers=False)
     shapes_note = None
     weights = args.shapes_weights
     if weights is None and args.train_shapes and not args.quick:
         weights = train_shapes(args.shapes_root)
+    if "shapes" not in wanted:
+        weights = None
     if weights is not None and not args.quick:
         print("synthetic shapes with", weights, flush=True)
         datasets["shapes"] = run_dataset("shapes yolov8n", str(weights), 128,
                                          shapes_items(args.shapes_root, args.shapes_images), args, set(), peers=False)
-    else:
+    elif "shapes" in wanted:
         shapes_note = "synthetic shapes left out: no detector trained on them was given (--shapes-weights/--train-shapes)"
 
     result = {
@@ -433,7 +479,8 @@ def main(argv: list[str] | None = None) -> int:
         "settings": {"imgsz": args.imgsz, "drise_masks": args.drise_masks, "drise_grid": 16, "drise_p": 0.5,
                      "ig_steps": args.ig_steps, "k_references": 8, "seed": args.seed, "steps": "5 %",
                      "target": "class (Σ over matched candidates of the class probability)",
-                     "gt_iou": args.gt_iou, "shapes_images": args.shapes_images},
+                     "gt_iou": args.gt_iou, "shapes_images": args.shapes_images, "methods": args.methods,
+                     "max_boxes": args.max_boxes, "yolo11_imgsz": args.yolo11_imgsz, "name": args.name},
         "small_cnn": cnn,
         "peers_on_yolov8": real["peers"],
         "shapes_note": shapes_note,
@@ -443,14 +490,15 @@ def main(argv: list[str] | None = None) -> int:
         result[key] = {"summary": summarise(ds["records"]), "boxes": len(ds["records"]), "skipped": ds["skipped"],
                        "records": ds["records"]}
     if args.quick:
-        print("\n".join(table(result["real"]["summary"], real["peers"])))
+        print("\n".join(table(result["real"]["summary"], real["peers"])) if "real" in result else "")
         print(json.dumps(cnn, indent=1))
         return 0
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "faithfulness.json").write_text(json.dumps(result, indent=1, default=float))
-    figure(real["figure"], args.out / "faithfulness_maps.png", real["names"])
-    (args.out / "faithfulness.md").write_text(markdown(result, datasets))
-    print((args.out / "faithfulness.md").read_text())
+    (args.out / f"{args.name}.json").write_text(json.dumps(result, indent=1, default=float))
+    if real["figure"]:
+        figure(real["figure"], args.out / f"{args.name}_maps.png", real["names"], args.methods)
+    (args.out / f"{args.name}.md").write_text(markdown(result, datasets))
+    print((args.out / f"{args.name}.md").read_text())
     return 0
 
 
@@ -461,8 +509,11 @@ def markdown(result: dict, datasets: dict) -> str:
              f"Command: `{result['command'].strip()}`.  Machine: {result['machine']}.  imgsz {s['imgsz']}; "
              f"D-RISE {s['drise_masks']} masks (16×16 grid, p 0.5); IG {s['ig_steps']} steps; relprop K=8 references "
              "(2 blurs σ=max(H,W)/20 and /10, 2 grey+noise images, 4 half-image shifts); seed "
-             f"{s['seed']}.  Explained score: {s['target']}.  Mean ± std over boxes.", ""]
+             f"{s['seed']}.  Explained score: {s['target']}.  Mean ± std over boxes.  Methods: "
+             f"{', '.join(s.get('methods', METHODS))}.", ""]
     for key, title in (("real", "Embedded YOLOv8s (Normal/Fall) on bus.jpg and zidane.jpg, every NMS detection"),
+                       ("yolo11", "uitag's trained YOLO11s (9 UI classes) on its two 1920×1080 screenshots, imgsz "
+                        f"{s.get('yolo11_imgsz')}, the {s.get('max_boxes')} most confident detections per image"),
                        ("shapes", "yolov8n trained briefly on the synthetic shapes, ground-truth boxes of val images")):
         if key not in result:
             continue
@@ -495,7 +546,7 @@ def markdown(result: dict, datasets: dict) -> str:
                      f"{t['relprop']*1e3:.1f} ms / {t['captum_deeplift']*1e3:.1f} ms | "
                      f"{t['relprop_k']*1e3:.1f} ms / {t['captum_deepliftshap']*1e3:.1f} ms |")
     lines += ["", "(relprop times with the traced graph reused; with tracing each call: see the JSON.)", "",
-              "Figure: `benchmarks/results/faithfulness_maps.png`.", ""]
+              f"Figure: `benchmarks/results/{s.get('name', 'faithfulness')}_maps.png`.", ""]
     return "\n".join(lines)
 
 
