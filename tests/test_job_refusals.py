@@ -70,44 +70,50 @@ def test_bad_settings_are_refused_by_name(tmp_path, monkeypatch, override, messa
     assert list(tmp_path.iterdir()) == []
 
 
-def _bad_inputs(inputs: dict[str, Path], tmp: Path) -> list[tuple[dict, str]]:
+def _bad_inputs(inputs: dict[str, Path], tmp: Path) -> dict[str, tuple[dict, str]]:
     det, data = inputs["detect"], inputs["data"]
     (tmp / "a_file").write_text("")
-    return [
-        (dict(pretrained=inputs["garbage"]), f"pretrained={inputs['garbage']}: {inputs['garbage']}: not a readable "
-                                             f"ultralytics checkpoint"),
-        (dict(pretrained=inputs["classify"]), f"pretrained={inputs['classify']} cannot be pruned: ClassificationModel "
-                                              f"ends in Classify"),
-        (dict(pretrained=inputs["pose"]), f"pretrained={inputs['pose']} cannot be pruned: PoseModel ends in Pose"),
-        (dict(pretrained=None, model="yolov8n-cls.yaml", pretrain_epochs=1),
-         "model=yolov8n-cls.yaml cannot be pruned: ClassificationModel"),
-        (dict(pretrained=det, imgsz=100), f"imgsz=100 is not a multiple of the largest stride 32 of pretrained={det}; "
-                                          f"use imgsz=96 or 128"),
-        (dict(pretrained=det, data=inputs["no_images"]), f"data={inputs['no_images']}: ultralytics cannot use it "
-                                                         f"(Dataset '{inputs['no_images']}' images not found"),
-        (dict(pretrained=det, data=inputs["empty"]), f"data={inputs['empty']}: no images in its 'train' split"),
-        (dict(pretrained=det, data=data), f"pretrained={det} predicts 80 classes but data={data} has 4: a pruned "
-                                          f"head cannot be re-sized"),
-        (dict(pretrained=det, data=data, project=tmp / "a_file" / "runs"),
-         f"project={tmp / 'a_file' / 'runs'}: {tmp / 'a_file'} is a file, not a folder"),
-    ]
+    return {
+        "garbage": (dict(pretrained=inputs["garbage"]), f"pretrained={inputs['garbage']}: {inputs['garbage']}: not a "
+                                                        f"readable ultralytics checkpoint"),
+        "classifier": (dict(pretrained=inputs["classify"]), f"pretrained={inputs['classify']} cannot be pruned: "
+                                                            f"ClassificationModel ends in Classify"),
+        "pose": (dict(pretrained=inputs["pose"]), f"pretrained={inputs['pose']} cannot be pruned: PoseModel ends in "
+                                                  f"Pose"),
+        "classifier_yaml": (dict(pretrained=None, model="yolov8n-cls.yaml", pretrain_epochs=1),
+                            "model=yolov8n-cls.yaml cannot be pruned: ClassificationModel"),
+        "imgsz": (dict(pretrained=det, imgsz=100), f"imgsz=100 is not a multiple of the largest stride 32 of "
+                                                   f"pretrained={det}; use imgsz=96 or 128"),
+        "images_missing": (dict(pretrained=det, data=inputs["no_images"]),
+                           f"data={inputs['no_images']}: ultralytics cannot use it (Dataset '{inputs['no_images']}' "
+                           f"images not found"),
+        "images_empty": (dict(pretrained=det, data=inputs["empty"]),
+                         f"data={inputs['empty']}: no images in its 'train' split"),
+        "classes": (dict(pretrained=det, data=data), f"pretrained={det} predicts 80 classes but data={data} has 4: a "
+                                                     f"pruned head cannot be re-sized"),
+        "project_file": (dict(pretrained=det, data=data, project=tmp / "a_file" / "runs"),
+                         f"project={tmp / 'a_file' / 'runs'}: {tmp / 'a_file'} is a file, not a folder"),
+    }
 
 
-def test_bad_weights_data_and_project_are_refused_before_the_run_directory_exists(tmp_path, inputs, monkeypatch):
-    """Each case alone: our ConfigError naming the user's own path and what to do; no run folder, datasets,
-    step0.pt, state.json or report appears anywhere (cwd, project, or beside the inputs)."""
+@pytest.mark.parametrize("name", ["garbage", "classifier", "pose", "classifier_yaml", "imgsz", "images_missing",
+                                  "images_empty", "classes", "project_file"])
+def test_bad_weights_data_and_project_are_refused_before_the_run_directory_exists(tmp_path, inputs, monkeypatch,
+                                                                                   name):
+    """Our ConfigError naming the user's own path and what to do; no run folder, datasets, step0.pt, state.json or
+    report appears anywhere (cwd, project, or beside the inputs)."""
     monkeypatch.chdir(tmp_path)
-    for case, message in _bad_inputs(inputs, tmp_path):
-        settings = {**dict(pretrain_epochs=0, imgsz=64, batch=2, export="none", project=tmp_path / "runs",
-                           data=inputs["data"]), **case}
-        settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in settings.items()}
-        before, inputs_before = _listing(tmp_path), _listing(inputs["data"].parents[1])
-        with pytest.raises(ConfigError) as err:
-            pipeline.Pruner(cfg=settings).run()
-        assert message in str(err.value), (case, str(err.value))
-        assert "step0.pt" not in str(err.value)  # the user's path, never the run's copy
-        assert _listing(tmp_path) == before and _listing(inputs["data"].parents[1]) == inputs_before, case
-        assert not (tmp_path / "runs").exists() and not (tmp_path / "datasets").exists()
+    case, message = _bad_inputs(inputs, tmp_path)[name]
+    settings = {**dict(pretrain_epochs=0, imgsz=64, batch=2, export="none", project=tmp_path / "runs",
+                       data=inputs["data"]), **case}
+    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in settings.items()}
+    before, inputs_before = _listing(tmp_path), _listing(inputs["data"].parents[1])
+    with pytest.raises(ConfigError) as err:
+        pipeline.Pruner(cfg=settings).run()
+    assert message in str(err.value)
+    assert "step0.pt" not in str(err.value)  # the user's path, never the run's copy
+    assert _listing(tmp_path) == before and _listing(inputs["data"].parents[1]) == inputs_before
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "datasets").exists()
 
 
 def test_unwritable_project_is_refused(tmp_path, inputs):
