@@ -24,7 +24,9 @@ from ..criteria import Precomputed
 from ..criteria.progress import progress
 from ..errors import PruningError
 from .config import Settings
+from .preflight import check_inputs
 from .report import COLUMNS, markdown_table
+from .runlock import RunLock
 from .workspace import (build_criterion, dataset, finetune_to, initial_weights, lazy_calibration, log, measure, run_dir,
                         traced)
 
@@ -36,14 +38,16 @@ def compare(settings: Settings) -> Path:
     """Run the sweep once per seed of `compare_seeds`; returns the run directory.  Every finished row is cached in
     `rows/`; with `resume=true` the sweep continues in the existing `project/name`, reading the finished rows
     instead of computing them again."""
+    check_inputs(settings)  # weights, data, project: before the run directory exists
     _check_reachable(settings)
     out = _compare_dir(settings)
-    weights_dir = out / "weights"
-    weights_dir.mkdir(exist_ok=True)
-    rows: list[dict[str, Any]] = []
-    for seed in settings.compare_seeds:
-        _sweep_seed(settings.replace(seed=seed), out, weights_dir, rows)
-    write_compare(out, rows, settings.to_dict())
+    with RunLock(out):  # one process per sweep: two would compute and cache the same rows twice
+        weights_dir = out / "weights"
+        weights_dir.mkdir(exist_ok=True)
+        rows: list[dict[str, Any]] = []
+        for seed in settings.compare_seeds:
+            _sweep_seed(settings.replace(seed=seed), out, weights_dir, rows)
+        write_compare(out, rows, settings.to_dict())
     return out
 
 

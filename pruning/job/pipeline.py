@@ -6,7 +6,8 @@ validate } until `target` of params/GFLOPs is removed, mAP50-95 drops more than 
 
 Each stage is a method a subclass may override; `run()` calls them in that order.  Everything goes into a run
 directory: every step's checkpoint, `state.json` (what `resume` continues from; it records each finished stage
-and the method that ran it), `report.json`, `report.md`, `trend.png`.  The input weights are only ever read.
+and the method that ran it), `report.json`, `report.md`, `trend.png`, and `run.lock` (held while a process works
+there).  The input weights are only ever read; inputs are checked before the run directory exists.
 
     from pruning import Pruner
     Pruner(pretrained="best.pt", cfg="default.yaml", criterion="l1", epochs_per_step=5).run()

@@ -3,7 +3,8 @@
 A resumed run that took other settings would mix criteria, ratios or data across its steps while `report.md` and
 `state.json` disagree, so every setting must equal the stored one except those in `MAY_CHANGE`, which choose where
 and how fast the work runs, not what it computes.  A finished run is held to the same rule: new settings are
-refused, not ignored.
+refused, not ignored.  A setting the stored ones lack (one added to the job since the run began) is taken as
+given.
 """
 
 from __future__ import annotations
