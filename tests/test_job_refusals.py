@@ -74,8 +74,8 @@ def _bad_inputs(inputs: dict[str, Path], tmp: Path) -> dict[str, tuple[dict, str
     det, data = inputs["detect"], inputs["data"]
     (tmp / "a_file").write_text("")
     return {
-        "garbage": (dict(pretrained=inputs["garbage"]), f"pretrained={inputs['garbage']}: {inputs['garbage']}: not a "
-                                                        f"readable ultralytics checkpoint"),
+        "garbage": (dict(pretrained=inputs["garbage"]), f"pretrained={inputs['garbage']}: not a readable "
+                                                        f"ultralytics checkpoint"),
         "classifier": (dict(pretrained=inputs["classify"]), f"pretrained={inputs['classify']} cannot be pruned: "
                                                             f"ClassificationModel ends in Classify"),
         "pose": (dict(pretrained=inputs["pose"]), f"pretrained={inputs['pose']} cannot be pruned: PoseModel ends in "

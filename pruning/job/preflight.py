@@ -94,7 +94,8 @@ def check_weights(settings: Settings, data_classes: int) -> None:
     try:
         model = fxgraph.load_ultralytics(source)
     except fxgraph.FxGraphError as exc:
-        raise ConfigError(f"{key}={source}: {exc}") from None
+        text = str(exc)
+        raise ConfigError(f"{key}={source}: {text.removeprefix(f'{source}: ')}") from None
     except Exception as exc:  # ultralytics building a foreign or broken yaml
         raise ConfigError(f"{key}={source}: cannot build an ultralytics model from it ({type(exc).__name__}: "
                           f"{exc})") from None
