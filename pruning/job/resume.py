@@ -37,18 +37,19 @@ def read_state(out: Path) -> dict[str, Any]:
     return state
 
 
-def check_same_settings(stored: dict[str, Any], settings: Settings, out: Path) -> list[str]:
-    """Raise ResumeError naming every setting that differs from the run's stored ones (those of MAY_CHANGE aside);
-    returns the allowed changes in words ('device: cpu -> 0') for the log."""
+def check_same_settings(stored: dict[str, Any], settings: Settings, out: Path,
+                        may_change: tuple[str, ...] = MAY_CHANGE) -> list[str]:
+    """Raise ResumeError naming every setting that differs from the run's stored ones (those of `may_change`
+    aside); returns the allowed changes in words ('device: cpu -> 0') for the log."""
     given = settings.to_dict()
-    differ = [k for k in given if k in stored and k not in MAY_CHANGE and _norm(stored[k]) != _norm(given[k])]
+    differ = [k for k in given if k in stored and k not in may_change and _norm(stored[k]) != _norm(given[k])]
     if differ:
         was = ", ".join(f"{k}={stored[k]!r}" for k in differ)
         now = ", ".join(f"{k}={given[k]!r}" for k in differ)
         raise ResumeError(f"resume: {out} was started with {was}; this call gives {now}. A run continues with the "
-                          f"settings it started with: give those (only {', '.join(MAY_CHANGE)} may change), or "
+                          f"settings it started with: give those (only {', '.join(may_change)} may change), or "
                           f"start a new run without resume=true")
-    return [f"{k}: {stored[k]!r} -> {given[k]!r}" for k in MAY_CHANGE
+    return [f"{k}: {stored[k]!r} -> {given[k]!r}" for k in may_change
             if k != "resume" and k in stored and _norm(stored[k]) != _norm(given[k])]
 
 
