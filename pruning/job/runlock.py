@@ -3,13 +3,14 @@
 The lock file records who holds it (pid, host, start time), so a refused process can say whom it waits for.  The
 kernel drops a `flock` when its process ends, however it ends (`kill -9` included), so a lock file left behind by
 a dead process is not stale: the next process simply takes the lock (and logs whose lock file it took over).  The
-file stays in the run directory; only the lock on it counts.  (`flock` is POSIX; on a system without `fcntl`
-the run is not locked, and the job says so.)
+file stays in the run directory; only the lock on it counts.  (`flock` is POSIX: on a system without `fcntl`, or
+a filesystem that refuses locks, the run goes on unlocked and the job says so.)
 """
 
 from __future__ import annotations
 
 import datetime
+import errno
 import json
 import os
 import socket
@@ -45,9 +46,14 @@ class RunLock:
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        except OSError as exc:
             holder = describe(read_holder(fd))
             os.close(fd)
+            if exc.errno not in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES):  # a filesystem without locks
+                from .workspace import log
+
+                log(f"cannot lock {self.path} ({exc.strerror}): the run is not locked against a second process")
+                return self
             raise RunLockedError(f"{self.path.parent} is in use by {holder}: one process at a time may run it; "
                                  f"wait for that one to finish (or stop it), then resume") from None
         self.previous = read_holder(fd)
