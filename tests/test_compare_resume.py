@@ -42,6 +42,7 @@ def fake_work(monkeypatch):
 
     plan = SimpleNamespace(settings={"ratio": 0.25})
     monkeypatch.setattr(cmp, "_check_reachable", lambda s: None)
+    monkeypatch.setattr(cmp, "check_inputs", lambda s: None, raising=False)
     monkeypatch.setattr(cmp, "dataset", lambda s: s.project)
     monkeypatch.setattr(cmp, "initial_weights", lambda s, d, out, wd: weights_file(wd / "step0.pt"))
     monkeypatch.setattr(cmp, "measure", measure)
@@ -91,6 +92,35 @@ def test_an_interrupted_then_resumed_sweep_equals_the_sweep_in_one_go(tmp_path, 
 def test_resume_without_a_cached_sweep_is_refused(tmp_path, fake_work):
     with pytest.raises(PruningError, match="has no rows/ of a compare sweep to continue"):
         cmp.compare(_settings(tmp_path, "never", resume=True))
+
+
+def test_a_sweep_held_by_another_process_is_refused(tmp_path, fake_work):
+    from pruning.job.runlock import RunLock, RunLockedError
+
+    calls, _ = fake_work
+    (tmp_path / "busy" / cmp.ROWS).mkdir(parents=True)
+    with RunLock(tmp_path / "busy"):
+        with pytest.raises(RunLockedError, match="busy is in use by pid"):
+            cmp.compare(_settings(tmp_path, "busy", resume=True))
+    assert calls == [] and sorted(p.name for p in (tmp_path / "busy").iterdir()) == [cmp.ROWS, "run.lock"]
+
+
+def test_a_resumed_sweep_keeps_its_settings_but_may_add_seeds(tmp_path, fake_work):
+    from pruning.job.resume import ResumeError
+
+    calls, state = fake_work
+    state["fail_at"] = "s0-l1-0.5"
+    with pytest.raises(Interrupted):
+        cmp.compare(_settings(tmp_path, "cut"))
+    before = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "cut").rglob("*")}
+    state["fail_at"] = None
+    with pytest.raises(ResumeError, match=r"was started with imgsz=128, compare_epochs=1; this call gives "
+                                          r"imgsz=64, compare_epochs=3"):
+        cmp.compare(_settings(tmp_path, "cut", resume=True, compare_epochs=3, imgsz=64))
+    assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "cut").rglob("*")} == before
+    calls.clear()
+    cmp.compare(_settings(tmp_path, "cut", resume=True, compare_seeds=[0, 1, 2], workers=1))
+    assert calls[0] == "s0-l1-0.5" and calls[-1] == "s2-random-0.5"
 
 
 def test_compare_md_gives_mean_std_over_seeds_and_the_paired_difference_to_detdshap(tmp_path):

@@ -62,7 +62,7 @@ def test_every_default_key_is_documented_with_a_comment():
         ("compare_targets=[]", "compare_targets=.* must be a non-empty list"),
         ("prune_threshold=abc", "prune_threshold='abc' must be null or a finite number"),
         ("compare_metric=latency", "compare_metric='latency' is not one of"),
-        ("iou=1.5", r"iou=1.5 must be a number in \[0, 1\]"),
+        ("iou=1.5", r"iou=1.5 must be a number in \(0, 1\]"),
         ("resume=maybe", "resume='maybe' must be true or false"),
     ],
 )

@@ -24,7 +24,10 @@ from ..criteria import Precomputed
 from ..criteria.progress import progress
 from ..errors import PruningError
 from .config import Settings
+from .preflight import check_inputs
 from .report import COLUMNS, markdown_table
+from .resume import MAY_CHANGE, check_same_settings
+from .runlock import RunLock
 from .workspace import (build_criterion, dataset, finetune_to, initial_weights, lazy_calibration, log, measure, run_dir,
                         traced)
 
@@ -36,14 +39,16 @@ def compare(settings: Settings) -> Path:
     """Run the sweep once per seed of `compare_seeds`; returns the run directory.  Every finished row is cached in
     `rows/`; with `resume=true` the sweep continues in the existing `project/name`, reading the finished rows
     instead of computing them again."""
+    check_inputs(settings)  # weights, data, project: before the run directory exists
     _check_reachable(settings)
     out = _compare_dir(settings)
-    weights_dir = out / "weights"
-    weights_dir.mkdir(exist_ok=True)
-    rows: list[dict[str, Any]] = []
-    for seed in settings.compare_seeds:
-        _sweep_seed(settings.replace(seed=seed), out, weights_dir, rows)
-    write_compare(out, rows, settings.to_dict())
+    with RunLock(out):  # one process per sweep: two would compute and cache the same rows twice
+        weights_dir = out / "weights"
+        weights_dir.mkdir(exist_ok=True)
+        rows: list[dict[str, Any]] = []
+        for seed in settings.compare_seeds:
+            _sweep_seed(settings.replace(seed=seed), out, weights_dir, rows)
+        write_compare(out, rows, settings.to_dict())
     return out
 
 
@@ -98,18 +103,27 @@ def _sweep_seed(settings: Settings, out: Path, weights_dir: Path, rows: list[dic
 
 
 ROWS = "rows"  # the run directory's cache of finished rows, one json file per row
+SETTINGS = "settings.json"  # the sweep's settings as started: a resume must keep them
+# a resumed sweep may also add or drop seeds, criteria and targets: each cached row is keyed by all three
+SWEEP_MAY_CHANGE = MAY_CHANGE + ("seed", "compare_seeds", "compare_criteria", "compare_targets")
 
 
 def _compare_dir(settings: Settings) -> Path:
-    """A new numbered run directory, or with `resume` the existing `project/name` that holds cached rows."""
+    """A new numbered run directory, or with `resume` the existing `project/name` that holds cached rows (refused
+    when its settings differ from the sweep's stored ones in anything but SWEEP_MAY_CHANGE)."""
     if settings.resume:
         base = Path(settings.project) / str(settings.name)
         if not (base / ROWS).is_dir():
             raise PruningError(f"resume: {base} has no {ROWS}/ of a compare sweep to continue; "
                                f"run compare without resume=true first")
+        if (base / SETTINGS).is_file():  # sweeps from before this file was written are not checked
+            stored = json.loads((base / SETTINGS).read_text())
+            for change in check_same_settings(stored, settings, base, SWEEP_MAY_CHANGE):
+                log(f"resume with changed {change}")
         return base
     out = run_dir(settings)
     (out / ROWS).mkdir()
+    (out / SETTINGS).write_text(json.dumps(settings.to_dict(), indent=2, default=str))
     return out
 
 

@@ -13,12 +13,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
+import torch
 import yaml
 
 from ..api import TARGET_METRICS
 
 STEP_METRICS = tuple(m for m in TARGET_METRICS if m != "latency")  # the job: latency targets (pruning.plan_for_target) are not wired into it yet
 from ..criteria import DetDSHAP
+from ..devices import torch_device
 from ..errors import PruningError
 from ..policy import SCOPES
 from .trees import TREES
@@ -193,16 +195,25 @@ def validate(s: dict[str, Any]) -> None:
     for key in POSITIVE:
         if s[key] == 0:
             raise ConfigError(f"{key} must be positive")
-    for key in ("iou", "hsic_lambda"):
-        if not _is_number(s[key]) or s[key] < 0 or (key == "iou" and s[key] > 1):
-            raise ConfigError(f"{key}={s[key]!r} must be a number" + (" in [0, 1]" if key == "iou" else " >= 0"))
+    if not _is_number(s["iou"]) or not 0 < s["iou"] <= 1:  # relprop matches boxes at IoU >= iou: 0 matches all
+        raise ConfigError(f"iou={s['iou']!r} must be a number in (0, 1]")
+    if not _is_number(s["hsic_lambda"]) or s["hsic_lambda"] < 0:
+        raise ConfigError(f"hsic_lambda={s['hsic_lambda']!r} must be a number >= 0")
+    b = s["baseline"]
+    if b not in ("black", "blur") and not (_is_number(b) and 0 <= b <= 1):
+        raise ConfigError(f"baseline={b!r} must be black, blur or a constant grey in [0, 1] (0 is black)")
+    check_device(s["device"])
     if not isinstance(s["resume"], bool):
         raise ConfigError(f"resume={s['resume']!r} must be true or false")
     crit = criterion_names()
-    bad = [c for c in s["compare_criteria"] if c not in crit] if isinstance(s["compare_criteria"], list) else [
-        s["compare_criteria"]]
-    if bad:
-        raise ConfigError(f"compare_criteria: {bad} not among {', '.join(crit)}")
+    listed = s["compare_criteria"]
+    if not isinstance(listed, list) or not listed:
+        raise ConfigError(f"compare_criteria={listed!r} must be a non-empty list of criteria, e.g. "
+                          f"compare_criteria=[{listed if listed in crit else crit[0]}] (choices: {', '.join(crit)})")
+    bad = [c for c in listed if c not in crit]
+    if bad or len(set(listed)) != len(listed):
+        raise ConfigError(f"compare_criteria={listed!r}: " + (f"{', '.join(map(repr, bad))} not among {', '.join(crit)}"
+                          if bad else "a criterion is listed twice"))
     targets = s["compare_targets"]
     if not isinstance(targets, list) or not targets or not all(_is_number(t) and 0 < t < 1 for t in targets):
         raise ConfigError(f"compare_targets={targets!r} must be a non-empty list of fractions in (0, 1)")
@@ -219,6 +230,24 @@ def validate(s: dict[str, Any]) -> None:
         raise ConfigError(f"data={s['data']}: no such dataset yaml (or `trees`, the tiled deepforest images)")
     if s["export"] == "onnx":
         check_export_available()
+
+
+def check_device(device: Any) -> None:
+    """The `device` setting names a device this machine has (a GPU index beyond the count, or cuda without one,
+    would otherwise fail inside torch or ultralytics after the run directory exists)."""
+    try:
+        dev = torch_device(device)
+    except PruningError as exc:
+        raise ConfigError(f"device={device!r}: {exc}") from None
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ConfigError(f"device={device!r}: no CUDA GPU is available here; use device=cpu")
+        if (dev.index or 0) >= count:
+            raise ConfigError(f"device={device!r}: GPU {dev.index} does not exist (this machine has {count}: "
+                              f"0..{count - 1})")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device={device!r}: Apple's MPS is not available here; use device=cpu")
 
 
 def check_export_available() -> None:

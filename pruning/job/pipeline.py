@@ -6,7 +6,8 @@ validate } until `target` of params/GFLOPs is removed, mAP50-95 drops more than 
 
 Each stage is a method a subclass may override; `run()` calls them in that order.  Everything goes into a run
 directory: every step's checkpoint, `state.json` (what `resume` continues from; it records each finished stage
-and the method that ran it), `report.json`, `report.md`, `trend.png`.  The input weights are only ever read.
+and the method that ran it), `report.json`, `report.md`, `trend.png`, and `run.lock` (held while a process works
+there).  The input weights are only ever read; inputs are checked before the run directory exists.
 
     from pruning import Pruner
     Pruner(pretrained="best.pt", cfg="default.yaml", criterion="l1", epochs_per_step=5).run()
@@ -14,7 +15,6 @@ and the method that ran it), `report.json`, `report.md`, `trend.png`.  The input
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -28,7 +28,10 @@ from ..importance import Scores
 from ..plans import Plan
 from ..devices import torch_device
 from .config import Settings, load_config
+from .preflight import check_inputs
 from .report import write_report
+from .resume import check_same_settings, read_state
+from .runlock import LOCK_NAME, RunLock, describe
 from .workspace import (build_criterion, dataset, export_onnx, finetune_to, initial_weights, lazy_calibration, log,
                         measure, relative_to, run_dir, save_state, traced, train_to)
 
@@ -134,14 +137,29 @@ class Pruner:
         save_state(self.out, self.state)
 
     def run(self) -> Path:
-        """Run the whole job (or continue it with `resume=true`); returns the run directory."""
+        """Run the whole job (or continue it with `resume=true`); returns the run directory.
+
+        Before anything is written: the inputs are checked (`preflight.check_inputs`) and a resume's settings are
+        compared with the stored ones (`resume.check_same_settings`).  The run directory is locked while this
+        process works in it (`runlock.RunLock`): a second process on the same run is refused."""
+        s = self.settings
+        check_inputs(s)
+        self.out = run_dir(s)  # resume: the existing project/name; else a new numbered folder, all checks passed
+        changes = check_same_settings(read_state(self.out)["settings"], s, self.out) if s.resume else []
+        with RunLock(self.out) as lock:
+            if lock.previous.get("pid") is not None:
+                log(f"took over {LOCK_NAME}, last held by {describe(lock.previous)} (that process has ended)")
+            return self._run(changes)
+
+    def _run(self, changes: list[str]) -> Path:
         s = self.settings
         torch.manual_seed(s.seed)
-        self.out = run_dir(s)
         self.weights_dir.mkdir(exist_ok=True)
         self._announce()
+        if changes:
+            log(f"resume with changed {'; '.join(changes)} (settings that may change on resume)")
         self.data = dataset(s)
-        self.state = json.loads((self.out / "state.json").read_text()) if s.resume else {}
+        self.state = read_state(self.out) if s.resume else {}
         if not self.state:
             self.state = {"settings": s.to_dict(), "rows": [], "step": 0, "done": False, "stop": None, "stages": []}
             self.state["weights"] = str(self.load())

@@ -1,0 +1,117 @@
+"""Checks of the job's inputs before its run directory exists: where it writes, the data, and the weights.
+
+`load_config` checks each setting alone (types, ranges, choices, device, files exist); `check_inputs` opens what
+they name: the project folder must take new folders, the data yaml must read and find its images, the weights must
+load as an ultralytics detector or segmenter, trace at `imgsz`, and predict as many classes as the data has when
+they are pruned as they are.  Each failure is a `ConfigError` naming the setting and the user's own path, raised
+before anything is written (the run's copy `weights/step0.pt` would otherwise be what a later error names).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import fxgraph
+
+from .config import ConfigError, Settings
+from .synthetic import CLASSES as SHAPES_CLASSES
+from .trees import CLASSES as TREES_CLASSES
+from .trees import TREES, deepforest_data_dir
+
+
+def check_inputs(settings: Settings) -> None:
+    """Raise ConfigError naming the first input the job could not use; writes nothing."""
+    check_project(settings.project)
+    classes = data_classes(settings)
+    check_weights(settings, classes)
+
+
+def check_project(project: str | Path) -> None:
+    """`project` is (or can become) a folder this process can create run directories in."""
+    path = Path(project)
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f"project={project}: {existing} is a file, not a folder; choose another project=")
+    try:  # a real probe: os.access says yes to root on a read-only mount
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"project={project}: cannot create run directories under {existing} "
+                          f"({exc.strerror or exc}); choose a writable project=") from None
+
+
+def data_classes(settings: Settings) -> int:
+    """The number of classes of the job's data; a user's yaml must parse and find images in train and val."""
+    if settings.data is None:
+        return len(SHAPES_CLASSES)
+    if settings.data == TREES:
+        deepforest_data_dir()  # PruningError saying how to install deepforest's images when they are missing
+        return len(TREES_CLASSES)
+    return len(check_data_yaml(settings.data)["names"])
+
+
+def check_data_yaml(data: str | Path) -> dict[str, Any]:
+    """ultralytics's own reading of the data yaml (never downloading), with images found in train and val."""
+    from ultralytics.data.utils import check_det_dataset
+
+    try:
+        info = check_det_dataset(str(data), autodownload=False)
+    except Exception as exc:  # ultralytics raises SyntaxError, FileNotFoundError, TypeError, yaml errors ...
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"data={data}: ultralytics cannot use it ({first}); the job never downloads a "
+                          f"dataset: put its images in place first") from None
+    for split in ("train", "val"):
+        if not count_images(info[split]):
+            raise ConfigError(f"data={data}: no images in its '{split}' split ({info[split]})")
+    return info
+
+
+def count_images(split: str | list[str]) -> int:
+    """How many image files a split names (folders are searched recursively, .txt files list one per line)."""
+    from ultralytics.data.utils import IMG_FORMATS
+
+    total = 0
+    for entry in split if isinstance(split, list) else [split]:
+        p = Path(entry)
+        if p.is_dir():
+            total += sum(1 for f in p.rglob("*") if f.suffix[1:].lower() in IMG_FORMATS and f.is_file())
+        elif p.is_file() and p.suffix == ".txt":
+            lines = [line.strip() for line in p.read_text(errors="replace").splitlines() if line.strip()]
+            total += sum(1 for line in lines if (p.parent / line).is_file() or Path(line).is_file())
+        elif p.is_file() and p.suffix[1:].lower() in IMG_FORMATS:
+            total += 1
+    return total
+
+
+def check_weights(settings: Settings, data_classes: int) -> None:
+    """The model the job starts from (`pretrained`, else the `model` yaml) loads, has a stride that divides
+    `imgsz`, traces, and (when pruned as it is, without training first) predicts the data's number of classes."""
+    key, source = ("pretrained", settings.pretrained) if settings.pretrained is not None else ("model", settings.model)
+    try:
+        model = fxgraph.load_ultralytics(source)
+    except fxgraph.FxGraphError as exc:
+        text = str(exc)
+        raise ConfigError(f"{key}={source}: {text.removeprefix(f'{source}: ')}") from None
+    except Exception as exc:  # ultralytics building a foreign or broken yaml
+        raise ConfigError(f"{key}={source}: cannot build an ultralytics model from it ({type(exc).__name__}: "
+                          f"{exc})") from None
+    stride = int(max(getattr(model, "stride", [32])))
+    if settings.imgsz % stride:
+        low, high = max(stride, settings.imgsz // stride * stride), (settings.imgsz // stride + 1) * stride
+        raise ConfigError(f"imgsz={settings.imgsz} is not a multiple of the largest stride {stride} of {key}={source}; "
+                          f"use imgsz={low} or {high}")
+    try:
+        graph = fxgraph.trace(model, settings.imgsz)
+    except fxgraph.FxGraphError as exc:
+        raise ConfigError(f"{key}={source} cannot be pruned: {exc}") from None
+    if settings.trains_first:
+        return  # ultralytics's trainer gives the model a head for the data's classes
+    nc = graph.nc
+    if nc != data_classes:
+        raise ConfigError(f"pretrained={source} predicts {nc} classes but data={settings.data or 'the synthetic shapes'} "
+                          f"has {data_classes}: a pruned head cannot be re-sized, so use data with the model's "
+                          f"classes, or set pretrain_epochs > 0 to train a head for these first")
