@@ -13,7 +13,7 @@ Owns tracing, node and model facts, graph passes (BN folding) and statistics (pa
 it must import neither relprop nor pruning (tests/test_layers.py).
 """
 
-from .errors import FxGraphError, ModelLoadError, UnsupportedModelError, UnsupportedOpError
+from .errors import ArgumentError, FxGraphError, ModelLoadError, OutputError, UnsupportedModelError, UnsupportedOpError
 from . import nodeinfo
 from .graph import FlatGraph, ModelFacts
 from .loading import embedded_weights, load_ultralytics
@@ -24,12 +24,14 @@ from .tracer import data_args, trace_module
 from .trace_yolo import check_supported, reference_outputs, trace
 
 __all__ = [
+    "ArgumentError",
     "FlatGraph",
     "HEAD_OUTPUT",
     "ModelFacts",
     "NodeInfo",
     "FxGraphError",
     "ModelLoadError",
+    "OutputError",
     "UnsupportedModelError",
     "UnsupportedOpError",
     "check_supported",
