@@ -21,7 +21,7 @@ from .networkx_graph import to_networkx
 from .nodeinfo import HEAD_OUTPUT, NodeInfo, info
 from .passes import fold_batchnorm
 from .tracer import data_args, trace_module
-from .trace_yolo import check_supported, reference_outputs, trace
+from .trace_yolo import check_imgsz, check_supported, reference_outputs, trace
 
 __all__ = [
     "ArgumentError",
@@ -34,6 +34,7 @@ __all__ = [
     "OutputError",
     "UnsupportedModelError",
     "UnsupportedOpError",
+    "check_imgsz",
     "check_supported",
     "data_args",
     "embedded_weights",

@@ -94,9 +94,10 @@ def trace(
     facts = model_facts(source, branch)
     stride = int(facts.stride)
     if h % stride or w % stride:
-        near = sorted({max(stride, round(v / stride) * stride) for v in (h, w)})
+        up = [-(-v // stride) * stride for v in (h, w)]  # rounded up, as ultralytics's check_imgsz does
+        near = up[0] if up[0] == up[1] and h == w else tuple(up)
         raise ArgumentError(f"imgsz {imgsz!r}: {h}x{w} is not a multiple of the model stride {stride}; use a "
-                            f"multiple of {stride} such as {' or '.join(map(str, near))}")
+                            f"multiple of {stride} such as {near}")
     private = copy.deepcopy(source).eval()
     if dtype is not None:
         private = private.to(dtype)

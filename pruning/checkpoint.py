@@ -47,7 +47,9 @@ def save_checkpoint(
     for p in never:
         if p is not None and Path(p).resolve() == target:
             raise OverwriteError(f"{path} holds the weights this model was pruned from; save it under a new name")
-    check_new_file(path, overwrite=overwrite, flag="overwrite=True", error=OverwriteError)
+    if path.is_file() and not overwrite:
+        raise OverwriteError(f"{path} exists; choose another name or pass overwrite=True")
+    check_new_file(path, overwrite=True, error=OutputError)  # not a folder, in a writable place
     snapshot = copy.deepcopy(model).to("cpu").eval()
     if half:
         snapshot = snapshot.half()
