@@ -220,7 +220,8 @@ def _listed_pngs(path: Path) -> set[str]:
     """The PNG names an explanations.json lists (empty when there is none or it cannot be read)."""
     try:
         records = json.loads(path.read_text()).get("explanations", [])
-        return {Path(str(r["png"])).name for r in records if isinstance(r, dict) and "png" in r}
+        names = {Path(str(r["png"])).name for r in records if isinstance(r, dict) and "png" in r}
+        return {n for n in names if n.lower().endswith(".png")}  # never anything but an earlier run's PNGs
     except (OSError, ValueError, AttributeError):
         return set()
 
