@@ -29,7 +29,8 @@ from .rules import AlphaBeta, Gradient, MatMul, MaxPool, Rescale, Rule, Shapley,
 
 __all__ = [
     "AlphaBeta", "BaselineError", "BoxError", "Composite", "ExplainOptions", "Explainer", "Explanation", "Gradient",
-    "ImageError", "Letterbox", "MaxPool", "NoMatchError", "OptionsError", "OutputError", "Pass", "References", "Relevance",
+    "ImageError", "Letterbox", "MaxPool", "NoMatchError", "OptionsError", "OutputError", "Pass", "References",
+    "Relevance",
     "MatMul", "RelevanceGraph", "RelpropError", "Rescale", "Rule", "RuleError", "Shapley", "Softmax", "attribute",
     "deepshap_rules", "detdshap_paper", "explain", "explainer", "relevance_graph", "resolve",
 ]
