@@ -9,8 +9,9 @@ fxgraph.ops), `layer` (ultralytics layer index or None), `module_path`, `module_
 `param` (a parameter's name), `folded_bn` and `role` (`head_output`, with `output`: what it produces).  The
 model's own facts (backbone length, stride, head outputs) are `FlatGraph.facts` (ModelFacts).
 
-Owns tracing, node and model facts, graph passes (BN folding) and statistics (params, GFLOPs).  The base layer:
-it must import neither relprop nor pruning (tests/test_layers.py).
+Owns tracing, node and model facts, graph passes (BN folding) and statistics (params, GFLOPs), and, as the base
+layer every package imports, `fxgraph.outputs`: output files checked before work and written atomically.  It must
+import neither relprop nor pruning (tests/test_layers.py).
 """
 
 from .errors import ArgumentError, FxGraphError, ModelLoadError, OutputError, UnsupportedModelError, UnsupportedOpError
