@@ -389,6 +389,19 @@ def refused_images(draw):
     return draw(st.sampled_from([None, 3, "", [[0, 0, 0]], b"\xff\xd8"]))
 
 
+def test_images_clipped_or_empty_are_refused_not_misread():
+    """Found by the fuzz test below: a 16-bit PIL image was clipped to 255 silently, an empty tensor raised numpy's
+    ValueError."""
+    from PIL import Image
+
+    from relprop.image import read_image
+
+    with pytest.raises(relprop.ImageError, match="mode 'I;16' .* would be clipped to 8 bits"):
+        read_image(Image.fromarray(np.full((4, 4), 1000, dtype=np.uint16)))
+    with pytest.raises(relprop.ImageError, match=r"at least one pixel; got shape \(3, 0, 4\)"):
+        read_image(torch.rand(3, 0, 4))
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(image=refused_images())
 def test_fuzz_images_outside_the_accepted_forms_raise_image_error(explainer64, image):
