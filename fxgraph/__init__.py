@@ -9,11 +9,12 @@ fxgraph.ops), `layer` (ultralytics layer index or None), `module_path`, `module_
 `param` (a parameter's name), `folded_bn` and `role` (`head_output`, with `output`: what it produces).  The
 model's own facts (backbone length, stride, head outputs) are `FlatGraph.facts` (ModelFacts).
 
-Owns tracing, node and model facts, graph passes (BN folding) and statistics (params, GFLOPs).  The base layer:
-it must import neither relprop nor pruning (tests/test_layers.py).
+Owns tracing, node and model facts, graph passes (BN folding) and statistics (params, GFLOPs), and, as the base
+layer every package imports, `fxgraph.outputs`: output files checked before work and written atomically.  It must
+import neither relprop nor pruning (tests/test_layers.py).
 """
 
-from .errors import FxGraphError, ModelLoadError, UnsupportedModelError, UnsupportedOpError
+from .errors import ArgumentError, FxGraphError, ModelLoadError, OutputError, UnsupportedModelError, UnsupportedOpError
 from . import nodeinfo
 from .graph import FlatGraph, ModelFacts
 from .loading import embedded_weights, load_ultralytics
@@ -21,17 +22,20 @@ from .networkx_graph import to_networkx
 from .nodeinfo import HEAD_OUTPUT, NodeInfo, info
 from .passes import fold_batchnorm
 from .tracer import data_args, trace_module
-from .trace_yolo import check_supported, reference_outputs, trace
+from .trace_yolo import check_imgsz, check_supported, reference_outputs, trace
 
 __all__ = [
+    "ArgumentError",
     "FlatGraph",
     "HEAD_OUTPUT",
     "ModelFacts",
     "NodeInfo",
     "FxGraphError",
     "ModelLoadError",
+    "OutputError",
     "UnsupportedModelError",
     "UnsupportedOpError",
+    "check_imgsz",
     "check_supported",
     "data_args",
     "embedded_weights",

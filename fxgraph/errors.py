@@ -17,3 +17,12 @@ class UnsupportedModelError(FxGraphError):
 
 class UnsupportedOpError(FxGraphError):
     """The traced graph holds an op that no later stage (relprop, pruning) knows."""
+
+
+class ArgumentError(FxGraphError, ValueError):
+    """An argument (imgsz, ...) has the wrong type or value; the message says what is accepted."""
+
+
+class OutputError(FxGraphError, OSError):
+    """An output file cannot be written where asked: it exists (and no overwrite was allowed), or its folder is not
+    writable; raised before any work."""

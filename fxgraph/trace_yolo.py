@@ -8,10 +8,11 @@ import re
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
-from .errors import UnsupportedModelError
+from .errors import ArgumentError, UnsupportedModelError
 from . import nodeinfo, ops
 from .graph import FlatGraph, ModelFacts
 from .loading import load_ultralytics
@@ -86,14 +87,17 @@ def trace(
     one2one graph outputs the pre-selection tensor (B, 4 + nc [+ nm], anchors) with xyxy boxes: ultralytics's
     top-k selection stays outside the graph, as NMS does for one2many.
     """
+    h, w = check_imgsz(imgsz)
     source = load_ultralytics(model)
     head = check_supported(source)
     branch = check_branch(head, branch)
-    h, w = (imgsz, imgsz) if isinstance(imgsz, int) else tuple(imgsz)
     facts = model_facts(source, branch)
-    stride = facts.stride
-    if h % stride or w % stride or h <= 0 or w <= 0:
-        raise UnsupportedModelError(f"imgsz {h}x{w} must be positive multiples of the model stride {stride}")
+    stride = int(facts.stride)
+    if h % stride or w % stride:
+        up = [-(-v // stride) * stride for v in (h, w)]  # rounded up, as ultralytics's check_imgsz does
+        near = up[0] if up[0] == up[1] and h == w else tuple(up)
+        raise ArgumentError(f"imgsz {imgsz!r}: {h}x{w} is not a multiple of the model stride {stride}; use a "
+                            f"multiple of {stride} such as {near}")
     private = copy.deepcopy(source).eval()
     if dtype is not None:
         private = private.to(dtype)
@@ -128,6 +132,17 @@ def trace(
     if device is not None:
         graph.to(device)
     return graph
+
+
+def check_imgsz(imgsz: Any) -> tuple[int, int]:
+    """(h, w) from an int or an (h, w) / (n,) sequence of positive ints, as ultralytics takes `imgsz`; ArgumentError
+    naming the value otherwise (a float, a string, zero...), before any model is loaded."""
+    values = list(imgsz) if isinstance(imgsz, (list, tuple)) else [imgsz]
+    if not 1 <= len(values) <= 2 or any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1
+                                        for v in values):
+        raise ArgumentError(f"imgsz must be a positive int or an (h, w) pair of positive ints (multiples of the "
+                            f"model stride, e.g. 640 or (480, 640)); got {imgsz!r} ({type(imgsz).__name__})")
+    return (int(values[0]), int(values[-1]))
 
 
 def model_facts(model: nn.Module, branch: str | None = None) -> ModelFacts:

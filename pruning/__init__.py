@@ -38,6 +38,7 @@ from .coupling import Coupling, Group, Touch, Unit
 from .criteria import CRITERIA, Criterion, Magnitude, RandomCriterion, get_criterion
 from .errors import (
     EmptyLayerError,
+    OutputError,
     OverwriteError,
     PlanError,
     ProtectedChannelError,
@@ -66,7 +67,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "CRITERIA", "Coupling", "Criterion", "CriterionPruner", "DetDSHAPPruner", "EmptyLayerError", "HsicLassoPruner",
-    "MagnitudePruner", "Group", "Magnitude", "OverwriteError", "Plan",
+    "MagnitudePruner", "Group", "Magnitude", "OutputError", "OverwriteError", "Plan",
     "PlanError", "ProtectedChannelError", "Pruned", "PruningError", "RandomCriterion", "RatioError", "Report",
     "SplitConstraintError", "StalePlanError", "Touch", "Unit", "UnknownLayerError", "analyze", "check_plan",
     "dry_run", "get_criterion", "make_plan", "plan", "plan_for_target", "prune", "save_checkpoint", *_JOB,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import os
-import tempfile
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterable
@@ -17,7 +16,9 @@ from typing import Any, Iterable
 import torch
 from torch import nn
 
-from .errors import OverwriteError
+from fxgraph.outputs import atomic_path, check_new_file
+
+from .errors import OutputError, OverwriteError
 
 
 def save_checkpoint(
@@ -32,20 +33,23 @@ def save_checkpoint(
     """Write `model` to `path` the way ultralytics's trainer writes its final weights.
 
     Refuses (OverwriteError) to replace an existing file unless `overwrite`, and always refuses the files in
-    `never` (the weights the model was loaded from).  The write is atomic (temporary file, then rename).
+    `never` (the weights the model was loaded from); a name without .pt or an unwritable folder is an OutputError
+    naming `path`, raised before anything is written.  The write is atomic (temporary file in the same folder, then
+    rename) and the file gets the usual mode (0666 minus the umask, e.g. 0644; a replaced file keeps its mode).
     `half` stores FP16 tensors as ultralytics does; `record` (plain data) is stored under the key 'pruning'.
     """
     import ultralytics
 
     path = Path(path)
     if path.suffix != ".pt":
-        raise ValueError(f"{path}: ultralytics checkpoints end in .pt")
+        raise OutputError(f"{path}: ultralytics checkpoints end in .pt; choose a name like {path.stem or 'model'}.pt")
     target = path.resolve()
     for p in never:
         if p is not None and Path(p).resolve() == target:
             raise OverwriteError(f"{path} holds the weights this model was pruned from; save it under a new name")
-    if path.exists() and not overwrite:
+    if path.is_file() and not overwrite:
         raise OverwriteError(f"{path} exists; choose another name or pass overwrite=True")
+    check_new_file(path, overwrite=True, error=OutputError)  # not a folder, in a writable place
     snapshot = copy.deepcopy(model).to("cpu").eval()
     if half:
         snapshot = snapshot.half()
@@ -71,13 +75,6 @@ def save_checkpoint(
         "train_results": None,
         "pruning": record or {},
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".pt.tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path, error=OutputError) as tmp:
         torch.save(ckpt, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path

@@ -35,5 +35,9 @@ class StalePlanError(PlanError):
     """The plan was made for a different architecture (group sizes differ from the model's)."""
 
 
-class OverwriteError(PruningError, FileExistsError):
+class OutputError(PruningError, OSError):
+    """An output file cannot be written where asked (exists without an overwrite flag, folder not writable)."""
+
+
+class OverwriteError(OutputError, FileExistsError):
     """Saving would overwrite an existing file (never done silently, and never the input weights)."""

@@ -113,6 +113,9 @@ def make_plan(
     layers_in_scope = scope_layers(scope, graph)
     overrides = _resolve_layer_ratios(layer_ratios or {}, graph, coupling, layers_in_scope)
     blocks = [b for b in coupling.all_blocks() if _in_scope(b, coupling, layers_in_scope)]
+    if layers_in_scope is not None and not blocks:
+        raise PlanError(f"scope {scope!r} holds no prunable channel group (layers {sorted(layers_in_scope)} have only "
+                        "protected or unprunable channels); widen the scope")
     crit = get_criterion(criterion)
     groups = [coupling.groups[n] for b in blocks for n in b]
     scores = crit(graph, coupling)

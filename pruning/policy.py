@@ -9,6 +9,7 @@ output anyway; the reason given here tells the user which output a conv produces
 
 from __future__ import annotations
 
+import operator
 from typing import Callable, Iterable
 
 from torch import fx, nn
@@ -16,7 +17,7 @@ from torch import fx, nn
 import fxgraph
 from fxgraph import nodeinfo
 
-from .errors import PlanError
+from .errors import PlanError, UnknownLayerError
 
 SCOPES = ("all", "backbone")
 
@@ -101,7 +102,9 @@ def mirror_branches(drop: dict[str, dict[int, list[int]]], model: nn.Module) -> 
 
 def scope_layers(scope: str | Iterable[int], graph: fxgraph.FlatGraph) -> frozenset[int] | None:
     """Layer indices a plan may cut: None for 'all', the model's backbone layers (`graph.facts.backbone`, from
-    its yaml) for 'backbone', or the given indices."""
+    its yaml) for 'backbone', or the given indices (each one of the model's layers; PlanError / UnknownLayerError
+    naming the scope otherwise, so a typo never gives an empty plan)."""
+    count = len(graph.model.model)
     if isinstance(scope, str):
         if scope == "all":
             return None
@@ -111,8 +114,20 @@ def scope_layers(scope: str | Iterable[int], graph: fxgraph.FlatGraph) -> frozen
                 raise PlanError("scope 'backbone': this model does not say which layers are its backbone "
                                  "(its yaml has no 'backbone' list); give the layer indices instead")
             return frozenset(backbone)
-        raise ValueError(f"unknown scope {scope!r}; use one of {SCOPES} or a list of layer indices")
-    return frozenset(int(i) for i in scope)
+        raise PlanError(f"unknown scope {scope!r}; use one of {', '.join(map(repr, SCOPES))} or a list of layer "
+                        f"indices (0-{count - 1})")
+    try:
+        layers = [operator.index(i) for i in scope]
+    except TypeError:
+        raise PlanError(f"scope must be {' or '.join(map(repr, SCOPES))} or a list of layer indices (0-{count - 1}); "
+                        f"got {scope!r}") from None
+    if not layers:
+        raise PlanError(f"scope {scope!r} names no layers; give layer indices (0-{count - 1}), 'all' or 'backbone'")
+    unknown = sorted(i for i in set(layers) if not 0 <= i < count)
+    if unknown:
+        raise UnknownLayerError(f"scope names layer(s) {unknown} that the model does not have; its layers are "
+                                f"0-{count - 1}")
+    return frozenset(layers)
 
 
 def sync_modules(model: nn.Module) -> None:

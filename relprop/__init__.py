@@ -19,7 +19,8 @@ Owns the relevance rules, the two-phase engine and explaining boxes.  Imports fx
 from .attribute import attribute, relevance_graph
 from .composites import Composite, deepshap_rules, detdshap_paper, resolve
 from .engine import Pass, References, Relevance, RelevanceGraph
-from .errors import BaselineError, BoxError, ImageError, NoMatchError, OptionsError, RelpropError, RuleError
+from .errors import (BaselineError, BoxError, ImageError, NoMatchError, OptionsError, OutputError, RelpropError,
+                     RuleError)
 from .explainer import Explainer, explain, explainer
 from .explanation import Explanation
 from .image import Letterbox
@@ -28,7 +29,8 @@ from .rules import AlphaBeta, Gradient, MatMul, MaxPool, Rescale, Rule, Shapley,
 
 __all__ = [
     "AlphaBeta", "BaselineError", "BoxError", "Composite", "ExplainOptions", "Explainer", "Explanation", "Gradient",
-    "ImageError", "Letterbox", "MaxPool", "NoMatchError", "OptionsError", "Pass", "References", "Relevance",
+    "ImageError", "Letterbox", "MaxPool", "NoMatchError", "OptionsError", "OutputError", "Pass", "References",
+    "Relevance",
     "MatMul", "RelevanceGraph", "RelpropError", "Rescale", "Rule", "RuleError", "Shapley", "Softmax", "attribute",
     "deepshap_rules", "detdshap_paper", "explain", "explainer", "relevance_graph", "resolve",
 ]

@@ -3,7 +3,9 @@
 With no arguments it explains every detection of the embedded model on ultralytics's bus.jpg.  It writes one PNG per
 box and ``explanations.json`` (boxes, classes, scores, reference scores, deltas) into DIR (default: a fresh
 ``runs/relprop/explainN``, as ultralytics numbers its run directories).  Every input is checked and every explanation
-computed before anything is written, so a bad box or a missing image writes nothing and exits with status 2.  It says
+computed before anything is written, so a bad box or a missing image writes nothing and exits with status 2
+(one line ``error: ...`` on stderr).  An existing DIR with files in it is refused before any work unless
+``--force``; the folder is written whole (a temporary folder renamed into place) or not at all.  It says
 what it explains before it starts and prints each file's line as it is written.  Paths in the JSON are relative to
 the current directory when inside it, else file names (the embedded model: a label).
 """
@@ -12,15 +14,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import fxgraph
+from fxgraph.outputs import atomic_dir, check_new_dir, default_mode
 
 from .composites import PRESETS
-from .errors import BaselineError, RelpropError
+from .errors import BaselineError, OutputError, RelpropError
 from .options import ExplainOptions
 from .target import TARGETS
 
@@ -99,7 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--imgsz", type=int, default=640)
     ex.add_argument("--rules", default="deepshap", choices=sorted(PRESETS))
     ex.add_argument("--device", default=None)
-    ex.add_argument("--out", default=None, help="output folder (default: runs/relprop/explainN)")
+    ex.add_argument("--out", default=None, help="output folder (default: runs/relprop/explainN); refused when it "
+                    "exists with files in it, unless --force")
+    ex.add_argument("--force", action="store_true", help="write into an existing --out folder, replacing the "
+                    "explanations of an earlier run there")
     ex.add_argument("--compare-ultralytics", action="store_true",
                     help="also write ultralytics's predict(visualize=True) LayerCAM heatmap into OUT/ultralytics/")
     return parser
@@ -138,6 +147,8 @@ def run_explain(args: argparse.Namespace) -> Path:
     baseline = _baseline(args.baseline)
     options = ExplainOptions(target=args.target, iou=args.iou, cls=args.cls, conf=args.conf, max_det=args.max_det,
                              baseline=baseline, imgsz=args.imgsz, rules=args.rules, device=args.device)
+    force = getattr(args, "force", False)
+    out = check_new_dir(_out_dir(args.out), exist_ok=force, error=OutputError)  # before any work
     model = shown_path(weights) if weights else EMBEDDED_LABEL
     which = f"box {args.box}" if args.box else "every detection"
     _say(f"relprop: explaining {which} of {model} on {shown_path(image)} at {args.imgsz} px "
@@ -145,30 +156,74 @@ def run_explain(args: argparse.Namespace) -> Path:
     start = time.perf_counter()
     result = explain(weights, image, args.box, options)
     explanations = [result] if args.box else list(result)
-    out = _out_dir(args.out)
     _say(f"{len(explanations)} box(es) explained in {time.perf_counter() - start:.0f} s; writing to {out}")
-    out.mkdir(parents=True, exist_ok=True)
     records = []
-    for e in explanations:
-        png = out / f"{e.index:02d}_{e.name}.png"
-        e.save_png(png)
-        r = {**e.to_dict(), "png": png.name}
-        records.append(r)
-        _say(f"#{e.index} {r['png']}: {r['name']} conf={r['conf']:.2f} box={r['box']} score={r['score']:.4f} "
-             f"ref={r['reference_score']:.4f} delta={r['delta']:.2e}")
-    summary = {
-        "weights": model,
-        "image": shown_path(image),
-        "imgsz": args.imgsz,
-        "baseline": _shown_baseline(args.baseline),
-        "rules": args.rules,
-        "explanations": records,
-    }
-    (out / "explanations.json").write_text(json.dumps(summary, indent=2))
-    if getattr(args, "compare_ultralytics", False):
-        _say(f"ultralytics's LayerCAM heatmap written to {ultralytics_heatmap(weights, image, args.imgsz, out)}")
+
+    def write(folder: Path) -> None:
+        for e in explanations:
+            png = folder / f"{e.index:02d}_{e.name}.png"
+            e.save_png(png)
+            r = {**e.to_dict(), "png": png.name}
+            records.append(r)
+            _say(f"#{e.index} {r['png']}: {r['name']} conf={r['conf']:.2f} box={r['box']} score={r['score']:.4f} "
+                 f"ref={r['reference_score']:.4f} delta={r['delta']:.2e}")
+        summary = {
+            "weights": model,
+            "image": shown_path(image),
+            "imgsz": args.imgsz,
+            "baseline": _shown_baseline(args.baseline),
+            "rules": args.rules,
+            "explanations": records,
+        }
+        (folder / "explanations.json").write_text(json.dumps(summary, indent=2))
+        if getattr(args, "compare_ultralytics", False):
+            ultralytics_heatmap(weights, image, args.imgsz, folder)
+            _say(f"ultralytics's LayerCAM heatmap written to {out / 'ultralytics'}")
+
+    write_folder(out, write)
     _say(f"{len(records)} explanation(s) and explanations.json written to {out}")
     return out
+
+
+def write_folder(out: Path, write: Callable[[Path], None]) -> None:
+    """Fill a temporary folder next to (or, when `out` has files, inside) `out` with `write`, then move it into
+    place: a new `out` appears whole or not at all.  Into an existing folder (--force) each file replaces its
+    namesake atomically and the PNGs the previous explanations.json listed but this run did not write are removed,
+    so the JSON lists exactly the PNGs in the folder; other files are left alone."""
+    if not (out.is_dir() and any(out.iterdir())):
+        with atomic_dir(out, error=OutputError) as tmp:
+            write(tmp)
+        return
+    old = _listed_pngs(out / "explanations.json")
+    stage = Path(tempfile.mkdtemp(prefix=".relprop-", dir=out))
+    try:
+        write(stage)
+        written = {entry.name for entry in stage.iterdir()}
+        for entry in sorted(stage.iterdir()):
+            target = out / entry.name
+            if entry.is_dir():
+                if target.is_dir():
+                    shutil.rmtree(target)
+                os.chmod(entry, default_mode(directory=True))
+            else:
+                os.chmod(entry, default_mode())
+            os.replace(entry, target)
+        for name in old - written:
+            (out / name).unlink(missing_ok=True)
+    except OSError as exc:
+        raise OutputError(f"{out}: cannot write ({exc.strerror or exc})") from exc
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def _listed_pngs(path: Path) -> set[str]:
+    """The PNG names an explanations.json lists (empty when there is none or it cannot be read)."""
+    try:
+        records = json.loads(path.read_text()).get("explanations", [])
+        names = {Path(str(r["png"])).name for r in records if isinstance(r, dict) and "png" in r}
+        return {n for n in names if n.lower().endswith(".png")}  # never anything but an earlier run's PNGs
+    except (OSError, ValueError, AttributeError):
+        return set()
 
 
 def ultralytics_heatmap(weights: str | None, image: str | Path, imgsz: int, out: Path) -> Path:
@@ -189,7 +244,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "explain":
             run_explain(args)
-    except (RelpropError, fxgraph.FxGraphError) as exc:
-        print(f"relprop: error: {exc}", file=sys.stderr)
+    except (RelpropError, fxgraph.FxGraphError, OSError) as exc:
+        print("error: " + " ".join(str(exc).split()), file=sys.stderr)
         return 2
     return 0

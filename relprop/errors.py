@@ -33,3 +33,8 @@ class RuleError(RelpropError):
 
 class BaselineError(RelpropError):
     """A reference (baseline) specification could not be turned into reference inputs."""
+
+
+class OutputError(RelpropError, OSError):
+    """An output folder or file cannot be written where asked (exists without --force, not writable); raised
+    before any explanation is computed."""

@@ -83,8 +83,9 @@ class Letterbox:
 
 
 def read_image(image: Any) -> np.ndarray:
-    """A path, numpy HWC BGR array (uint8 or float in [0, 255]), PIL image, or tensor (CHW or 1CHW RGB in [0, 1], as
-    ultralytics takes tensors) → float32 HWC BGR array in [0, 255]."""
+    """A path, numpy HWC BGR(A) or HW grey array (uint8, or float in [0, 255]), 8-bit PIL image, or float tensor (CHW
+    or 1CHW RGB in [0, 1], as ultralytics takes tensors) → float32 HWC BGR array in [0, 255]; ImageError for any other
+    dtype, shape or mode, and for NaN, infinite or out-of-range values."""
     if isinstance(image, (str, Path)):
         path = Path(image)
         if not path.is_file():
@@ -102,9 +103,14 @@ def read_image(image: Any) -> np.ndarray:
             raise ImageError(f"an image tensor must be (3, H, W) or (1, 3, H, W) RGB in [0, 1]; got {tuple(image.shape)}")
         if not t.is_floating_point():
             raise ImageError(f"an image tensor must be floating point RGB in [0, 1]; got dtype {t.dtype}")
+        if t.numel() == 0:
+            raise ImageError(f"an image tensor must have at least one pixel; got shape {tuple(image.shape)}")
         _check_range("an image tensor", t.double().numpy(), 1.0, "RGB in [0, 1] (divide by 255)")
         return np.ascontiguousarray(t.flip(0).permute(1, 2, 0).float().numpy() * 255.0)
     if type(image).__module__.startswith("PIL."):
+        if image.mode in ("I", "F") or image.mode.startswith("I;"):
+            raise ImageError(f"a PIL image in mode {image.mode!r} (16/32-bit values) would be clipped to 8 bits; "
+                             "convert it to 8-bit RGB, or pass a float array in [0, 255]")
         rgb = np.asarray(image.convert("RGB"), dtype=np.float32)
         return np.ascontiguousarray(rgb[..., ::-1])
     if isinstance(image, np.ndarray):

@@ -1,8 +1,11 @@
 """Command line of the pruning pipeline (ultralytics-style key=value overrides of default.yaml):
 
     python -m pruning [--pretrained W] [--cfg default.yaml] [key=value ...]       prune → fine-tune → report
-    python -m pruning score --pretrained W [--out scores.json] [key=value ...]    scores only (torchrun-able)
+    python -m pruning score --pretrained W [--out scores.json [--force]] [key=value ...]   scores only (torchrun-able)
     python -m pruning compare [--cfg F] [key=value ...]                            criteria side by side
+
+Bad input (settings, weights, data, an existing --out file without --force, an unwritable location) prints one line
+`error: ...` on stderr and exits with status 2.
 """
 
 from __future__ import annotations
@@ -10,12 +13,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 import fxgraph
 import relprop
 
-from ..errors import PruningError
+from fxgraph.outputs import check_new_file, write_text
+
+from ..errors import OutputError, PruningError
 from .config import Settings, load_config
 
 
@@ -25,7 +29,9 @@ def _parser(prog: str = "python -m pruning") -> argparse.ArgumentParser:
     p.add_argument("command", nargs="?", default="run", help="run (default), score or compare")
     p.add_argument("--pretrained", default=None, help="weights to prune (default: train `model` on `data` first)")
     p.add_argument("--cfg", default=None, help="settings yaml (default: the repository's default.yaml)")
-    p.add_argument("--out", default=None, help="score: where to write the scores JSON")
+    p.add_argument("--out", default=None, help="score: where to write the scores JSON (an existing file only with "
+                   "--force)")
+    p.add_argument("--force", action="store_true", help="score: replace an existing --out file")
     p.add_argument("overrides", nargs="*", help="key=value settings, e.g. criterion=hsic step_ratio=0.2")
     return p
 
@@ -46,7 +52,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m pruning") -> int:
     try:
         settings = load_config(args.cfg, overrides)
         if args.command == "score":
-            return _score(settings, args.out)
+            return _score(settings, args.out, args.force)
         if args.command == "compare":
             from .compare import compare
 
@@ -58,12 +64,12 @@ def main(argv: list[str] | None = None, prog: str = "python -m pruning") -> int:
         out = Pruner.from_settings(settings).run()
         print(f"run finished: {out} (report.md, trend.png, weights/)")
         return 0
-    except (PruningError, fxgraph.FxGraphError, relprop.RelpropError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except (PruningError, fxgraph.FxGraphError, relprop.RelpropError, OSError) as exc:
+        print("error: " + " ".join(str(exc).split()), file=sys.stderr)
         return 2
 
 
-def _score(settings: Settings, out: str | None) -> int:
+def _score(settings: Settings, out: str | None, force: bool = False) -> int:
     """Score every group with the configured criterion; under torchrun each rank scores its shard."""
     from ..api import analyze
     from ..criteria import distributed
@@ -72,6 +78,8 @@ def _score(settings: Settings, out: str | None) -> int:
 
     if settings.pretrained is None:
         raise PruningError("score needs --pretrained WEIGHTS")
+    if out:
+        check_new_file(out, overwrite=force, error=OutputError)  # before any scoring
     rank, world = distributed.init(settings.device)
     try:
         data = dataset(settings)
@@ -81,7 +89,7 @@ def _score(settings: Settings, out: str | None) -> int:
         if rank == 0:
             text = json.dumps({k: v.tolist() for k, v in scores.items()}, indent=1)
             if out:
-                Path(out).write_text(text)
+                write_text(out, text, error=OutputError)
                 print(f"scores of {len(scores)} groups written to {out} ({world} process(es))")
             else:
                 print(text)

@@ -7,7 +7,7 @@
     detdshap compare [key=value ...]                  = python -m pruning compare ...
 
 `summary` and `explain` also take their options as key=value (`detdshap explain imgsz=320 baseline=blur`), the
-spelling of the pruning settings and of ultralytics.
+spelling of the pruning settings and of ultralytics.  Bad input prints one line `error: ...` and exits with 2.
 """
 
 from __future__ import annotations
@@ -72,10 +72,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command not in COMMANDS:
         print(f"detdshap: error: unknown command '{command}'; use one of {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
+    import fxgraph
+    import relprop
+
+    from ..errors import PruningError
+
     try:
         return int(_runner(command)(rest) or 0)
     except SystemExit as exc:  # argparse's --help and usage errors
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+    except (fxgraph.FxGraphError, relprop.RelpropError, PruningError, OSError) as exc:  # each CLI catches its own
+        print(f"detdshap {command}: error: " + " ".join(str(exc).split()), file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

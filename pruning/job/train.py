@@ -81,6 +81,12 @@ def finetune(model: Any, **overrides: Any):
             path = save_checkpoint(model, Path(tmp) / "pruned.pt", half=False)
         elif isinstance(model, (str, os.PathLike)):
             path = Path(model)
+            if path.suffix != ".pt":
+                raise PruningError(f"finetune: {path} is not a .pt checkpoint; give the pruned weights "
+                                   "(e.g. best-pruned.pt) or a pruning.Pruned")
+            if not path.is_file():
+                raise PruningError(f"finetune: {path}: no such checkpoint file; give the path of the pruned "
+                                   "weights (Pruned.save or the pipeline's weights/ folder)")
         else:
             raise PruningError(f"finetune expects a checkpoint path or a pruned model, got {type(model).__name__}")
         yolo = YOLO(str(path))
