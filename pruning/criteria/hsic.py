@@ -107,18 +107,24 @@ def _weighted_target(blocks: list[torch.Tensor]) -> torch.Tensor:
 class HSIC:
     """HSIC-Lasso path scores per group (see the module docstring).  `lam`: where the path stops (0: followed to
     the end); `pool`: the grid of cells per image; `block`, `perms`: Block HSIC Lasso's block size and number of
-    random partitions (Climente-González et al. 2019; pyHSICLasso's defaults 20 and 3)."""
+    random partitions (Climente-González et al. 2019; pyHSICLasso's defaults 20 and 3); `ridge`: the elastic-net
+    L2 weight (Q's diagonal is 1): near-duplicate filters enter together instead of one at random, which is what
+    makes the order repeat on other images (split-half Spearman, random yolov8n at 64 px, 32 images per half:
+    median 0.94 over groups with ridge 2, 0.73 with ridge 1e-8)."""
 
     name = "hsic"
 
     def __init__(self, calibration: Calibration, *, lam: float = 0.0, pool: int = 4, block: int = 20,
-                 perms: int = 3) -> None:
+                 perms: int = 3, ridge: float = 2.0) -> None:
         if not (isinstance(lam, (int, float)) and lam >= 0):
             raise PruningError(f"HSIC lam must be a number >= 0 (where the Lasso path stops); got {lam!r}")
         if not (isinstance(pool, int) and pool >= 1 and isinstance(block, int) and block >= 2
                 and isinstance(perms, int) and perms >= 1):
             raise PruningError(f"HSIC needs pool >= 1, block >= 2, perms >= 1 (integers); got {pool}, {block}, {perms}")
+        if not (isinstance(ridge, (int, float)) and ridge > 0):
+            raise PruningError(f"HSIC ridge must be a number > 0 (the elastic-net weight); got {ridge!r}")
         self.calibration, self.lam, self.pool, self.block, self.perms = calibration, float(lam), pool, block, perms
+        self.ridge = float(ridge)
 
     def features(self, graph: fxgraph.FlatGraph, paths: set[str]) -> dict[str, torch.Tensor]:
         """Filter path -> its activated outputs as cells (n, C) over the calibration images (gathered across ranks)."""
@@ -160,5 +166,5 @@ class HSIC:
                 scores[group.name] = -2 + x.std(1).sum(1).double().tanh()
                 continue
             scores[group.name] = hsic_path_scores(x, _weighted_target(blocks), lam=self.lam, block=self.block,
-                                                  perms=self.perms)
+                                                  perms=self.perms, ridge=self.ridge)
         return scores

@@ -155,8 +155,9 @@ def lasso_path_scores(q: torch.Tensor, c: torch.Tensor, alive: torch.Tensor | No
     λ (j enters) or an active coefficient reaches 0 (it leaves).  A feature in the support at `lam` scores the λ
     at which it last entered (> lam), so {score > t} is the support at λ = t for every t ≥ lam; a feature outside
     it scores its KKT gradient c_j − (Qα)_j − λ ≤ 0 there (how far it is from entering, in [−1, 0] for unit-norm
-    rows); a dead feature (`alive` False, e.g. a constant filter) scores −2, below all.  `ridge` is added to the
-    diagonal of Q so that Q_AA stays invertible when features are collinear.
+    rows; less 1e-9·(1 − c_j), so that gradients equal up to rounding are ordered by c_j); a dead feature (`alive` False, e.g. a constant filter) scores −2, below all.  `ridge` is added to the
+    diagonal of Q (the elastic net, Zou & Hastie 2005): Q_AA stays invertible when features are collinear, and
+    a larger ridge spreads the path over near-duplicate features instead of picking one of them at random.
     """
     k = c.shape[0]
     q, c = q.double(), c.double()
@@ -233,12 +234,14 @@ def lasso_path_scores(q: torch.Tensor, c: torch.Tensor, alive: torch.Tensor | No
     active = torch.zeros(k, dtype=torch.bool)
     active[order] = True
     grad = c - q @ alpha - lam
-    scores = torch.where(active, entered, grad.clamp_max(0))
+    # outside the support: the KKT gradient (≤ 0 up to rounding), ties (e.g. rounding to 0) broken by c itself
+    outside = grad.clamp_max(0) - 1e-9 * (1 - c.clamp(-1, 1))
+    scores = torch.where(active, entered, outside)
     return torch.where(alive, scores, torch.full_like(scores, -2.0))
 
 
 def hsic_path_scores(filter_features: torch.Tensor, target: torch.Tensor, *, lam: float = 0.0, block: int = 20,
-                     perms: int = 3, seed: int = 0) -> torch.Tensor:
+                     perms: int = 3, seed: int = 0, ridge: float = 1e-8) -> torch.Tensor:
     """Block-HSIC-Lasso path scores (see `lasso_path_scores`) of C features against a target over n samples:
     `filter_features` (C, n, d), standardised here, and `target` (n, D), used as given (weigh its dimensions
     first).  Returns (C,) float64, a full order (higher = keep)."""
@@ -249,4 +252,4 @@ def hsic_path_scores(filter_features: torch.Tensor, target: torch.Tensor, *, lam
     kbar = block_grams(filter_features, block, perms, seed)
     lbar = block_grams(target.reshape(1, target.shape[0], -1), block, perms, seed, standardise=False)[0]
     alive = torch.linalg.vector_norm(kbar, dim=1) > 0.5
-    return lasso_path_scores(kbar @ kbar.T, kbar @ lbar, alive, lam=lam)
+    return lasso_path_scores(kbar @ kbar.T, kbar @ lbar, alive, lam=lam, ridge=ridge)
