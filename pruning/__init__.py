@@ -47,6 +47,7 @@ from .errors import (
     StalePlanError,
     UnknownLayerError,
 )
+from .importance import GroupwiseScores
 from .plans import Plan, check_plan, make_plan
 from .pruners import CriterionPruner, DetDSHAPPruner, HsicLassoPruner, MagnitudePruner
 
@@ -65,7 +66,8 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
-    "CRITERIA", "Coupling", "Criterion", "CriterionPruner", "DetDSHAPPruner", "EmptyLayerError", "HsicLassoPruner",
+    "CRITERIA", "Coupling", "Criterion", "CriterionPruner", "DetDSHAPPruner", "EmptyLayerError", "GroupwiseScores",
+    "HsicLassoPruner",
     "MagnitudePruner", "Group", "Magnitude", "OverwriteError", "Plan",
     "PlanError", "ProtectedChannelError", "Pruned", "PruningError", "RandomCriterion", "RatioError", "Report",
     "SplitConstraintError", "StalePlanError", "Touch", "Unit", "UnknownLayerError", "analyze", "check_plan",
