@@ -44,7 +44,7 @@ def main() -> None:
     ap.add_argument("--val", type=int, default=16)
     ap.add_argument("--draws", type=int, default=5)
     ap.add_argument("--fraction", type=float, default=0.25)
-    ap.add_argument("--taylor", action="store_true")
+    ap.add_argument("--taylor", action="store_true", help="also Taylor (needs the data's classes: use --model)")
     a = ap.parse_args()
     model = random_model(a.model) if a.model else fxgraph.load_ultralytics(None)
     graph = fxgraph.trace(model, a.imgsz)
