@@ -48,6 +48,7 @@ from .errors import (
     StalePlanError,
     UnknownLayerError,
 )
+from .importance import GroupwiseScores
 from .plans import Plan, check_plan, make_plan
 from .pruners import CriterionPruner, DetDSHAPPruner, HsicLassoPruner, MagnitudePruner
 
@@ -66,8 +67,8 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
-    "CRITERIA", "Coupling", "Criterion", "CriterionPruner", "DetDSHAPPruner", "EmptyLayerError", "HsicLassoPruner",
-    "MagnitudePruner", "Group", "Magnitude", "OutputError", "OverwriteError", "Plan",
+    "CRITERIA", "Coupling", "Criterion", "CriterionPruner", "DetDSHAPPruner", "EmptyLayerError", "GroupwiseScores",
+    "HsicLassoPruner", "MagnitudePruner", "Group", "Magnitude", "OutputError", "OverwriteError", "Plan",
     "PlanError", "ProtectedChannelError", "Pruned", "PruningError", "RandomCriterion", "RatioError", "Report",
     "SplitConstraintError", "StalePlanError", "Touch", "Unit", "UnknownLayerError", "analyze", "check_plan",
     "dry_run", "get_criterion", "make_plan", "plan", "plan_for_target", "prune", "save_checkpoint", *_JOB,

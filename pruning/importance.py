@@ -19,6 +19,16 @@ from .errors import PlanError
 Scores = dict[str, torch.Tensor]
 
 
+class GroupwiseScores(dict):
+    """Scores comparable only within a group (e.g. HSIC-Lasso path entry λs: each layer solves its own problem).
+
+    A plan made from them never ranks groups against each other: a `ratio` removes that fraction of every group
+    (each group's budget), and the criterion chooses which units within it; `threshold` still applies as is.
+    """
+
+    global_ranking = False
+
+
 class Criterion(Protocol):
     """Scores every unit of every group of `coupling` (higher = more worth keeping)."""
 

@@ -96,6 +96,8 @@ def make_plan(
     at least `min_channels` channels, and the number it keeps is rounded up to a multiple of `round_to`.
     `threshold` (instead of `ratio`): remove every unit in scope whose raw score is <= threshold, e.g. 0 for the
     HSIC-Lasso coefficients of filters that carry nothing the others do not (coupled groups lose the same number).
+    Scores that are comparable only within a group (`importance.GroupwiseScores`, e.g. HSIC-Lasso) are never
+    ranked globally: `ratio` then removes that fraction of every group.
     """
     if threshold is not None:
         if ratio is not None or layer_ratios:
@@ -120,6 +122,7 @@ def make_plan(
     groups = [coupling.groups[n] for b in blocks for n in b]
     scores = crit(graph, coupling)
     check_scores(scores, groups)
+    global_ranking = global_ranking and getattr(scores, "global_ranking", True)  # see importance.GroupwiseScores
     order = {n: torch.argsort(scores[n], stable=True) for n in (g.name for g in groups)}
 
     counts: dict[tuple[str, ...], int] = {}

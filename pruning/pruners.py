@@ -2,7 +2,7 @@
 
     pruned = pruning.MagnitudePruner(norm=1).prune("best.pt", ratio=0.3)
     pruned = pruning.DetDSHAPPruner(data="data.yaml", imgsz=640).prune(model, target=0.4)   # 40% of GFLOPs
-    pruned = pruning.HsicLassoPruner(data="data.yaml").prune(model, threshold=0.0)          # zero coefficients
+    pruned = pruning.HsicLassoPruner(data="data.yaml").prune(model, threshold=0.0)          # outside the support
 
 Each is exactly `pruning.prune(g, pruning.plan(g, criterion=...))` (or `plan_for_target`) with the criterion built
 from the pruner's arguments; the model and its weights file are never modified.
@@ -100,8 +100,9 @@ class DetDSHAPPruner(_DataPruner):
 
 
 class HsicLassoPruner(_DataPruner):
-    """HSIC-Lasso per layer: a filter scores its non-negative Lasso coefficient (`lam`, the L1 weight).
-    `prune(model, threshold=0.0)` removes the filters whose coefficient is zero."""
+    """HSIC-Lasso per group: a filter scores the λ at which it enters its group's Lasso path (`lam`: where the path
+    stops), the KKT gradient if it never does.  `prune(model, threshold=0.0)` removes the filters outside each
+    group's support at λ = 0; `ratio=`/`target=` remove the same fraction of every group."""
 
     def __init__(self, data: str | Path | Calibration, *, lam: float = 0.0, **options: Any) -> None:
         super().__init__(data, **options)
