@@ -264,5 +264,8 @@ def check_plan(plan: Plan, coupling: Coupling) -> None:
     for block in coupling.blocks:
         counts = {n: len(plan.remove.get(n, ())) for n in block}
         if len(set(counts.values())) > 1:
+            why = coupling.block_reasons.get(block)
+            if why is not None:  # the q/k groups of one attention's heads
+                raise SplitConstraintError(f"{why}; the plan removes {counts}")
             raise SplitConstraintError(f"groups {list(block)} are the parts of one chunk and must lose equally many "
                                        f"channels; the plan removes {counts}")
