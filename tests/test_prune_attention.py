@@ -77,6 +77,9 @@ def test_psablock_key_dims_pruned_equal_zeroed(per_head):
     with torch.no_grad():
         assert float((net(x) - before).abs().max()) <= 1e-5  # ultralytics's own Attention.forward
         assert float((gm(x)[0] - before).abs().max()) <= 1e-5  # the graph with its baked view/split sizes rewritten
+    fast = {n.name: fxgraph.info(n).shape for n in gm.graph.nodes}  # q/k shapes followed by surgery
+    surgery.refresh_shapes(gm, x)
+    assert fast == {n.name: fxgraph.info(n).shape for n in gm.graph.nodes}
 
 
 def test_psablock_key_dims_pruned_without_zeroing_change_the_output():
@@ -248,6 +251,12 @@ def test_yolo_attention_key_dims_pruned_equal_zeroed(name):
     assert max(float((a - b).abs().max()) for a, b in zip(graph_after, graph_before)) <= 1e-5
     retraced = pruning.analyze(fxgraph.trace(pruned.model, imgsz=IMGSZ, dtype=torch.float64))
     assert sorted(cut.layout.key_dim for cut in retraced.heads.values()) == sorted(kept.values())  # prunable again
+    ratios = {cut.layout.module: 0.5 for cut in retraced.heads.values()}
+    again = pruning.prune(pruned.graph, layer_ratios=ratios, criterion="l1")  # the cut graph, not a new trace
+    assert all(m.key_dim < kept[n] for n, m in again.model.named_modules() if n in kept)
+    with torch.no_grad():
+        assert max(float((a - b).abs().max())
+                   for a, b in zip(again.graph.module(x), fxgraph.reference_outputs(again.model, x))) <= 1e-9
 
 
 def test_global_plans_cut_every_head_equally():
