@@ -4,7 +4,8 @@ A `Plan` names groups (see pruning.coupling) and unit indices inside each.  `mak
 criterion's scores, either by one global ranking over every prunable group (the paper's Algorithm 2: scores are
 normalised per group, all units are sorted together, the lowest `ratio` of channels go) or by a ratio per
 layer.  Groups that a split ties together (the halves of a C2f's `chunk(2)`) are ranked as one block that loses
-equally many channels in each group, so the block's own forward code stays valid.
+equally many channels in each group, so the block's own forward code stays valid; the q/k groups of one
+attention's heads form such a block too (every head keeps the same key_dim: "attention constraint 3").
 """
 
 from __future__ import annotations
