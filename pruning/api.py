@@ -30,7 +30,7 @@ from .measure import LatencyOptions, measure_latency
 from .importance import Criterion, Precomputed, criterion_name, get_criterion
 from .errors import PlanError, RatioError
 from .plans import Plan, check_ratio, make_plan
-from .policy import mirror_branches, protector, sync_modules
+from .policy import attention_heads, mirror_branches, protector, sync_modules
 
 
 @dataclass
@@ -112,7 +112,7 @@ def _source_path(model: Any) -> Path | None:
 def analyze(model: Any, imgsz: int | tuple[int, int] = 640) -> Coupling:
     """The channel groups of a YOLO model (a FlatGraph, or anything fxgraph.trace accepts)."""
     g = _graph(model, imgsz)
-    return analyze_graph(g, protect=protector(g))
+    return analyze_graph(g, protect=protector(g), heads=attention_heads(g.model))
 
 
 def plan(

@@ -14,6 +14,12 @@ the same path through splits form a *group* (the channels of one layer, DepGraph
 the parts of one `chunk` form a *block* that must lose equally many channels, because `chunk(2)` in the block's
 own forward code needs equal halves.
 
+Attention: a reshape that a `heads` callback describes as multi-head (`HeadLayout`: num_heads blocks of
+key_dim q, key_dim k and head_dim v channels, ultralytics's `Attention` qkv layout) ties q channel j to k channel j
+of the same head (they are contracted together), tags each head's q/k pairs as their own group and makes the
+heads' groups a block that loses equally many pairs (every head keeps one key_dim); v's channels are pinned, since
+`view(B, C, H, W)` maps them onto the stream.  So attention is pruned by shrinking key_dim equally in every head.
+
 Nothing here knows YOLO: what a node is comes from its NodeInfo (`fxgraph.info`); a filter op whose role is
 `head_output` (set at trace time from the model) is protected, and a `protect` callback may add model-specific
 protection or a more precise reason (see pruning.policy).
@@ -94,12 +100,40 @@ class Group:
         return {t.param for u in self.units for t in u.touches}
 
 
+class HeadLayout(NamedTuple):
+    """How a reshape splits channels into heads: `num_heads` consecutive blocks of `key_dim` q, `key_dim` k and
+    `head_dim` v channels (ultralytics `Attention`: qkv.view(B, num_heads, 2*key_dim + head_dim, N))."""
+
+    num_heads: int
+    key_dim: int
+    head_dim: int
+    module: str  # the attention module's path, for messages
+
+    @property
+    def per_head(self) -> int:
+        return 2 * self.key_dim + self.head_dim
+
+
+@dataclass
+class HeadCut:
+    """An attention reshape found by the analysis: its layout, the qkv weight it reads and the q/k group of each
+    head (unit j of a head's group = its q channel j and k channel j)."""
+
+    layout: HeadLayout
+    param: str | None  # the producing conv's weight (qkv.conv.weight), whose dim 0 holds the q/k/v channels
+    groups: tuple[str, ...]
+
+
 @dataclass
 class Coupling:
     """All channel groups of a graph and the blocks that must lose equally many channels."""
 
     groups: dict[str, Group]
     blocks: list[tuple[str, ...]] = field(default_factory=list)
+    # why a block must lose equally many channels, when it is not a chunk's halves (attention heads)
+    block_reasons: dict[tuple[str, ...], str] = field(default_factory=dict)
+    # reshape node name -> the attention heads it splits
+    heads: dict[str, HeadCut] = field(default_factory=dict)
     # node name -> for each channel of its output, the (group name, unit index) it belongs to, or None for a
     # channel no plan can remove; what lets surgery update shapes without re-running the graph.
     channels: dict[str, list[tuple[str, int] | None]] = field(default_factory=dict, repr=False)
@@ -192,16 +226,18 @@ Labels = list | tuple | None
 def analyze(
     graph: fxgraph.FlatGraph | fx.GraphModule,
     protect: Callable[[fx.Node], str | None] | None = None,
+    heads: Callable[[fx.Node], HeadLayout | None] | None = None,
 ) -> Coupling:
     """Compute the channel groups of a flat graph.
 
     `protect(node)` may return a reason to keep a filter op's outputs (a model's output convs); filter ops whose
     NodeInfo role is `head_output`, and channels that reach an op whose channel semantics we do not know, are
-    protected anyway.
+    protected anyway.  `heads(node)` may describe a reshape as a multi-head split (`HeadLayout`); without it every
+    reshape pins what reaches it.
     """
     gm = graph.module if isinstance(graph, fxgraph.FlatGraph) else graph
     with gc_paused():
-        return _analyze(gm, protect)
+        return _analyze(gm, protect, heads)
 
 
 @contextlib.contextmanager
@@ -217,18 +253,53 @@ def gc_paused():
             gc.enable()
 
 
-def _analyze(gm: fx.GraphModule, protect) -> Coupling:
+def _analyze(gm: fx.GraphModule, protect, heads) -> Coupling:
     labels = _Labels()
     values: dict[fx.Node, Labels] = {}
     constraints: list[tuple[str, list[list[int]]]] = []
+    found: dict[str, tuple[HeadLayout, str | None, list[list[int]]]] = {}
     order = {node: i for i, node in enumerate(gm.graph.nodes)}
     for node in gm.graph.nodes:
         kind = info(node).kind
         if kind in ops.NON_DATA:
             continue
+        layout = heads(node) if heads is not None and kind == "reshape" else None
+        if layout is not None:
+            values[node] = _heads(node, values, labels, constraints, layout, found)
+            continue
         handler = _HANDLERS.get(kind, _opaque)
         values[node] = handler(node, values, labels, constraints, protect)
-    return _collect(labels, constraints, order, gm, values)
+    return _collect(labels, constraints, order, gm, values, found)
+
+
+def _heads(node, values, labels, constraints, layout: HeadLayout, found) -> Labels:
+    """A multi-head reshape (see HeadLayout): q_j and k_j of a head are one unit (attention constraint 2), each
+    head's pairs a group, the heads a block losing equally many (constraint 3); v pinned (constraint 4)."""
+    x = values.get(node.args[0])
+    nh, kd, per = layout.num_heads, layout.key_dim, layout.per_head
+    shape = info(node).shape
+    if not isinstance(x, list) or len(x) != nh * per or shape is None or len(shape) != 4 or tuple(shape[1:3]) != (nh, per):
+        return _opaque(node, values, labels, constraints, None)
+    qs = []
+    for h in range(nh):
+        q, k, v = x[h * per : h * per + kd], x[h * per + kd : h * per + 2 * kd], x[h * per + 2 * kd : (h + 1) * per]
+        for a, b in zip(q, k):
+            labels.union(a, b)
+        for label in q + k:
+            labels.tags[label].add((node.name, h))
+        labels.pin(v, f"attention constraint 4: v channels of {layout.module} map onto its input stream by "
+                      "view(B, C, H, W) (tied to pe, proj and the residual adds); only key dims are pruned")
+        qs.append(q)
+    producer = node.args[0]
+    while info(producer).kind == "batchnorm":
+        producer = producer.args[0]
+    param = _param_name(producer.args[1]) if info(producer).kind == "conv" else None
+    if param is not None:  # the attention's input fixes C of view(B, C, H, W): its width must stay
+        labels.pin(_flat(values.get(producer.args[0])), f"attention constraint 4: the input stream of {layout.module} "
+                   "has as many channels as v (view(B, C, H, W)); whole heads are not pruned by this version")
+    found[node.name] = (layout, param, qs)
+    constraints.append((node.name, qs))
+    return _fresh_for(node, labels, f"comes from {_where(node)}")
 
 
 def _where(node: fx.Node) -> str:
@@ -442,7 +513,7 @@ _HANDLERS: dict[str, Callable] = {
 }
 
 
-def _collect(labels: _Labels, constraints, order, gm: fx.GraphModule, values) -> Coupling:
+def _collect(labels: _Labels, constraints, order, gm: fx.GraphModule, values, found) -> Coupling:
     """Turn the label union-find into units, groups and blocks."""
     members = labels.components()
     node_of_path = {info(n).module_path: n for n in gm.graph.nodes if info(n).kind in ops.FILTER_KINDS}
@@ -507,13 +578,22 @@ def _collect(labels: _Labels, constraints, order, gm: fx.GraphModule, values) ->
         for r in roots:
             group_of_root[r] = name
     blocks = _blocks(labels, constraints, groups, group_of_root)
+    heads, reasons = {}, {}
+    for name, (layout, param, qs) in found.items():
+        names = tuple(group_of_root.get(labels.find(q[0])) for q in qs) if layout.key_dim else ()
+        if not names or None in names or len(set(names)) != len(names):
+            continue  # the pairs did not form one group per head: _blocks protected them
+        heads[name] = HeadCut(layout, param, names)
+        block = next((b for b in blocks if names[0] in b), names)
+        reasons[block] = (f"attention constraint 3: every head of {layout.module} keeps the same key_dim, so its "
+                          f"{layout.num_heads} heads' q/k groups must lose equally many pairs")
     unit_of_root = {r: (name, i) for name, group in groups.items() for i, r in enumerate(group_roots[name])}
     channels = {
         node.name: [unit_of_root.get(labels.find(label)) for label in value]
         for node, value in values.items()
         if isinstance(value, list)
     }
-    return Coupling(groups=groups, blocks=blocks, channels=channels)
+    return Coupling(groups=groups, blocks=blocks, channels=channels, block_reasons=reasons, heads=heads)
 
 
 def _blocks(labels: _Labels, constraints, groups: dict[str, Group], group_of_root: dict[int, str]) -> list[tuple[str, ...]]:

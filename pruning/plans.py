@@ -4,7 +4,8 @@ A `Plan` names groups (see pruning.coupling) and unit indices inside each.  `mak
 criterion's scores, either by one global ranking over every prunable group (the paper's Algorithm 2: scores are
 normalised per group, all units are sorted together, the lowest `ratio` of channels go) or by a ratio per
 layer.  Groups that a split ties together (the halves of a C2f's `chunk(2)`) are ranked as one block that loses
-equally many channels in each group, so the block's own forward code stays valid.
+equally many channels in each group, so the block's own forward code stays valid; the q/k groups of one
+attention's heads form such a block too (every head keeps the same key_dim: "attention constraint 3").
 """
 
 from __future__ import annotations
@@ -270,5 +271,8 @@ def check_plan(plan: Plan, coupling: Coupling) -> None:
     for block in coupling.blocks:
         counts = {n: len(plan.remove.get(n, ())) for n in block}
         if len(set(counts.values())) > 1:
+            why = coupling.block_reasons.get(block)
+            if why is not None:  # the q/k groups of one attention's heads
+                raise SplitConstraintError(f"{why}; the plan removes {counts}")
             raise SplitConstraintError(f"groups {list(block)} are the parts of one chunk and must lose equally many "
                                        f"channels; the plan removes {counts}")

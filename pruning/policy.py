@@ -17,6 +17,7 @@ from torch import fx, nn
 import fxgraph
 from fxgraph import nodeinfo
 
+from .coupling import HeadLayout
 from .errors import PlanError, UnknownLayerError
 
 SCOPES = ("all", "backbone")
@@ -63,7 +64,34 @@ def attention_stream(node_info: fxgraph.NodeInfo, graph: fxgraph.FlatGraph) -> s
     if type(attention).__name__ != "Attention":
         return None
     return (f"attention constraint 4: {parent_path} output is tied to v's channels by view(B, C, H, W) in "
-            f"{type(attention).__name__}; attention heads are not pruned by this version")
+            f"{type(attention).__name__}; whole heads are not pruned by this version (key dims are)")
+
+
+def attention_heads(model: nn.Module) -> Callable[[fx.Node], HeadLayout | None]:
+    """The `heads` callback of `pruning.coupling.analyze` for the traced `model` (a YOLO or any module holding
+    ultralytics `Attention`s): the qkv reshape of each `Attention` splits its channels into `num_heads` blocks of (key_dim q, key_dim k, head_dim v), read from the module itself.
+
+    Pruning inside attention = shrinking key_dim equally in every head (q/k channel pairs; v, pe, proj and the
+    stream untouched), so its forward `qkv.view(B, num_heads, 2*key_dim + head_dim, N)` stays valid once
+    `sync_modules` resyncs key_dim; whole-head removal would also need the stream to lose head_dim channels per
+    head (view(B, C, H, W)), which plans cannot express yet."""
+
+    def heads(node: fx.Node) -> HeadLayout | None:
+        facts = fxgraph.info(node)
+        if facts.module_type != "Attention" or not node.args or not isinstance(node.args[0], fx.Node):
+            return None
+        source = fxgraph.info(node.args[0]).module_path or ""
+        if not source.startswith(f"{facts.module_path}.qkv."):
+            return None
+        try:
+            attention = model.get_submodule(facts.module_path)
+        except AttributeError:
+            return None
+        if not all(isinstance(getattr(attention, a, None), int) for a in ("num_heads", "key_dim", "head_dim")):
+            return None
+        return HeadLayout(attention.num_heads, attention.key_dim, attention.head_dim, facts.module_path)
+
+    return heads
 
 
 BRANCH_PAIRS = (("cv2", "one2one_cv2"), ("cv3", "one2one_cv3"), ("cv4", "one2one_cv4"))
@@ -134,7 +162,8 @@ def sync_modules(model: nn.Module) -> None:
     """After slicing tensors, make each ultralytics module's own attributes agree with its tensors.
 
     Conv2d/ConvTranspose2d channel counts and groups, BatchNorm num_features, and the hidden width `c` of
-    C2f-like blocks (used by their `forward_split`), so that printing, fusing, exporting and re-running the
+    C2f-like blocks (used by their `forward_split`), `Attention`'s num_heads/key_dim/head_dim (its `scale` is
+    kept: the cut network computes what the original did), so that printing, fusing, exporting and re-running the
     module's own forward code all see the pruned sizes.
     """
     for module in model.modules():
@@ -158,6 +187,16 @@ def sync_modules(model: nn.Module) -> None:
             conv = getattr(cv1, "conv", None)
             if isinstance(conv, nn.Conv2d) and conv.out_channels % 2 == 0:
                 module.c = conv.out_channels // 2  # C2f / C3k2 / C2PSA / PSA: cv1 makes 2*c channels, split in halves
+        if _is_attention(module):  # key dims were cut: head_dim and num_heads follow pe, key_dim the rest; scale kept
+            width = module.pe.conv.out_channels
+            module.num_heads = width // module.head_dim
+            module.key_dim = (module.qkv.conv.out_channels // module.num_heads - module.head_dim) // 2
         proto = getattr(module, "proto", None)
         if isinstance(getattr(module, "npr", None), int) and isinstance(getattr(proto, "cv1", None), nn.Module):
             module.npr = proto.cv1.conv.out_channels  # Segment: width of its Proto
+
+
+def _is_attention(module: nn.Module) -> bool:
+    """Whether `module` is laid out like ultralytics's `Attention` (qkv, pe, proj convs and head sizes)."""
+    return all(isinstance(getattr(getattr(module, a, None), "conv", None), nn.Conv2d) for a in ("qkv", "pe", "proj")) \
+        and all(isinstance(getattr(module, a, None), int) for a in ("num_heads", "key_dim", "head_dim"))

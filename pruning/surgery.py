@@ -19,6 +19,7 @@ from fxgraph.nodeinfo import update
 from fxgraph.passes import get_tensor, owner_of
 
 from .coupling import Coupling
+from .errors import PlanError
 from .plans import Plan, check_plan
 
 Removals = dict[str, dict[int, list[int]]]  # parameter name -> dim -> sorted indices to drop
@@ -33,7 +34,44 @@ def removals(coupling: Coupling, plan: Plan) -> Removals:
         for i in indices:
             for t in group.units[i].touches:
                 drop[t.param][t.dim].add(t.index)
-    return {p: {d: sorted(ix) for d, ix in dims.items()} for p, dims in drop.items()}
+    out = {p: {d: sorted(ix) for d, ix in dims.items()} for p, dims in drop.items()}
+    check_heads(coupling, out)
+    return out
+
+
+def check_heads(coupling: Coupling, drop: Removals) -> None:
+    """Raise PlanError naming the attention constraint that the qkv slices of `drop` would break: 1 (whole
+    num_heads * (2*key_dim + head_dim) blocks), 2 (q channel j and k channel j go together), 3 (every head loses
+    the same key dims' count) or 4 (no v channel goes).  The coupling makes plans satisfy them; this guards the
+    slices themselves, whatever built them."""
+    for cut in coupling.heads.values():
+        layout = cut.layout
+        gone = set(drop.get(cut.param, {}).get(0, ()))
+        if not gone:
+            continue
+        nh, kd, per = layout.num_heads, layout.key_dim, layout.per_head
+        where = f"{layout.module} ({nh} heads, key_dim {kd}, head_dim {layout.head_dim})"
+        outside = sorted(i for i in gone if i >= nh * per)
+        if outside:
+            raise PlanError(f"attention constraint 1: {where} has num_heads*(2*key_dim + head_dim) = {nh * per} qkv "
+                            f"channels; the plan drops channels {outside} beyond them")
+        cut_per_head = []
+        for h in range(nh):
+            q = {i - h * per for i in gone if h * per <= i < h * per + kd}
+            k = {i - h * per - kd for i in gone if h * per + kd <= i < h * per + 2 * kd}
+            v = [i for i in gone if h * per + 2 * kd <= i < (h + 1) * per]
+            if v:
+                raise PlanError(f"attention constraint 4: the plan drops v channels {v} of {where}; they map onto the "
+                                "stream by view(B, C, H, W)")
+            if q != k:
+                raise PlanError(f"attention constraint 2: head {h} of {where} drops q dims {sorted(q)} but k dims "
+                                f"{sorted(k)}; q channel j and k channel j share the contraction and go together")
+            cut_per_head.append(len(q))
+        if len(set(cut_per_head)) > 1:
+            raise PlanError(f"attention constraint 3: every head of {where} must keep the same key_dim; the plan "
+                            f"drops {cut_per_head} key dims per head")
+        if cut_per_head[0] >= kd:
+            raise PlanError(f"attention constraint 3: the plan drops every key dim of {where}; keep at least one")
 
 
 def slice_tensors(module: nn.Module, drop: Removals, strict: bool = True) -> None:
@@ -135,6 +173,51 @@ def resize_splits(gm: fx.GraphModule, coupling: Coupling, plan: Plan) -> None:
         node.args = (node.args[0], new, *node.args[2:])
 
 
+def resize_heads(gm: fx.GraphModule, coupling: Coupling, plan: Plan) -> None:
+    """Rewrite the sizes baked into each attention's qkv reshape and q/k/v split (pruning.coupling.HeadLayout) to
+    the key_dim each head keeps, so the graph runs like `Attention.forward` after `key_dim` is resynced; the shape
+    metadata of the q/k path follows (the stream's widths do not change)."""
+    nodes = {n.name: n for n in gm.graph.nodes}
+    for name, cut in coupling.heads.items():
+        r = len(plan.remove.get(cut.groups[0], ()))
+        node = nodes.get(name)
+        if r == 0 or node is None:
+            continue
+        kd, hd = cut.layout.key_dim, cut.layout.head_dim
+        new_kd = kd - r
+        sizes = list(node.args[1])
+        sizes[2] = 2 * new_kd + hd
+        node.args = (node.args[0], sizes, *node.args[2:])
+        _set_dim(node, 2, 2 * new_kd + hd)
+        for split in list(node.users):
+            if getattr(split.target, "overloadpacket", None) is torch.ops.aten.split_with_sizes \
+                    and list(split.args[1]) == [kd, kd, hd]:
+                split.args = (split.args[0], [new_kd, new_kd, hd], *split.args[2:])
+                for part in list(split.users):
+                    if part.args[1] in (0, 1):  # q and k: their key_dim axis shrinks along the way to the matmul
+                        _follow_key_dim(part, 2, new_kd)
+
+
+def _set_dim(node: fx.Node, dim: int, size: int) -> None:
+    shape = info(node).shape
+    if shape is not None and len(shape) > dim:
+        update(node, shape=(*shape[:dim], size, *shape[dim + 1 :]))
+        node.meta.pop("val", None)
+
+
+def _follow_key_dim(node: fx.Node, dim: int, size: int) -> None:
+    """Set axis `dim` of `node`'s shape to `size` and follow it through scaling and transposes up to the matmul."""
+    _set_dim(node, dim, size)
+    for user in list(node.users):
+        kind = info(user).kind
+        if kind in ("mul", "div") and all(not isinstance(a, fx.Node) or a is node for a in user.args):
+            _follow_key_dim(user, dim, size)
+        elif getattr(user.target, "overloadpacket", None) is torch.ops.aten.transpose:
+            rank = len(info(node).shape or ())
+            a, b = (int(d) % rank for d in user.args[1:3])
+            _follow_key_dim(user, b if dim == a else a if dim == b else dim, size)
+
+
 def regroup_depthwise(gm: fx.GraphModule) -> None:
     """Set the `groups` baked into each depthwise conv call (YOLO11's DWConv) to its sliced weight's filter count:
     coupling lets a depthwise conv pass channel i to channel i, so its groups shrink with its channels."""
@@ -162,6 +245,7 @@ def apply(gm: fx.GraphModule, model: nn.Module | None, coupling: Coupling, plan:
     drop = removals(coupling, plan)
     slice_tensors(gm, mirror(drop, gm) if mirror is not None else drop)  # the export keeps unused branches' tensors
     resize_splits(gm, coupling, plan)
+    resize_heads(gm, coupling, plan)
     regroup_depthwise(gm)
     gm.recompile()
     update_shapes(gm, coupling, plan)
