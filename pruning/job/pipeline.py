@@ -1,7 +1,7 @@
 """The relevance-guided pruning job (the paper's Algorithm 2 around ultralytics training) as an object, `Pruner`:
 
 load (or train) → validate → repeat { score filters, plan `step_ratio` of the remaining, prune, fine-tune,
-validate } until `target` of params/GFLOPs is removed, mAP50-95 drops more than `max_map_drop`, or `max_steps`
+validate } until `target` of params/GFLOPs/latency is removed, mAP50-95 drops more than `max_map_drop`, or `max_steps`
 → final fine-tune → export ONNX → report.
 
 Each stage is a method a subclass may override; `run()` calls them in that order.  Everything goes into a run
