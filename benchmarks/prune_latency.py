@@ -39,7 +39,8 @@ import torch  # noqa: E402
 import fxgraph  # noqa: E402
 import pruning  # noqa: E402
 from fxgraph import stats  # noqa: E402
-from pruning.criteria import HSIC, DetDSHAP, Precomputed, RandomCriterion, Taylor, get_criterion, load_calibration  # noqa: E402
+from pruning.criteria import (HSIC, DetDSHAP, Precomputed, RandomCriterion, Taylor, get_criterion,  # noqa: E402
+                              load_calibration)
 from pruning.job.measure import val_metrics  # noqa: E402
 from pruning.measure import LatencyOptions, measure_latency  # noqa: E402
 
@@ -162,7 +163,8 @@ def main() -> None:
                "machine": "2-core shared VM, no GPU", "onnxruntime": __import__("onnxruntime").__version__,
                "seconds": round(time.time() - t_start)}
     conditions = opts.conditions() + "; min and median of the repeats, speed-up = unpruned min / pruned min"
-    meta = {"imgsz": args.imgsz, "command": "python benchmarks/prune_latency.py " + " ".join(sys.argv[1:]), "machine": machine,
+    meta = {"imgsz": args.imgsz, "command": "python benchmarks/prune_latency.py " + " ".join(sys.argv[1:]),
+            "machine": machine,
             "conditions": conditions, "model": "embedded YOLOv8s (fall_detection best.pt), not fine-tuned",
             "map_images": None if args.no_map else n_images, "map_pseudo_boxes": None if args.no_map else n_boxes}
     out = Path(args.out)
@@ -185,7 +187,8 @@ def markdown(meta: dict, rows: list[dict], with_map: bool) -> str:
              f"Model: {meta['model']}; one-shot pruning, scope all, min_channels 8, the channel ratio bisected to the "
              f"GFLOPs target.", ""]
     if with_map:
-        lines += [f"mAP50-95 kept: against the unpruned model's own detections (conf >= 0.25, {meta['map_pseudo_boxes']} "
+        lines += [f"mAP50-95 kept: against the unpruned model's own detections (conf >= 0.25, "
+                  f"{meta['map_pseudo_boxes']} "
                   f"boxes) on {meta['map_images']} images (bus.jpg, zidane.jpg and their flips) — how much of the "
                   f"unpruned output survives, not accuracy on ground truth.", ""]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
