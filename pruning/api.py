@@ -173,6 +173,7 @@ def plan_for_target(
     coupling: Coupling | None = None,
     resolution: float = 1e-3,
     latency: LatencyOptions | None = None,
+    max_ratio: float = 0.99,
 ) -> tuple[Plan, Report]:
     """The smallest globally ranked plan that removes at least `target` of the model's GFLOPs (or params, latency);
     for `GroupwiseScores` (HSIC-Lasso) the same fraction of every group, bisected the same way.
@@ -183,9 +184,10 @@ def plan_for_target(
     bisection measures the real deployed graph, where a per-layer latency table (HALP) would miss fusion and
     layout effects and cost a table per device; use a coarser `resolution` (e.g. 0.02) as each step measures.
 
-    The criterion is scored once; the channel ratio is then bisected to `resolution` with dry runs (surgery on a
-    copy, well under a second each at small image sizes).  Raises PlanError when even the largest ratio allowed
-    by `scope` and `min_channels` cannot remove `target`.  Returns the plan and its dry-run report.
+    The criterion is scored once; the channel ratio is then bisected in [0, `max_ratio`] to `resolution` with dry
+    runs (surgery on a copy, well under a second each at small image sizes).  Raises PlanError when even
+    `max_ratio` of the channels, within `scope` and `min_channels`, cannot remove `target`.  Returns the plan and
+    its dry-run report.
     """
     if not isinstance(target, (int, float)) or isinstance(target, bool) or not 0.0 < float(target) < 1.0:
         raise RatioError(f"target must be a fraction of {metric} to remove in (0, 1); got {target!r}")
@@ -204,11 +206,13 @@ def plan_for_target(
             return p, report, _latency_removed(g, coupling, p, latency or LatencyOptions())
         return p, report, 1 - (report.gflops_ratio if metric == "gflops" else report.params_ratio)
 
-    lo, hi = 0.0, 0.99
+    check_ratio(max_ratio, "max_ratio")
+    lo, hi = 0.0, max_ratio
     best = attempt(hi)
     if best[2] < target:
-        raise PlanError(f"cannot remove {target:.1%} of {metric}: at most {best[2]:.1%} in scope {scope!r} with "
-                        f"min_channels={min_channels}; widen the scope or lower the target")
+        within = f" with {max_ratio:.0%} of the channels" if max_ratio < 0.99 else ""
+        raise PlanError(f"cannot remove {target:.1%} of {metric}: at most {best[2]:.1%} in scope {scope!r}{within} "
+                        f"with min_channels={min_channels}; widen the scope or lower the target")
     while hi - lo > resolution:
         mid = (lo + hi) / 2
         found = attempt(mid)

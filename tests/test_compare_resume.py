@@ -26,7 +26,7 @@ def fake_work(monkeypatch):
     calls: list[str] = []
     state = {"fail_at": None}
 
-    def measure(weights, settings, data, out, step, criterion):
+    def measure(weights, settings, data, out, step, criterion, reference=None):
         tag = f"s{settings.seed}-{step}"
         if tag == state["fail_at"]:
             raise Interrupted(tag)

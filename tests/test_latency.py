@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 import pruning
+from pruning.criteria import Precomputed
 from pruning.measure import LatencyOptions, measure_latency
 
 from conftest import cached_trace
@@ -98,3 +99,111 @@ def test_unreachable_latency_target_is_refused_after_one_measurement():
     with pytest.raises(pruning.PlanError, match="cannot remove 95.0% of latency"):
         pruning.plan_for_target(g, 0.95, metric="latency", scope="backbone", latency=opts)
     assert len(clock.log) == 2  # the unpruned and the largest plan, once each: no bisection, nothing else run
+
+
+# --- the job: target_metric=latency -------------------------------------------------------------------------------
+
+def _fake_runtime(monkeypatch) -> FakeClock:
+    """Every latency the job measures costs the model's parameter count (1 ms per million) on a fake clock."""
+    import pruning.measure
+    from pruning.job import workspace
+
+    clock = FakeClock()
+
+    def runner(model, opts):
+        n = sum(p.numel() for p in model.parameters())
+
+        def run():
+            clock.log.append(n)
+            clock.now += n / 1e9
+        return run
+
+    monkeypatch.setattr(pruning.measure, "_torch_runner", runner)
+    real = workspace.latency_options
+    monkeypatch.setattr(workspace, "latency_options", lambda s: dataclasses.replace(real(s), clock=clock))
+    return clock
+
+
+LATENCY_JOB = dict(model="yolov8n.yaml", pretrain_epochs=1, target_metric="latency", target=0.5, scope="all",
+                   latency_runtime="torch", latency_imgsz=64, latency_warmup=0, latency_repeats=1, imgsz=64,
+                   export="none")
+
+
+def _fake_ms(models) -> list[float]:
+    """What the fake runtime gives each of `models`, in ms."""
+    return [sum(p.numel() for p in m.parameters()) / 1e6 for m in models]
+
+
+@pytest.mark.parametrize("speedup", [1.0, 1.25])
+def test_a_latency_step_that_reaches_the_target_measures_at_or_below_it(monkeypatch, speedup):
+    _fake_runtime(monkeypatch)
+    g = cached_trace("yolov8n.yaml", 64)
+    scores = pruning.get_criterion("l1")(g, pruning.analyze(g))
+    job = pruning.Pruner(step_ratio=0.9, **LATENCY_JOB)
+    job.state = {"rows": [{"speedup": 1.0}, {"speedup": speedup}]}  # the current model is `speedup` x faster
+    plan = job.plan(g, scores, 1)
+    base, cut = _fake_ms([g.model, pruning.prune(g, plan).model])
+    allowed = (1 - 0.5) * speedup  # of the current model's latency: half the unpruned one's
+    assert cut <= allowed * base
+    assert plan.settings["ratio"] < 0.9  # bisected below the whole step ...
+    fewer = pruning.make_plan(g, pruning.analyze(g), ratio=plan.settings["ratio"] - 0.9 / 16 - 0.01,
+                              criterion=Precomputed(scores, "l1"), min_channels=job.settings.min_channels,
+                              round_to=job.settings.round_to)
+    assert _fake_ms([pruning.prune(g, fewer).model])[0] > allowed * base  # ... to about the least that reaches it
+
+
+def test_a_latency_step_that_cannot_reach_the_target_takes_the_whole_step(monkeypatch):
+    _fake_runtime(monkeypatch)
+    g = cached_trace("yolov8n.yaml", 64)
+    scores = pruning.get_criterion("l1")(g, pruning.analyze(g))
+    job = pruning.Pruner(step_ratio=0.1, **LATENCY_JOB)
+    job.state = {"rows": [{"speedup": 1.0}]}
+    assert job.plan(g, scores, 1).settings["ratio"] == 0.1
+
+
+def test_the_job_stops_on_the_interleaved_speed_up():
+    job = pruning.Pruner(step_ratio=0.1, **LATENCY_JOB)
+    row = {"params": 1, "gflops": 1.0, "map50_95": 0.5, "latency_ms": 10.0}
+    job.state = {"rows": [{**row, "speedup": 1.0}, {**row, "latency_ms": 4.0, "speedup": 1.9}], "step": 1}
+    assert job._stop_reason() is None  # 1 - 1/1.9 = 47% < 50%, although 4 ms is 40% of 10 ms
+    job.state["rows"][-1]["speedup"] = 2.05
+    assert job._stop_reason().startswith("target reached: 51.2% of latency removed")
+
+
+def test_an_unreachable_latency_target_is_refused_before_training_or_writing(monkeypatch, tmp_path):
+    from pruning.job import pipeline, workspace
+
+    clock = _fake_runtime(monkeypatch)
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained before refusing the target")
+    for module in (pipeline, workspace):
+        monkeypatch.setattr(module, "train_to", no_training)
+    monkeypatch.setattr(pipeline, "initial_weights", no_training)
+    job = pruning.Pruner(**{**LATENCY_JOB, "target": 0.95, "scope": "backbone", "project": str(tmp_path / "runs")})
+    with pytest.raises(pruning.PlanError, match="cannot remove 95.0% of latency"):
+        job.run()
+    assert len(clock.log) == 2  # the model and its largest backbone cut, timed once each
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_latency_size_the_model_cannot_take_is_refused_before_anything(tmp_path):
+    job = pruning.Pruner(**{**LATENCY_JOB, "latency_imgsz": 100, "project": str(tmp_path / "runs")})
+    with pytest.raises(pruning.PruningError, match="latency_imgsz=100 must be a multiple of the model's stride 32"):
+        job.run()
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_report_row_times_the_checkpoint_against_the_unpruned_one(monkeypatch, tmp_path):
+    from pruning.job.config import load_config
+    from pruning.job.workspace import latency_fields
+
+    _fake_runtime(monkeypatch)
+    g = cached_trace("yolov8n.yaml", 64)
+    ref = pruning.save_checkpoint(g.model, tmp_path / "step0.pt", half=False)
+    cut = pruning.prune(g, ratio=0.5, criterion="l1").model
+    row = latency_fields(cut, load_config(None, LATENCY_JOB), reference=ref)
+    base, mine = _fake_ms([g.model, cut])
+    assert row["latency_ms"] == pytest.approx(mine) and row["latency_median_ms"] == pytest.approx(mine)
+    assert row["speedup"] == pytest.approx(base / mine)
+    assert latency_fields(cut, load_config(None, LATENCY_JOB))["speedup"] == 1.0

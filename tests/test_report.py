@@ -4,23 +4,20 @@ from __future__ import annotations
 
 import json
 
-import torch
-
-from pruning.job.measure import cpu_latency_ms
-from pruning.job.report import markdown_table, write_report
+from pruning.job.report import markdown_table, removed_fraction, write_report
 
 ROWS = [
-    {"step": 0, "criterion": "-", "params": 1000, "gflops": 2.0, "latency_ms": 5.0, "map50": 0.9, "map50_95": 0.6,
-     "recall": 0.8, "f1": 0.85},
-    {"step": 1, "criterion": "l1", "params": 700, "gflops": 1.5, "latency_ms": 4.0, "map50": 0.85, "map50_95": 0.55,
-     "recall": 0.75, "f1": 0.8},
+    {"step": 0, "criterion": "-", "params": 1000, "gflops": 2.0, "latency_ms": 5.0, "latency_median_ms": 5.5,
+     "speedup": 1.0, "map50": 0.9, "map50_95": 0.6, "recall": 0.8, "f1": 0.85},
+    {"step": 1, "criterion": "l1", "params": 700, "gflops": 1.5, "latency_ms": 4.0, "latency_median_ms": 4.4,
+     "speedup": 1.6, "map50": 0.85, "map50_95": 0.55, "recall": 0.75, "f1": 0.8},
 ]
 
 
 def test_markdown_has_a_row_per_step_with_formatted_numbers():
     table = markdown_table(ROWS).splitlines()
     assert len(table) == 2 + len(ROWS)
-    assert table[3].startswith("| 1 | l1 | 700 | 1.500 | 4.0 | 0.850 | 0.550 |")
+    assert table[3].startswith("| 1 | l1 | 700 | 1.500 | 4.0 | 4.4 | 1.60× | 0.850 | 0.550 |")
 
 
 def test_report_files_are_written(tmp_path):
@@ -32,10 +29,22 @@ def test_report_files_are_written(tmp_path):
     assert (tmp_path / "trend.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_latency_is_positive_and_leaves_the_model_alone():
-    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3)).double().train()
-    assert cpu_latency_ms(net, 32, runs=3, warmup=1) > 0
-    assert net.training and next(net.parameters()).dtype == torch.float64
+def test_report_states_the_latency_conditions_and_the_speed_up(tmp_path):
+    settings = {"criterion": "l1", "model": "m.yaml", "imgsz": 64, "latency_imgsz": 640, "latency_runtime":
+                "onnxruntime", "latency_threads": 4, "latency_warmup": 2, "latency_repeats": 8}
+    write_report(tmp_path, ROWS, settings)
+    md = (tmp_path / "report.md").read_text()
+    assert "| GFLOPs@64 | latency@640 min (ms) | median (ms) | speed-up |" in md
+    assert "1.60× faster than the unpruned model (4.0 ms against 6.4 ms)" in md
+    assert ("onnxruntime on the CPU with 4 thread(s), batch 1 at 640x640, 2 warm-up run(s), then 8 timed runs "
+            "interleaved" in md)
+
+
+def test_latency_removed_is_one_minus_the_inverse_interleaved_speed_up():
+    assert removed_fraction(ROWS[1], ROWS[0], "latency") == 1 - 1 / 1.6  # not 1 - 4.0/5.0 from separate calls
+    assert removed_fraction(ROWS[1], ROWS[0], "params") == 1 - 700 / 1000
+    old = {k: v for k, v in ROWS[1].items() if k != "speedup"}  # a row written before speed-ups were recorded
+    assert removed_fraction(old, ROWS[0], "latency") == 1 - 4.0 / 5.0
 
 
 def test_compare_tables_give_kept_map_against_the_unpruned_model_and_the_fine_tuned_control(tmp_path):

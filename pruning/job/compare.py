@@ -16,7 +16,6 @@ import json
 from pathlib import Path
 from typing import Any, Callable
 
-import fxgraph
 import numpy as np
 
 from ..api import analyze, plan_for_target, prune
@@ -25,11 +24,11 @@ from ..criteria.progress import progress
 from ..errors import PruningError
 from .config import Settings
 from .preflight import check_inputs
-from .report import COLUMNS, markdown_table
+from .report import COLUMNS, METRIC_WORDS, latency_note, markdown_table, removed_fraction
 from .resume import MAY_CHANGE, check_same_settings
 from .runlock import RunLock
-from .workspace import (build_criterion, dataset, finetune_to, initial_weights, lazy_calibration, log, measure, run_dir,
-                        traced)
+from .workspace import (build_criterion, check_reachable, dataset, finetune_to, initial_weights, latency_options,
+                        lazy_calibration, log, measure, run_dir, traced)
 
 COMPARE_COLUMNS = (("seed", "seed", "{}"), ("criterion", "criterion", "{}"), ("target", "target", "{:.2f}"),
                    ("channel_ratio", "channels removed", "{:.3f}")) + COLUMNS[2:]
@@ -73,7 +72,8 @@ def _sweep_seed(settings: Settings, out: Path, weights_dir: Path, rows: list[dic
         def control() -> dict[str, Any]:
             weights = finetune_to(start, settings, data, out, f"s{seed}-unpruned-ft", epochs,
                                   weights_dir / f"s{seed}-unpruned-ft.pt")
-            return {**measure(weights, settings, data, out, "ft", "unpruned+ft"), "target": 0.0, "channel_ratio": 0.0}
+            return {**measure(weights, settings, data, out, "ft", "unpruned+ft", reference=start), "target": 0.0,
+                    "channel_ratio": 0.0}
 
         add("unpruned-ft", control)
     calibration = lazy_calibration(settings, data, start)
@@ -84,16 +84,18 @@ def _sweep_seed(settings: Settings, out: Path, weights_dir: Path, rows: list[dic
     def pruned_row(name: str, target: float, tag: str) -> dict[str, Any]:
         if name not in scored:  # scored once per criterion, reused for every target
             scored[name] = Precomputed(build_criterion(name, settings, calibration)(graph, coupling), name)
+        latency = settings.compare_metric == "latency"  # each bisection step is measured: a coarser resolution
         plan, report = plan_for_target(graph, target, metric=settings.compare_metric,
                                        scope=settings.compare_scope, criterion=scored[name],
                                        min_channels=settings.min_channels, round_to=settings.round_to,
-                                       coupling=coupling)
+                                       coupling=coupling, latency=latency_options(settings),
+                                       resolution=0.01 if latency else 1e-3)
         log(f"seed {seed}, {tag}: {plan.settings['ratio']:.3f} of the channels in scope; {report}")
         weights = prune(graph, plan).save(weights_dir / f"s{seed}-{tag}-pruned.pt", overwrite=True, half=False)
         if epochs > 0:
             weights = finetune_to(weights, settings, data, out, f"s{seed}-{tag}", epochs,
                                   weights_dir / f"s{seed}-{tag}.pt")
-        return {**measure(weights, settings, data, out, tag, name), "target": target,
+        return {**measure(weights, settings, data, out, tag, name, reference=start), "target": target,
                 "channel_ratio": plan.settings["ratio"]}
 
     for name, target in progress(jobs, f"compare, seed {seed}"):
@@ -142,12 +144,8 @@ def cached_row(out: Path, key: str, work: Callable[[], dict[str, Any]]) -> dict[
 
 
 def _check_reachable(settings: Settings) -> None:
-    """Refuse targets the scope cannot reach before any training (the most that can be removed depends on the
-    architecture, `compare_scope` and `min_channels` only, not on the weights or the criterion)."""
-    graph = fxgraph.trace(settings.pretrained or settings.model, settings.imgsz)
-    plan_for_target(graph, max(settings.compare_targets), metric=settings.compare_metric,
-                    scope=settings.compare_scope, criterion="random", min_channels=settings.min_channels,
-                    round_to=settings.round_to, resolution=1.0)  # the largest plan only
+    """Refuse targets the scope cannot reach before any training (workspace.check_reachable)."""
+    check_reachable(settings, max(settings.compare_targets), settings.compare_metric, settings.compare_scope)
 
 
 def write_compare(out: Path, rows: list[dict[str, Any]], settings: dict[str, Any]) -> None:
@@ -161,6 +159,7 @@ def write_compare(out: Path, rows: list[dict[str, Any]], settings: dict[str, Any
     text = [f"# Criteria compared on {settings.get('pretrained') or settings.get('model')}", "",
             f"One-shot pruning (scope {settings['compare_scope']}) to each target fraction of {metric} removed, then "
             f"{settings['compare_epochs']} epochs of fine-tuning; box metrics on the val split; seeds {seeds}.", "",
+            latency_note(settings), "",
             markdown_table(rows, COMPARE_COLUMNS), "",
             f"mAP50-95 kept, as a fraction of the unpruned model's {_mean_std(list(unpruned.values()), '{:.3f}')}"
             f"{' (mean ± std over seeds, each seed against its own unpruned model)' if len(seeds) > 1 else ''}:", "",
@@ -232,7 +231,7 @@ def _plot(out: Path, rows: list[dict[str, Any]], metric: str) -> None:
         pts = [(0.0, unpruned, 0.0)]
         for t in sorted({r["target"] for r in mine}):
             at = [r for r in mine if r["target"] == t]
-            removed = [1 - r[metric] / base[_seed(r)][metric] for r in at]
+            removed = [removed_fraction(r, base[_seed(r)], metric) for r in at]
             maps = [r["map50_95"] for r in at]
             pts.append((float(np.mean(removed)), float(np.mean(maps)), float(np.std(maps, ddof=1)) if len(maps) > 1
                         else 0.0))
@@ -242,7 +241,7 @@ def _plot(out: Path, rows: list[dict[str, Any]], metric: str) -> None:
     if control:
         ax.axhline(float(np.mean(control)), color="grey", ls=":", label="unpruned + same fine-tuning")
     ax.axhline(0.97 * unpruned, color="grey", ls="--", lw=0.8, label="97% of unpruned")
-    ax.set_xlabel(f"fraction of {'GFLOPs' if metric == 'gflops' else 'parameters'} removed")
+    ax.set_xlabel(f"fraction of {METRIC_WORDS.get(metric, metric)} removed")
     ax.set_ylabel("mAP50-95 (box, val)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)

@@ -17,11 +17,10 @@ import torch
 import yaml
 
 from ..api import TARGET_METRICS
-
-STEP_METRICS = tuple(m for m in TARGET_METRICS if m != "latency")  # the job: latency targets (pruning.plan_for_target) are not wired into it yet
 from ..criteria import DetDSHAP
 from ..devices import torch_device
 from ..errors import PruningError
+from ..measure import RUNTIMES
 from ..policy import SCOPES
 from .trees import TREES
 
@@ -77,6 +76,11 @@ class Settings:
     name: str
     resume: bool
     export: str
+    latency_imgsz: int
+    latency_runtime: str
+    latency_threads: int
+    latency_warmup: int
+    latency_repeats: int
     compare_criteria: list[str]
     compare_targets: list[float]
     compare_metric: str
@@ -104,15 +108,17 @@ KEYS = tuple(f.name for f in dataclasses.fields(Settings))
 def choices() -> dict[str, tuple[str, ...]]:
     """Setting -> its allowed values, each from the registry that defines them."""
     crit = criterion_names()
-    return {"criterion": crit, "scope": SCOPES, "compare_scope": SCOPES, "target_metric": STEP_METRICS,
-            "compare_metric": STEP_METRICS, "calib_boxes": CALIB_BOXES, "calib_target": tuple(DetDSHAP.TARGETS),
-            "export": EXPORTS}
+    return {"criterion": crit, "scope": SCOPES, "compare_scope": SCOPES, "target_metric": TARGET_METRICS,
+            "compare_metric": TARGET_METRICS, "calib_boxes": CALIB_BOXES, "calib_target": tuple(DetDSHAP.TARGETS),
+            "export": EXPORTS, "latency_runtime": RUNTIMES}
 
 
 FRACTIONS = ("step_ratio", "target", "max_map_drop")
 COUNTS = ("imgsz", "batch", "pretrain_epochs", "epochs_per_step", "final_epochs", "calib_images", "max_steps",
-          "min_channels", "round_to", "workers", "seed", "compare_epochs")
-POSITIVE = ("imgsz", "batch", "round_to", "min_channels", "calib_images")
+          "min_channels", "round_to", "workers", "seed", "compare_epochs", "latency_imgsz", "latency_threads",
+          "latency_warmup", "latency_repeats")
+POSITIVE = ("imgsz", "batch", "round_to", "min_channels", "calib_images", "latency_imgsz", "latency_threads",
+            "latency_repeats")
 
 
 def parse_value(text: str) -> Any:

@@ -1,7 +1,7 @@
 """The relevance-guided pruning job (the paper's Algorithm 2 around ultralytics training) as an object, `Pruner`:
 
 load (or train) → validate → repeat { score filters, plan `step_ratio` of the remaining, prune, fine-tune,
-validate } until `target` of params/GFLOPs is removed, mAP50-95 drops more than `max_map_drop`, or `max_steps`
+validate } until `target` of params/GFLOPs/latency is removed, mAP50-95 drops more than `max_map_drop`, or `max_steps`
 → final fine-tune → export ONNX → report.
 
 Each stage is a method a subclass may override; `run()` calls them in that order.  Everything goes into a run
@@ -29,11 +29,12 @@ from ..plans import Plan
 from ..devices import torch_device
 from .config import Settings, load_config
 from .preflight import check_inputs
-from .report import write_report
+from .report import removed_fraction, write_report
 from .resume import check_same_settings, read_state
 from .runlock import LOCK_NAME, RunLock, describe
-from .workspace import (build_criterion, dataset, export_onnx, finetune_to, initial_weights, lazy_calibration, log,
-                        measure, relative_to, run_dir, save_state, traced, train_to)
+from .workspace import (build_criterion, check_reachable, dataset, export_onnx, finetune_to, initial_weights,
+                        latency_step_plan, lazy_calibration, log, measure, relative_to, run_dir, save_state, traced,
+                        train_to)
 
 STAGES = ("load", "pretrain", "score", "plan", "prune", "finetune", "validate", "export", "report")
 
@@ -85,8 +86,12 @@ class Pruner:
 
     def plan(self, graph: fxgraph.FlatGraph, scores: Scores, step: int) -> Plan:
         """Which units step `step` removes: `step_ratio` of the remaining filters in `scope` by global ranking of
-        `scores`, or every unit scoring <= `prune_threshold` when that is set."""
+        `scores`, or every unit scoring <= `prune_threshold` when that is set.  With target_metric=latency, a step
+        that reaches the target takes only the channel ratio that brings the measured latency to it (bisected)."""
         s = self.settings
+        if s.target_metric == "latency" and s.prune_threshold is None:
+            return latency_step_plan(graph, Precomputed(scores, s.criterion), s,
+                                     self.state["rows"][-1].get("speedup", 1.0))
         return api.plan(graph, ratio=None if s.prune_threshold is not None else s.step_ratio,
                         threshold=s.prune_threshold, scope=s.scope, criterion=Precomputed(scores, s.criterion),
                         min_channels=s.min_channels, round_to=s.round_to)
@@ -106,8 +111,10 @@ class Pruner:
         return finetune_to(weights, self.settings, self.data, self.out, name, epochs, self.weights_dir / f"{name}.pt")
 
     def validate(self, weights: Path, step: int | str, criterion: str) -> dict[str, Any]:
-        """One report row for `weights`: params, GFLOPs (at `imgsz`), CPU latency, box mAP50/mAP50-95, recall, F1."""
-        return measure(weights, self.settings, self.data, self.out, step, criterion)
+        """One report row for `weights`: params, GFLOPs (at `imgsz`), latency (at `latency_imgsz`) and the speed-up
+        against step 0, box mAP50/mAP50-95, recall, F1."""
+        reference = None if step == 0 else self.weights_dir / "step0.pt"
+        return measure(weights, self.settings, self.data, self.out, step, criterion, reference=reference)
 
     def export(self, weights: Path) -> str | None:
         """Export the final weights (`export=onnx`); returns the exported file, or None for `export=none`."""
@@ -144,6 +151,8 @@ class Pruner:
         process works in it (`runlock.RunLock`): a second process on the same run is refused."""
         s = self.settings
         check_inputs(s)
+        if not s.resume:  # before any training or writing: latency_imgsz fits the model, a latency target is reachable
+            check_reachable(s, s.target if s.target_metric == "latency" and s.target > 0 else None, "latency", s.scope)
         self.out = run_dir(s)  # resume: the existing project/name; else a new numbered folder, all checks passed
         changes = check_same_settings(read_state(self.out)["settings"], s, self.out) if s.resume else []
         with RunLock(self.out) as lock:
@@ -182,7 +191,7 @@ class Pruner:
     def _stop_reason(self) -> str | None:
         s, rows = self.settings, self.state["rows"]
         base, last = rows[0], rows[-1]
-        removed = 1 - last[s.target_metric] / base[s.target_metric]
+        removed = removed_fraction(last, base, s.target_metric)
         if removed >= s.target:
             return f"target reached: {removed:.1%} of {s.target_metric} removed"
         if base["map50_95"] - last["map50_95"] > s.max_map_drop:

@@ -11,7 +11,9 @@ COLUMNS = (
     ("criterion", "criterion", "{}"),
     ("params", "params", "{:,}"),
     ("gflops", "GFLOPs", "{:.3f}"),
-    ("latency_ms", "CPU latency (ms)", "{:.1f}"),
+    ("latency_ms", "latency min (ms)", "{:.1f}"),
+    ("latency_median_ms", "median (ms)", "{:.1f}"),
+    ("speedup", "speed-up", "{:.2f}×"),
     ("map50", "mAP50", "{:.3f}"),
     ("map50_95", "mAP50-95", "{:.3f}"),
     ("recall", "recall", "{:.3f}"),
@@ -36,12 +38,37 @@ def _fmt(value: Any, fmt: str) -> str:
         return str(value)
 
 
-def columns_at(imgsz: int | None) -> tuple[tuple[str, str, str], ...]:
-    """COLUMNS with the image size at which GFLOPs and latency were taken written into their headers."""
-    if imgsz is None:
-        return COLUMNS
-    size = {"gflops": f"GFLOPs@{imgsz}", "latency_ms": f"CPU latency@{imgsz} (ms)"}
+def columns_at(imgsz: int | None, latency_imgsz: int | None = None) -> tuple[tuple[str, str, str], ...]:
+    """COLUMNS with the image sizes at which GFLOPs and latency were taken written into their headers."""
+    size = {}
+    if imgsz is not None:
+        size["gflops"] = f"GFLOPs@{imgsz}"
+    if latency_imgsz is not None:
+        size["latency_ms"] = f"latency@{latency_imgsz} min (ms)"
     return tuple((k, size.get(k, h), f) for k, h, f in COLUMNS)
+
+
+METRIC_WORDS = {"params": "parameters", "gflops": "GFLOPs", "latency": "latency"}
+
+
+def removed_fraction(row: Mapping[str, Any], base: Mapping[str, Any], metric: str) -> float:
+    """The fraction of `metric` that `row` removed against `base` (the unpruned row).  Latency: 1 - 1/speed-up,
+    the speed-up being timed interleaved with the unpruned model (rows without one: the ratio of minima)."""
+    if metric == "latency":
+        speedup = row.get("speedup") or base["latency_ms"] / row["latency_ms"]
+        return 1 - 1 / speedup
+    return 1 - row[metric] / base[metric]
+
+
+def latency_note(settings: Mapping[str, Any]) -> str:
+    """The conditions of the latency columns, in words (from the `latency_*` settings)."""
+    runtime = settings.get("latency_runtime", "onnxruntime")
+    where = (f"on the CPU with {settings.get('latency_threads')} thread(s)" if runtime == "onnxruntime"
+             else f"on device {settings.get('device')} (CUDA synchronised)")
+    return (f"Latency: {runtime} {where}, batch 1 at {settings.get('latency_imgsz')}x{settings.get('latency_imgsz')}, "
+            f"{settings.get('latency_warmup')} warm-up run(s), then {settings.get('latency_repeats')} timed runs "
+            f"interleaved with the unpruned model's; minimum and median in ms.  The speed-up is the unpruned model's "
+            f"minimum over this row's, both from the same interleaved call.")
 
 
 def write_report(run_dir: Path, rows: Sequence[dict[str, Any]], settings: Mapping[str, Any]) -> None:
@@ -52,17 +79,21 @@ def write_report(run_dir: Path, rows: Sequence[dict[str, Any]], settings: Mappin
     base = rows[0] if rows else {}
     imgsz = settings.get("imgsz")
     lines = [f"# Pruning report: {settings.get('criterion')} on {settings.get('pretrained') or settings.get('model')}",
-             "", markdown_table(rows, columns_at(imgsz)), ""]
+             "", markdown_table(rows, columns_at(imgsz, settings.get("latency_imgsz"))), ""]
     if rows and base.get("params"):
         last = rows[-1]
         lines.append(
             f"Removed {1 - last['params'] / base['params']:.1%} of parameters and "
             f"{1 - last['gflops'] / base['gflops']:.1%} of GFLOPs; mAP50-95 {base.get('map50_95', 0):.3f} -> "
-            f"{last.get('map50_95', 0):.3f}."
+            f"{last.get('map50_95', 0):.3f}"
+            + (f"; {last['speedup']:.2f}× faster than the unpruned model ({last['latency_ms']:.1f} ms against "
+               f"{last['latency_ms'] * last['speedup']:.1f} ms)." if last.get("speedup") else ".")
         )
+    if settings.get("latency_imgsz") is not None:
+        lines += ["", latency_note(settings)]
     if imgsz is not None:
-        lines += ["", f"GFLOPs and latency are taken at {imgsz}x{imgsz}, the image size of training and of the ONNX "
-                      f"export; ultralytics's own model summary prints GFLOPs at 640x640, so its figure differs."]
+        lines += ["", f"GFLOPs are taken at {imgsz}x{imgsz}, the image size of training and of the ONNX export; "
+                      f"ultralytics's own model summary prints GFLOPs at 640x640, so its figure differs."]
     (run_dir / "report.md").write_text("\n".join(lines) + "\n")
     plot_trend(rows, run_dir / "trend.png", title=f"{settings.get('criterion')} pruning of "
                                                   f"{Path(str(settings.get('pretrained') or settings.get('model'))).name}")
