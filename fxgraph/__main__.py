@@ -1,4 +1,4 @@
-"""Command line: `python -m fxgraph summary [WEIGHTS] [--imgsz N] [--dot FILE]`."""
+"""Command line: `python -m fxgraph summary [WEIGHTS] [--imgsz N] [--device D] [--dot FILE]`."""
 
 from __future__ import annotations
 
@@ -6,9 +6,24 @@ import argparse
 import sys
 from pathlib import Path
 
+import torch
+
 from .errors import FxGraphError
 from .summary import format_summary, write_dot
 from .trace_yolo import trace
+
+
+def _device(text: str | None) -> torch.device | None:
+    """The --device setting as a torch device, FxGraphError if torch does not know it or it is not present here."""
+    if text is None:
+        return None
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        raise FxGraphError(f"--device {text!r} is not a torch device: use cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise FxGraphError(f"--device {text}: no CUDA device is available here; use --device cpu")
+    return device
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -19,9 +34,10 @@ def main(argv: list[str] | None = None) -> int:
     summary.add_argument("--imgsz", type=int, default=640, help="square input size (default 640)")
     summary.add_argument("--fold-bn", action="store_true", help="fold BatchNorm into the preceding convs")
     summary.add_argument("--dot", type=Path, default=None, help="also write the node graph as GraphViz dot")
+    summary.add_argument("--device", default=None, help="trace on this torch device (cpu, cuda, cuda:N; default cpu)")
     args = parser.parse_args(argv)
     try:
-        graph = trace(args.weights, imgsz=args.imgsz, fold_bn=args.fold_bn)
+        graph = trace(args.weights, imgsz=args.imgsz, fold_bn=args.fold_bn, device=_device(args.device))
     except FxGraphError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
