@@ -131,3 +131,25 @@ def test_a_group_of_images_is_sorted_by_label_count_and_keeps_every_image():
     assert [[len(i[1]) for i in g] for g in groups] == [[0, 1], [2, 3], [5]]
     assert [[len(i[1]) for i in g] for g in _groups(iter(items), 2, by_labels=False)] == [[3, 0], [5, 1], [2]]
     assert np.isclose(sum(len(g) for g in groups), len(items))
+
+
+def test_batched_detections_equal_the_per_image_explanations(graph, calibration):
+    """boxes="detections": each image's own detections after NMS (2 per image here), batched as the labels are."""
+    conf, max_det = 1e-9, 2
+    ex = relprop.Explainer(graph.with_folded_batchnorm())
+    expected: dict[str, torch.Tensor] = {}
+    count = 0
+    for image, _, _ in calibration.images():
+        for e in ex.explain(image, None, target="class", conf=conf, max_det=max_det):
+            count += 1
+            for p, r in e.channels.items():
+                r = torch.as_tensor(r, dtype=torch.float64).abs()
+                expected[p] = expected[p] + r if p in expected else r
+    assert count == max_det * len(COUNTS)
+    criterion = DetDSHAP(calibration, boxes="detections", conf=conf, target="class", batch=2)
+    criterion.options = {k: relprop.ExplainOptions.of(o, max_det=max_det) for k, o in criterion.options.items()}
+    got = criterion.filter_stats(graph)
+    assert (criterion.explained, criterion.skipped) == (count, 0)
+    for path in expected:
+        torch.testing.assert_close(got[path], expected[path], rtol=1e-7,
+                                   atol=1e-9 * float(expected[path].abs().max()), msg=path)
