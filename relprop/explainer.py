@@ -25,7 +25,8 @@ from .composites import RulesSpec
 from .engine import References, Relevance, RelevanceGraph
 from .errors import BoxError, OptionsError
 from .explanation import Explanation
-from .image import Letterbox, read_image, reference_inputs, to_input
+from .image import (Letterbox, image_tensor, letterbox_tensor, read_image, reference_inputs,
+                    tensor_reference_inputs, to_input)
 from .options import ExplainOptions
 from .target import Target, check_inside, detections, match, parse_box, topk_detections
 
@@ -84,14 +85,10 @@ class Explainer:
         """
         opts = ExplainOptions.of(options, **changes)
         self._check_model_options(opts)
-        array = read_image(image)
-        lb = Letterbox.fit(array.shape[:2], self.imgsz)
+        x, x0, lb, array = self.inputs(image, opts.baseline)
         given, single = _boxes(box)
         for b in given or ():
-            check_inside(b, array.shape[:2])
-        g = self.graph
-        x = to_input(array, lb, g.dtype, g.device)
-        x0 = reference_inputs(opts.baseline, array, lb, g.dtype, g.device)
+            check_inside(b, lb.orig_shape)
         total: Relevance | None = None
         found: list[Target] = []
         confs: list[float] = []
@@ -109,8 +106,37 @@ class Explainer:
                                        for t in found])
             total = _accumulate(total, step.backward(weights))
         assert total is not None
+        array = array if array is not None else read_image(image)  # for the figure, after the relevance pass
         out = self._explanations(total, k, found, confs, array, lb, given, opts.describe_baseline(k))
         return out[0] if single else out
+
+    def inputs(self, image: Any, baseline: Any = "black") -> tuple[torch.Tensor, torch.Tensor, Letterbox,
+                                                                   np.ndarray | None]:
+        """(x (1, 3, h, w), references x0 (K, 3, h, w), letterbox, the host image array or None) for an image.
+
+        An image tensor is letterboxed, and its "black" / constant / tensor references built, on the graph's device,
+        with no host copy (the array is then None); anything else goes through the float HWC BGR array."""
+        g = self.graph
+        if isinstance(image, torch.Tensor):
+            t = image_tensor(image)
+            lb = Letterbox.fit(tuple(t.shape[-2:]), self.imgsz)
+            x0 = tensor_reference_inputs(baseline, t, lb, g.dtype, g.device)
+            if x0 is not None:
+                return letterbox_tensor(t, lb, g.dtype, g.device), x0, lb, None
+        array = read_image(image)
+        lb = Letterbox.fit(array.shape[:2], self.imgsz)
+        return (to_input(array, lb, g.dtype, g.device), reference_inputs(baseline, array, lb, g.dtype, g.device), lb,
+                array)
+
+    def match(self, pred: torch.Tensor, lb: Letterbox, box: np.ndarray, cls: int | None, opts: ExplainOptions,
+              shown: np.ndarray | None = None) -> Target:
+        """Match one xyxy box in original pixels to the candidates of one `pred` (relprop.target.match with this
+        graph's box format and head); NoMatchError if none qualifies."""
+        facts = self.graph.facts
+        fmt = facts.box_format if facts is not None else "xywh"
+        e2e = facts is not None and facts.branch == "one2one"
+        return match(pred, lb.box_to_input(box), self.graph.nc, iou=opts.iou, cls=cls, kind=opts.target,
+                     shown=shown, box_format=fmt, any_class=e2e)
 
     def _check_model_options(self, opts: ExplainOptions) -> None:
         """Options that ask for another traced model than this one (imgsz, rules, device, dtype) are refused."""
@@ -134,16 +160,14 @@ class Explainer:
 
     def _targets(self, pred: torch.Tensor, lb: Letterbox, given: list[np.ndarray] | None,
                  opts: ExplainOptions) -> tuple[list[Target], list[float]]:
-        nc, kind, iou, cls = self.graph.nc, opts.target, opts.iou, opts.cls
+        nc, iou, cls = self.graph.nc, opts.iou, opts.cls
         facts = self.graph.facts
-        fmt = facts.box_format if facts is not None else "xywh"
         e2e = facts is not None and facts.branch == "one2one"
         if given is not None:
             classes = list(cls) if isinstance(cls, tuple) else [cls] * len(given)
             if len(classes) != len(given):
                 raise BoxError(f"{len(classes)} classes given for {len(given)} boxes")
-            found = [match(pred, lb.box_to_input(b), nc, iou=iou, cls=c, kind=kind, shown=b, box_format=fmt, any_class=e2e)
-                     for b, c in zip(given, classes)]
+            found = [self.match(pred, lb, b, c, opts, shown=b) for b, c in zip(given, classes)]
             confs = [float(pred[4 + t.cls, torch.as_tensor(t.candidates, device=pred.device)].max().detach())
                      for t in found]
             return found, confs
@@ -154,8 +178,7 @@ class Explainer:
         if cls is not None:
             keep = set(cls) if isinstance(cls, tuple) else {cls}
             dets = [d for d in dets if d.cls in keep]
-        found = [match(pred, lb.box_to_input(lb.box_to_original(d.box, clip=False)), nc, iou=iou, cls=d.cls,
-                       kind=kind, box_format=fmt, any_class=e2e) for d in dets]
+        found = [self.match(pred, lb, lb.box_to_original(d.box, clip=False), d.cls, opts) for d in dets]
         return found, [d.conf for d in dets]
 
     def _explanations(self, total: Relevance, k: int, found: list[Target], confs: list[float], array: np.ndarray,
@@ -277,8 +300,13 @@ def explain(model: Any, image: Any, box: Sequence[float] | str | None = None, op
               imgsz (default 640), rules, device, dtype, branch (see `ExplainOptions` for each)
     """
     opts = ExplainOptions.of(options, **changes)
-    array = read_image(image)  # fail fast on a bad image or box, before tracing the model
+    if isinstance(image, torch.Tensor):  # fail fast on a bad image or box, before tracing the model
+        image = image_tensor(image)  # a tensor stays a tensor: letterboxed on the model's device
+        shape = tuple(image.shape[-2:])
+    else:
+        image = read_image(image)
+        shape = image.shape[:2]
     for b in _boxes(box)[0] or ():
-        check_inside(b, array.shape[:2])
+        check_inside(b, shape)
     ex = explainer(model, opts.imgsz or 640, rules=opts.rules, device=opts.device, dtype=opts.dtype, branch=opts.branch)
-    return ex.explain(array, box, opts)
+    return ex.explain(image, box, opts)

@@ -96,16 +96,7 @@ def read_image(image: Any) -> np.ndarray:
         _check_complete(path)
         return array.astype(np.float32)
     if isinstance(image, torch.Tensor):
-        t = image.detach().cpu()
-        if t.dim() == 4 and t.shape[0] == 1:
-            t = t[0]
-        if t.dim() != 3 or t.shape[0] != 3:
-            raise ImageError(f"an image tensor must be (3, H, W) or (1, 3, H, W) RGB in [0, 1]; got {tuple(image.shape)}")
-        if not t.is_floating_point():
-            raise ImageError(f"an image tensor must be floating point RGB in [0, 1]; got dtype {t.dtype}")
-        if t.numel() == 0:
-            raise ImageError(f"an image tensor must have at least one pixel; got shape {tuple(image.shape)}")
-        _check_range("an image tensor", t.double().numpy(), 1.0, "RGB in [0, 1] (divide by 255)")
+        t = image_tensor(image).cpu()
         return np.ascontiguousarray(t.flip(0).permute(1, 2, 0).float().numpy() * 255.0)
     if type(image).__module__.startswith("PIL."):
         if image.mode in ("I", "F") or image.mode.startswith("I;"):
@@ -125,6 +116,67 @@ def read_image(image: Any) -> np.ndarray:
             _check_range("a numpy image", image, 255.0, "BGR in [0, 255]")
         return np.ascontiguousarray(image[..., :3], dtype=np.float32)
     raise ImageError(f"cannot read an image from {type(image).__name__}; give a path, numpy array, PIL image or tensor")
+
+
+def image_tensor(image: torch.Tensor) -> torch.Tensor:
+    """A (3, H, W) or (1, 3, H, W) RGB tensor in [0, 1] → (3, H, W), checked where it lies (the range check reads two
+    numbers back from the device, before any work; the image itself stays there)."""
+    t = image.detach()
+    if t.dim() == 4 and t.shape[0] == 1:
+        t = t[0]
+    if t.dim() != 3 or t.shape[0] != 3:
+        raise ImageError(f"an image tensor must be (3, H, W) or (1, 3, H, W) RGB in [0, 1]; got {tuple(image.shape)}")
+    if not t.is_floating_point():
+        raise ImageError(f"an image tensor must be floating point RGB in [0, 1]; got dtype {t.dtype}")
+    if t.numel() == 0:
+        raise ImageError(f"an image tensor must have at least one pixel; got shape {tuple(image.shape)}")
+    v = t.double()  # float64: tiny negatives must not round to -0.0 and pass
+    finite = torch.isfinite(v)
+    lo, hi, bad = torch.stack([v.where(finite, 0).min(), v.where(finite, 0).max(), (~finite).sum()]).tolist()
+    if bad:
+        raise ImageError(f"an image tensor holds {int(bad)} NaN or infinite value(s); expected RGB in [0, 1]")
+    if lo < 0.0 or hi > 1.0:
+        raise ImageError(f"an image tensor has values in [{lo:g}, {hi:g}]; expected RGB in [0, 1] (divide by 255)")
+    return t
+
+
+def letterbox_tensor(t: torch.Tensor, box: Letterbox, dtype: torch.dtype, device: torch.device,
+                     pad_value: float = PAD_VALUE) -> torch.Tensor:
+    """(C, H, W) or (K, C, H, W) RGB [0, 1] → network input (K, C, h, w), letterboxed on `device` (no host copy).
+
+    Bilinear resize without antialiasing, cv2's INTER_LINEAR (half-pixel centres); cv2 rounds its interpolation
+    weights to fixed point, so the two agree to about 1e-5 of the range where a resize is needed, exactly where not.
+    """
+    t = t.to(device=device, dtype=dtype)
+    t = t.unsqueeze(0) if t.dim() == 3 else t
+    w, h = box.new_unpad
+    if tuple(t.shape[-2:]) != (h, w):
+        t = torch.nn.functional.interpolate(t, size=(h, w), mode="bilinear", align_corners=False)
+    if tuple(t.shape[-2:]) == tuple(box.new_shape):
+        return t
+    out = torch.full((t.shape[0], t.shape[1], *box.new_shape), pad_value / 255.0, dtype=dtype, device=device)
+    out[..., box.top:box.top + h, box.left:box.left + w] = t
+    return out
+
+
+def tensor_reference_inputs(baseline: Any, t: torch.Tensor, box: Letterbox, dtype: torch.dtype,
+                            device: torch.device) -> torch.Tensor | None:
+    """`reference_inputs` for an image tensor (3, H, W), built on `device`, for the baselines that need no host work
+    ("black", a constant, a tensor); None for the others ("blur", background images), which take the numpy path."""
+    if baseline is None or (isinstance(baseline, str) and baseline == "black"):
+        return letterbox_tensor(torch.zeros_like(t), box, dtype, device)
+    if isinstance(baseline, str):
+        try:
+            baseline = float(baseline)
+        except ValueError:
+            return None
+    if isinstance(baseline, (int, float)) and not isinstance(baseline, bool):
+        if not 0.0 <= float(baseline) <= 1.0:
+            raise BaselineError(f"a constant baseline must be in [0, 1] (input scale); got {baseline}")
+        return letterbox_tensor(torch.full_like(t, float(baseline)), box, dtype, device)
+    if isinstance(baseline, torch.Tensor):
+        return reference_inputs(baseline, np.empty((0, 0, 3), np.float32), box, dtype, device)
+    return None
 
 
 def _check_complete(path: Path) -> None:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterable, Iterator
 
+import numpy as np
 import torch
 
 import fxgraph
@@ -25,13 +26,19 @@ class DetDSHAP:
     `target` is what is explained of each box (relprop.target): its class probability ("class", the paper), its
     coordinates ("box"), or both ("all"), where each of the two explanations of a box is scaled to a total
     |relevance| of 1 so that probabilities and pixels weigh alike (filters that only localise count too).
+
+    Batched: `batch` images share one forward, and every (box, kind) of every image of it one backward pass per
+    slot: slot s of image b holds b's s-th (box, kind), so a pass seeds one target of each image at once (the
+    images of a batch do not interact).  `chunk` slots per backward run vmapped (`Pass.channel_relevance`; > 1
+    pays on GPU, not on CPU).  Images are grouped by label count so that a group's images fill about as many slots.
     """
 
     name = "detdshap"
     TARGETS = {"class": ("class",), "box": ("box",), "all": ("class", "box")}
 
     def __init__(self, calibration: Calibration, *, boxes: str = "labels", iou: float = 0.7,
-                 baseline: Any = "black", rules: Any = None, conf: float = 0.25, target: str = "all") -> None:
+                 baseline: Any = "black", rules: Any = None, conf: float = 0.25, target: str = "all",
+                 batch: int = 8, chunk: int = 1) -> None:
         import relprop
 
         if boxes not in ("labels", "detections"):
@@ -43,26 +50,13 @@ class DetDSHAP:
                             for kind in self.TARGETS[target]}
         except relprop.RelpropError as exc:
             raise PruningError(f"DetDSHAP: {exc}") from exc
+        if int(batch) < 1 or int(chunk) < 1:
+            raise PruningError(f"DetDSHAP batch and chunk must be at least 1, got batch={batch}, chunk={chunk}")
         self.calibration, self.boxes, self.iou = calibration, boxes, iou
+        self.batch, self.chunk = int(batch), int(chunk)
         self.kinds = self.TARGETS[target]
         self.explained = 0
         self.skipped = 0
-
-    def _explain(self, explainer: Any, image: torch.Tensor, boxes: torch.Tensor, classes: torch.Tensor,
-                 kind: str) -> tuple[list[Any], int]:
-        """The explanations of one image's boxes for one target kind, and how many boxes matched nothing."""
-        import relprop
-
-        options = self.options[kind]
-        if self.boxes == "detections":
-            return explainer.explain(image, None, options), 0
-        explanations, skipped = [], 0
-        for box, cls in zip(boxes.tolist(), classes.tolist()):
-            try:
-                explanations.append(explainer.explain(image, box, options, cls=int(cls)))
-            except relprop.NoMatchError:
-                skipped += 1
-        return explanations, skipped
 
     def filter_stats(self, graph: fxgraph.FlatGraph) -> FilterStats:
         import relprop
@@ -70,20 +64,9 @@ class DetDSHAP:
         explainer = relprop.Explainer(graph.with_folded_batchnorm(), rules=self.options[self.kinds[0]].rules)
         stats: FilterStats = {}
         self.explained = self.skipped = 0
-        for image, boxes, classes in progress(self.calibration.images(), "detdshap scoring",
-                                              total=self.calibration.n_images):
-            for k, kind in enumerate(self.kinds):
-                explanations, skipped = self._explain(explainer, image, boxes, classes, kind)
-                if k == 0:  # matching does not depend on the kind: count boxes once
-                    self.explained += len(explanations)
-                    self.skipped += skipped
-                for ex in explanations:
-                    relevance = {p: abs(torch.as_tensor(r, dtype=torch.float64)) for p, r in ex.channels.items()}
-                    if len(self.kinds) > 1:
-                        total = sum(float(r.sum()) for r in relevance.values())
-                        relevance = {p: r / total for p, r in relevance.items()} if total > 0 else {}
-                    for path, r in relevance.items():
-                        add_stat(stats, path, r)
+        images = progress(self.calibration.images(), "detdshap scoring", total=self.calibration.n_images)
+        for group in _groups(images, self.batch, by_labels=self.boxes == "labels"):
+            self._score(explainer, group, stats)
         counts = distributed.all_reduce_sums({"n": torch.tensor([float(self.explained), float(self.skipped)])})["n"]
         self.explained, self.skipped = int(counts[0]), int(counts[1])
         if self.explained == 0:
@@ -97,3 +80,96 @@ class DetDSHAP:
     def __call__(self, graph: fxgraph.FlatGraph, coupling: Coupling) -> Scores:
         return unit_scores(coupling, distributed.all_reduce_sums(self.filter_stats(graph)))
 
+    def _score(self, explainer: Any, group: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+               stats: FilterStats) -> None:
+        """Add Σ |relevance| per filter of every matched (box, kind) of a group of images to `stats`: one forward of
+        the group, then `Pass.channel_relevance` over (image, slot) targets."""
+        import relprop
+        from relprop.target import check_inside, parse_box
+
+        opts = self.options[self.kinds[0]]  # the kinds differ only in what is explained, not in which boxes
+        inputs = [explainer.inputs(image, opts.baseline) for image, _, _ in group]
+        n_img, n_ref = len(group), inputs[0][1].shape[0]
+        x = torch.cat([i[0] for i in inputs]).repeat_interleave(n_ref, 0)  # (B·K, 3, h, w): image b at b·K + k
+        x0s = [i[1] for i in inputs]
+        if all(r.shape == x0s[0].shape and torch.equal(r, x0s[0]) for r in x0s[1:]):  # e.g. black: one cached pass
+            refs = explainer.reference(x0s[0] if n_ref == 1 else x0s[0].repeat(n_img, 1, 1, 1))
+        else:
+            refs = explainer.engine.reference(torch.cat(x0s))
+        step = explainer.engine.forward(x, refs)
+        pred = step.outputs[0]
+        found: list[list[Any]] = []
+        for b, ((_, boxes, classes), (_, _, lb, _)) in enumerate(zip(group, inputs)):
+            p = pred[b * n_ref]
+            if self.boxes == "detections":
+                found.append(explainer._targets(p, lb, None, opts)[0])
+                continue
+            targets = []
+            for box, cls in zip(boxes.tolist(), classes.tolist()):
+                box = parse_box(box)
+                check_inside(box, lb.orig_shape)
+                try:
+                    targets.append(explainer.match(p, lb, box, int(cls), opts, shown=box))
+                except relprop.NoMatchError:
+                    self.skipped += 1
+            found.append(targets)
+        self.explained += sum(len(f) for f in found)
+        per_kind = max(len(f) for f in found)
+        if per_kind == 0:
+            return
+        slots = per_kind * len(self.kinds)
+        anchors = pred.shape[-1]
+        rows_b, rows_s, rows_i = [], [], []
+        valid = torch.zeros(n_img, slots, dtype=torch.bool)
+        for b, targets in enumerate(found):
+            for j, t in enumerate(targets):
+                for k, kind in enumerate(self.kinds):
+                    rows = np.array([4 + t.cls]) if kind == "class" else np.arange(4)
+                    flat = (rows[:, None] * anchors + np.asarray(t.candidates)[None, :]).ravel()
+                    for r in range(n_ref):
+                        rows_b.append(np.full(flat.size, b * n_ref + r))
+                        rows_s.append(np.full(flat.size, k * per_kind + j))
+                        rows_i.append(flat)
+                    valid[b, k * per_kind + j] = True
+        device = pred.device
+        bi, si, fi = (torch.as_tensor(np.concatenate(v), dtype=torch.long, device=device)
+                      for v in (rows_b, rows_s, rows_i))
+
+        def scores(outputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
+            """(B·K, slots): Σ of the explained rows of the matched candidates, slot by slot (linear in the output)."""
+            y = outputs[0].flatten(1)
+            out = torch.zeros(y.shape[0], slots, dtype=y.dtype, device=y.device)
+            return out.index_put((bi, si), y[bi, fi], accumulate=True)
+
+        channels = step.channel_relevance(scores, chunk=self.chunk)
+        with torch.no_grad():
+            relevance = {key: (v.view(n_img, n_ref, slots, -1).sum(1) / n_ref).double().abs()
+                         for key, v in channels.items()}
+            weight = valid.to(device=device, dtype=torch.float64)
+            if len(self.kinds) > 1:  # each explanation scaled to a total |relevance| of 1
+                total = sum(r.sum(-1) for r in relevance.values())
+                weight = torch.where(total > 0, weight / total.clamp(min=torch.finfo(torch.float64).tiny), 0.0)
+            for path, r in relevance.items():
+                add_stat(stats, path, (r * weight[..., None]).sum((0, 1)))
+
+
+def _groups(images: Iterable[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], batch: int, *,
+            by_labels: bool) -> Iterator[list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]]:
+    """Images in groups of `batch`; with `by_labels`, a window of 4 groups is sorted by label count first, so that a
+    group's images need about as many backward slots (fewer empty slots) while only 4 groups are held at once."""
+    window: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+    size = batch * 4 if by_labels else batch
+    for item in images:
+        window.append(item)
+        if len(window) == size:
+            yield from _split(window, batch, by_labels)
+            window = []
+    if window:
+        yield from _split(window, batch, by_labels)
+
+
+def _split(window: list, batch: int, by_labels: bool) -> Iterator[list]:
+    if by_labels:
+        window = sorted(window, key=lambda item: len(item[1]))
+    for start in range(0, len(window), batch):
+        yield window[start:start + batch]
