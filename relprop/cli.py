@@ -99,6 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--imgsz", type=int, default=640)
     ex.add_argument("--rules", default="deepshap", choices=sorted(PRESETS))
     ex.add_argument("--device", default=None)
+    ex.add_argument("--branch", default=None, choices=("one2many", "one2one"),
+                    help="YOLO26 head branch: one2many (NMS) or one2one (end-to-end, top-k); default: the one "
+                         "ultralytics's predict uses for the checkpoint")
     ex.add_argument("--out", default=None, help="output folder (default: runs/relprop/explainN)")
     ex.add_argument("--compare-ultralytics", action="store_true",
                     help="also write ultralytics's predict(visualize=True) LayerCAM heatmap into OUT/ultralytics/")
@@ -137,7 +140,8 @@ def run_explain(args: argparse.Namespace) -> Path:
     image = image or default_image()
     baseline = _baseline(args.baseline)
     options = ExplainOptions(target=args.target, iou=args.iou, cls=args.cls, conf=args.conf, max_det=args.max_det,
-                             baseline=baseline, imgsz=args.imgsz, rules=args.rules, device=args.device)
+                             baseline=baseline, imgsz=args.imgsz, rules=args.rules, device=args.device,
+                             branch=args.branch)
     model = shown_path(weights) if weights else EMBEDDED_LABEL
     which = f"box {args.box}" if args.box else "every detection"
     _say(f"relprop: explaining {which} of {model} on {shown_path(image)} at {args.imgsz} px "

@@ -207,7 +207,7 @@ def test_several_boxes_equal_each_alone_on_yolo26_one2one():
     assert len(many) == len(chosen)
     for b, m in zip(chosen, many):
         one = ex.explain(IMAGE, b, iou=0.5)
-        assert one.cls == m.cls and one.candidates == m.candidates
+        assert one.cls == m.cls and np.array_equal(one.candidates, m.candidates)
         assert one.score == pytest.approx(m.score, abs=1e-12)
         torch.testing.assert_close(one.input_relevance, m.input_relevance, rtol=1e-10, atol=1e-12)
         assert completeness_ok(one, 1e-6)
@@ -241,3 +241,33 @@ def test_completeness_real_uitag_yolo11s():
     for e, e32 in zip(exact, found):
         assert completeness_ok(e, 1e-6), (e.delta, e.score, e.reference_score)
         assert e.score == pytest.approx(e32.score, rel=1e-3)
+
+
+def test_cli_branch_reaches_explain_and_summary(monkeypatch, capsys, tmp_path):
+    """`--branch` of `python -m relprop explain` and `python -m fxgraph summary` is passed through (the traces and
+    the explaining behind them are tested above, so both are stubbed here)."""
+    import fxgraph.__main__ as fx_cli
+    import relprop.explainer
+    from relprop import cli
+
+    seen = {}
+
+    def fake_explain(weights, image, box, options):
+        seen.update(weights=weights, branch=options.branch)
+        return []
+
+    monkeypatch.setattr(relprop.explainer, "explain", fake_explain)
+    assert cli.main(["explain", "yolo26n.yaml", "--branch", "one2one", "--out", str(tmp_path / "out")]) == 0
+    assert seen == {"weights": "yolo26n.yaml", "branch": "one2one"}
+    with pytest.raises(SystemExit):
+        cli.build_parser().parse_args(["explain", "--branch", "both"])
+
+    def fake_trace(weights, imgsz, fold_bn, branch):
+        seen.update(summary=(weights, imgsz, branch))
+        return family_graph("yolo26n-one2one", SMALL)
+
+    monkeypatch.setattr(fx_cli, "trace", fake_trace)
+    capsys.readouterr()
+    assert fx_cli.main(["summary", "yolo26n.yaml", "--imgsz", "32", "--branch", "one2one"]) == 0
+    assert seen["summary"] == ("yolo26n.yaml", 32, "one2one")
+    assert "model: yolo26n.yaml (yolo26, branch one2one, xyxy boxes)" in capsys.readouterr().out
