@@ -233,7 +233,7 @@ class RandomDAG(nn.Module):
                 qkv, proj = next(convs), next(convs)
                 q, k, v = qkv(y).view(b, heads, 3 * d, h * w).split([d, d, d], dim=2)
                 attn = torch.softmax((q.transpose(-2, -1) @ k) * d ** -0.5, dim=-1)
-                out = torch.bmm(v.reshape(b * heads, d, h * w), attn.reshape(b * heads, h * w, h * w).transpose(1, 2))
+                out = torch.bmm(v.reshape(-1, d, h * w), attn.reshape(-1, h * w, h * w).transpose(1, 2))
                 y = y + proj(out.reshape(b, c, h, w))
         return y
 
