@@ -2,7 +2,9 @@
 
     python benchmarks/explain_speed.py [--imgsz 640 320] [--repeats 3] [--device cpu]
 
-For yolov8n (random weights, BatchNorm statistics recalibrated) and the embedded YOLOv8s, on ultralytics's bus.jpg, it measures:
+For yolov8n (random weights, BatchNorm statistics recalibrated) and the embedded YOLOv8s on ultralytics's bus.jpg,
+yolo26n (random weights, BatchNorm recalibrated, default one2many branch) on bus.jpg, and the real YOLO11s of uitag
+(`yolo11s-ui`, 9 UI classes) on its VS Code screenshot, it measures:
 
 * forward      — the traced graph (BatchNorm folded, as ultralytics fuses it for inference), no autograd
 * forward+grad — the same graph with autograd, plus one plain-gradient backward (what "a forward with autograd" costs)
@@ -15,7 +17,8 @@ Times are the minimum over `--repeats` interleaved rounds after one warm-up (the
 kept in the JSON).  Memory is the activation memory retained for the
 backward pass (bytes of tensors saved by autograd, storages counted once) plus, for explaining, the cached reference
 pass; it is not the allocator's peak, which torch does not report on CPU.  Writes
-benchmarks/results/explain_speed.json and .md.
+benchmarks/results/explain_speed.json and .md; `--append` keeps the rows already there (a row of the same model and
+size is replaced) and records each row's run (command, load), for adding models without re-running the others.
 """
 
 from __future__ import annotations
@@ -91,10 +94,14 @@ class SavedBytes:
         return sum(self.storages.values())
 
 
-def measure(name: str, model, imgsz: int, repeats: int, boxes: int, device: str) -> dict:
+RANDOM = ("yolov8n", "yolo26n")  # random-weight models: no detection passes NMS, explain the best candidates
+
+
+def measure(name: str, model, imgsz: int, repeats: int, boxes: int, device: str, path: Path = BUS,
+            conf: float = 0.25) -> dict:
     ex = relprop.Explainer(model, imgsz, device=device)
     g = ex.graph
-    image = read_image(BUS)
+    image = read_image(path)
     x = to_input(image, Letterbox.fit(image.shape[:2], g.imgsz), g.dtype, g.device)
 
     def forward():
@@ -106,7 +113,7 @@ def measure(name: str, model, imgsz: int, repeats: int, boxes: int, device: str)
         out = g.module(xr)[0]
         torch.autograd.grad(out[:, 4].sum(), xr)
 
-    if name == "yolov8n":
+    if name in RANDOM:
         # random weights detect nothing (and tie their scores): explain the best-scoring candidates as a
         # list of boxes, which shares the forward exactly as the NMS mode does
         with torch.no_grad():
@@ -114,25 +121,26 @@ def measure(name: str, model, imgsz: int, repeats: int, boxes: int, device: str)
         order = pred[4:4 + g.nc].amax(0).argsort(descending=True)
         lb = Letterbox.fit(image.shape[:2], g.imgsz)
         h0, w0 = image.shape[:2]
-        candidates = (lb.box_to_original(b, clip=False) for b in xywh_to_xyxy(pred[:4, order].T).double().numpy())
+        xyxy = pred[:4, order].T if g.facts.box_format == "xyxy" else xywh_to_xyxy(pred[:4, order].T)
+        candidates = (lb.box_to_original(b, clip=False) for b in xyxy.double().numpy())
         chosen = [b for b in candidates if b[0] < w0 and b[1] < h0 and b[2] > 0 and b[3] > 0][:boxes]
-        dets = ex.explain(BUS, chosen, iou=0.5)
+        dets = ex.explain(path, chosen, iou=0.5)
 
         def explain_all():
-            ex.explain(BUS, chosen, iou=0.5)
+            ex.explain(path, chosen, iou=0.5)
     else:
-        dets = ex.explain(BUS)
+        dets = ex.explain(path, conf=conf)
 
         def explain_all():
-            ex.explain(BUS, max_det=boxes)
+            ex.explain(path, conf=conf, max_det=boxes)
 
     if not dets:
-        raise SystemExit(f"{name}: no detection on bus.jpg at {imgsz}")
+        raise SystemExit(f"{name}: no detection on {path.name} at {imgsz}")
     dets = dets[:boxes]
-    box, cls = dets[0].box, (dets[0].cls if name != "yolov8n" else None)
+    box, cls = dets[0].box, (dets[0].cls if name not in RANDOM else None)
 
     def explain_one():
-        ex.explain(BUS, box, cls=cls, iou=0.5 if name == "yolov8n" else 0.7)
+        ex.explain(path, box, cls=cls, iou=0.5 if name in RANDOM else 0.7)
 
     t = timed({"forward": forward, "forward_grad": forward_grad, "one": explain_one, "all": explain_all}, repeats,
               g.device)
@@ -160,6 +168,7 @@ def measure(name: str, model, imgsz: int, repeats: int, boxes: int, device: str)
     del held
     return {
         "model": name,
+        "image": path.name,
         "imgsz": imgsz,
         "device": str(g.device),
         "boxes": d,
@@ -179,13 +188,15 @@ def measure(name: str, model, imgsz: int, repeats: int, boxes: int, device: str)
     }
 
 
-def random_yolov8n():
-    """yolov8n with random weights whose output depends on the image: a fresh init's signal dies out layer by layer
-    (every candidate gets the same score), so BatchNorm statistics are recalibrated on random images."""
+def random_yolov8n(yaml: str = "yolov8n.yaml"):
+    """A random-weight model (yolov8n by default) whose output depends on the image: a fresh init's signal dies out
+    layer by layer (every candidate gets the same score), so BatchNorm statistics are recalibrated on random images.
+    A reg_max=1 head (YOLO26) outputs raw ltrb distances, which random weights make negative (x2 < x1, a box no
+    candidate matches): its last box convs are scaled to output distances of about one stride."""
     import fxgraph
 
     torch.manual_seed(0)
-    model = fxgraph.load_ultralytics("yolov8n.yaml")
+    model = fxgraph.load_ultralytics(yaml)
     for m in model.modules():
         if isinstance(m, torch.nn.BatchNorm2d):
             m.reset_running_stats()
@@ -193,29 +204,62 @@ def random_yolov8n():
     model.train()
     with torch.no_grad():
         model(torch.rand(4, 3, 320, 320))
+    head = model.model[-1]
+    if head.reg_max == 1:
+        with torch.no_grad():
+            for convs in (*head.cv2, *(getattr(head, "one2one_cv2", None) or ())):
+                convs[-1].weight.mul_(0.01)
+                convs[-1].bias.fill_(0.5)
     return model.eval()
 
 
-def markdown(rows: list[dict], meta: dict) -> str:
-    lines = [
-        "# Explain speed (relprop)",
+def uitag_yolo11s() -> tuple[Path, Path]:
+    """uitag's trained YOLO11s (pip install --no-deps uitag==0.6.0) and its VS Code screenshot."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("uitag")
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit("yolo11s-ui needs the package uitag: pip install --no-deps uitag==0.6.0")
+    root = Path(next(iter(spec.submodule_search_locations)))
+    return root / "models" / "yolo-ui.pt", root / "assets" / "vscode-dark-1920x1080.png"
+
+
+def model_and_image(name: str):
+    """(model, image path) of a benchmark model name."""
+    if name == "yolov8n":
+        return random_yolov8n(), BUS
+    if name == "yolo26n":
+        return random_yolov8n("yolo26n.yaml"), BUS
+    if name == "yolo11s-ui":
+        return uitag_yolo11s()
+    if name == "embedded":
+        return None, BUS
+    raise SystemExit(f"unknown model {name!r}: choose from yolov8n, embedded, yolo26n, yolo11s-ui")
+
+
+def markdown(rows: list[dict], runs: list[dict]) -> str:
+    lines = ["# Explain speed (relprop)", ""]
+    for i, meta in enumerate(runs, 1):
+        lines.append(
+            f"Run {i}: machine {meta['machine']}; torch {meta['torch']}; {meta['threads']} threads; device "
+            f"{meta['device']}; min of {meta['repeats']} interleaved runs after a warm-up (medians in the .json); 1-min "
+            f"load average before/after {meta['load_average_before_after']}.  Command: `{meta['command']}`"
+        )
+        lines.append("")
+    lines += [
+        "Other jobs share the machine: compare ratios within a run, not seconds across runs.",
         "",
-        f"Machine: {meta['machine']}; torch {meta['torch']}; {meta['threads']} threads; device {meta['device']}; "
-        f"min of {meta['repeats']} interleaved runs after a warm-up (medians in the .json); image bus.jpg; 1-min load average before/after "
-        f"{meta['load_average_before_after']} (other jobs share the machine: compare ratios, not seconds).  "
-        f"Command: `{meta['command']}`",
-        "",
-        "| model | imgsz | forward s | fwd+grad s | explain 1 box s | × fwd | boxes | per box (all) s | marginal box s "
-        "| × fwd | mem fwd+grad MB | mem explain MB | × |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| run | model | image | imgsz | forward s | fwd+grad s | explain 1 box s | × fwd | boxes | per box (all) s "
+        "| marginal box s | × fwd | mem fwd+grad MB | mem explain MB | × |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         marg = "-" if r["marginal_box_s"] is None else f"{r['marginal_box_s']:.3f}"
         margr = "-" if r["ratio_marginal_to_forward"] is None else f"{r['ratio_marginal_to_forward']:.2f}"
         lines.append(
-            f"| {r['model']} | {r['imgsz']} | {r['forward_s']:.3f} | {r['forward_grad_s']:.3f} | "
-            f"{r['explain_one_s']:.3f} | {r['ratio_one_to_forward']:.2f} | {r['boxes']} | {r['per_box_all_s']:.3f} | "
-            f"{marg} | {margr} | {r['mem_forward_grad_mb']:.0f} | {r['mem_explain_mb']:.0f} | "
+            f"| {r.get('run', 1)} | {r['model']} | {r.get('image', 'bus.jpg')} | {r['imgsz']} | {r['forward_s']:.3f} | "
+            f"{r['forward_grad_s']:.3f} | {r['explain_one_s']:.3f} | {r['ratio_one_to_forward']:.2f} | {r['boxes']} | "
+            f"{r['per_box_all_s']:.3f} | {marg} | {margr} | {r['mem_forward_grad_mb']:.0f} | {r['mem_explain_mb']:.0f} | "
             f"{r['ratio_mem_explain_to_forward_grad']:.2f} |"
         )
     lines += [
@@ -224,7 +268,8 @@ def markdown(rows: list[dict], meta: dict) -> str:
         "the reference pass cached (image reading, letterbox, matching and the heatmap included). marginal box: "
         "(explain all − explain 1) / (boxes − 1). Memory: activations saved for backward (storages counted once), "
         "plus the cached reference pass for explaining. Goals (issue 3): explain 1 box ≤ 3× forward, each further "
-        "box ≤ 1.2× forward, memory ≤ 3× forward with autograd.",
+        "box ≤ 1.2× forward, memory ≤ 3× forward with autograd. yolov8n and yolo26n have random weights (BatchNorm "
+        "recalibrated) and explain their best candidates given as boxes; yolo11s-ui is uitag's trained YOLO11s.",
     ]
     return "\n".join(lines) + "\n"
 
@@ -235,7 +280,12 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--boxes", type=int, default=4, help="boxes for 'explain all' (max_det)")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--models", nargs="+", default=["yolov8n", "embedded"])
+    parser.add_argument("--models", nargs="+", default=["yolov8n", "embedded", "yolo26n", "yolo11s-ui"])
+    parser.add_argument("--conf", type=float, default=0.25,
+                        help="NMS confidence of the trained models' detections (uitag's YOLO11s finds none at 0.25 "
+                             "on its screenshot at 320 px)")
+    parser.add_argument("--append", action="store_true",
+                        help="keep the rows of explain_speed.json (same model and size: replaced) and add these")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args(argv)
@@ -245,8 +295,8 @@ def main(argv=None) -> int:
     rows = []
     for imgsz in args.imgsz:
         for name in args.models:
-            model = random_yolov8n() if name == "yolov8n" else None
-            row = measure(name, model, imgsz, args.repeats, args.boxes, args.device)
+            model, image = model_and_image(name)
+            row = measure(name, model, imgsz, args.repeats, args.boxes, args.device, image, args.conf)
             print(json.dumps(row))
             rows.append(row)
     meta = {
@@ -259,10 +309,18 @@ def main(argv=None) -> int:
         "command": "python " + " ".join(["benchmarks/explain_speed.py", *(argv or sys.argv[1:])]),
     }
     out = Path(args.out)
+    runs, old_rows = [], []
+    if args.append and (out / "explain_speed.json").is_file():
+        old = json.loads((out / "explain_speed.json").read_text())
+        runs = old.get("runs") or [old["meta"]]
+        new_keys = {(r["model"], r["imgsz"]) for r in rows}
+        old_rows = [r for r in old["rows"] if (r["model"], r["imgsz"]) not in new_keys]
+    runs.append(meta)
+    rows = old_rows + [{**r, "run": len(runs)} for r in rows]
     out.mkdir(parents=True, exist_ok=True)
-    (out / "explain_speed.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
-    (out / "explain_speed.md").write_text(markdown(rows, meta))
-    print(markdown(rows, meta))
+    (out / "explain_speed.json").write_text(json.dumps({"runs": runs, "rows": rows}, indent=2))
+    (out / "explain_speed.md").write_text(markdown(rows, runs))
+    print(markdown(rows, runs))
     return 0
 
 

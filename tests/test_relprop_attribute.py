@@ -174,7 +174,8 @@ def test_attribute_errors():
 class RandomDAG(nn.Module):
     """A random network of the ops YOLOv8/YOLO11 use: conv, SiLU/ReLU/sigmoid, chunk, cat, skip add, product of
     branches, overlapping max-pools (SPPF-like, reused), nearest upsample, softmax over channels, attention (matmul,
-    softmax along the last dim, detach), and a final linear layer."""
+    softmax along the last dim, detach), multi-head attention shaped like ultralytics's (qkv conv, 4-D matmul, bmm,
+    proj conv), and a final linear layer."""
 
     def __init__(self, plan: list[tuple[str, int]], width: int, size: int):
         super().__init__()
@@ -190,6 +191,9 @@ class RandomDAG(nn.Module):
                 self.convs.append(nn.Conv2d(4 * c, c, 1))
             elif op == "cat_chunk":
                 c = c + c // 2 if c % 2 == 0 else c
+            elif op == "mhsa":
+                self.convs.append(nn.Conv2d(c, 3 * c, 1))  # qkv
+                self.convs.append(nn.Conv2d(c, c, 1))  # proj
         self.out_channels = c
         with torch.no_grad():
             probe = self._features(torch.zeros(1, 3, size, size))
@@ -222,13 +226,23 @@ class RandomDAG(nn.Module):
                 q = k = v = y.flatten(2)
                 attn = torch.softmax(q.detach().transpose(-2, -1) @ k * 0.5, dim=-1)
                 y = y + (v @ attn.transpose(-2, -1)).view(b, c, h, w)
+            elif op == "mhsa":  # ultralytics Attention-shaped: qkv conv, heads, scaled qᵀk (4-D matmul), softmax,
+                b, c, h, w = y.shape  # v·attnᵀ as a bmm over (batch·heads), proj conv, residual add
+                heads = 2 if c % 2 == 0 else 1
+                d = c // heads
+                qkv, proj = next(convs), next(convs)
+                q, k, v = qkv(y).view(b, heads, 3 * d, h * w).split([d, d, d], dim=2)
+                attn = torch.softmax((q.transpose(-2, -1) @ k) * d ** -0.5, dim=-1)
+                out = torch.bmm(v.reshape(-1, d, h * w), attn.reshape(-1, h * w, h * w).transpose(1, 2))
+                y = y + proj(out.reshape(b, c, h, w))
         return y
 
     def forward(self, x):
         return self.fc(self._features(x).flatten(1))
 
 
-OPS = st.sampled_from(["conv", "conv_s2", "sppf", "cat_chunk", "skip", "product", "softmax", "up_down", "attention"])
+OPS = st.sampled_from(["conv", "conv_s2", "sppf", "cat_chunk", "skip", "product", "softmax", "up_down", "attention",
+                       "mhsa"])
 
 
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
