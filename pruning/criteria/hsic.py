@@ -52,6 +52,9 @@ class HSIC:
 
     def _features(self, graph: fxgraph.FlatGraph, coupling: Coupling):
         model = copy.deepcopy(graph.model).float().to(graph.device).eval()
+        facts = graph.facts
+        if facts is not None and facts.branch is not None:  # YOLO26: the head's target is the traced branch's output
+            model.model[facts.head_layer].end2end = facts.branch == "one2one"
         groups = [g for g in coupling.groups.values() if g.prunable and g.layer is not None]
         filters = conv_modules(model, {p for g in groups for u in g.units for p, _ in u.sources[:1]})
         layers = {g.layer for g in groups}
