@@ -159,8 +159,12 @@ SCRIPT = textwrap.dedent(
         with torch.no_grad():
             e2e_ref = one2one(x[:1])[0]
         e2e_ref = list(e2e_ref) if isinstance(e2e_ref, (tuple, list)) else [e2e_ref]
+        dets, ref_dets = e2e_ort[0][0], e2e_ref[0][0].numpy()  # (k, 6 [+ nm]) rows: compared as sets, since
+        rows = np.abs(dets[:, None] - ref_dets[None]).max(-1)  # top-k may order near-equal scores differently
         e2e = {"e2e_shapes": [list(o.shape) for o in e2e_ort], "e2e_ref_shapes": [list(r.shape) for r in e2e_ref],
-               "e2e_diff": max(float(np.abs(o - r.numpy()).max()) for o, r in zip(e2e_ort, e2e_ref))}
+               "e2e_diff": max([float(rows.min(1).max()), float(rows.min(0).max())] +
+                               [float(np.abs(o - r.numpy()).max()) for o, r in zip(e2e_ort[1:], e2e_ref[1:])]),
+               "e2e_ordered_diff": float(np.abs(dets - ref_dets).max())}
     print(json.dumps({
         "params": sum(p.numel() for p in model.parameters()),
         "packages": sorted({type(m).__module__.split(".")[0] for m in model.modules()}),
@@ -199,7 +203,7 @@ def check_in_fresh_process(pruned: pruning.Pruned, folder: Path, data: str) -> d
     if hasattr(pruned.model.model[-1], "one2one_cv2"):  # end-to-end ONNX: (1, k, 6 [+ nm]) boxes, scores, classes
         nm = pruned.graph.nm
         assert report["e2e_shapes"] == report["e2e_ref_shapes"] and report["e2e_shapes"][0][2] == 6 + nm
-        assert report["e2e_diff"] <= 1e-4
+        assert report["e2e_diff"] <= 1e-4, report["e2e_ordered_diff"]
     stored = copy.deepcopy(pruned.model).half().float().eval()  # the checkpoint holds FP16, as ultralytics's do
     with torch.no_grad():
         expected = fxgraph.reference_outputs(stored, x)[0].numpy()
@@ -221,7 +225,14 @@ def test_pruned_segmenter_loads_and_exports_without_the_project(workdir):
 def test_pruned_yolo11_yolo26_load_predict_and_export_without_the_project(name, workdir):
     """C3k2, C2PSA (its split resynced), YOLO26's SPPF shortcut, both head branches (Segment26's one2one_cv4) and
     Proto26 survive a plain load; YOLO26 predicts on both branches and exports end to end too."""
-    cut = pruning.prune(name, imgsz=IMGSZ, ratio=0.4, criterion="l1")
+    from conftest import random_model
+
+    model = random_model(name)  # image-dependent outputs (a fresh init's class scores all tie at the prior, so
+    head = model.model[-1]      # YOLO26's top-k would pick any of the tied candidates): random class biases
+    with torch.no_grad():
+        for convs in (*head.cv3, *(getattr(head, "one2one_cv3", None) or ())):
+            convs[-1].bias.normal_(0.0, 2.0, generator=torch.Generator().manual_seed(1))
+    cut = pruning.prune(model, imgsz=IMGSZ, ratio=0.4, criterion="l1")
     assert cut.report.params_after < cut.report.params_before
     c2psa = cut.model.model[10]
     assert c2psa.c * 2 == c2psa.cv1.conv.out_channels
