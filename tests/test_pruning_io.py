@@ -147,6 +147,24 @@ SCRIPT = textwrap.dedent(
     with torch.no_grad():
         ref = fused(x[:1])[0]
     ref = list(ref) if isinstance(ref, (tuple, list)) else [ref]
+    e2e = {}
+    if getattr(model.model[-1], "one2one_cv2", None) is not None:  # YOLO26's end-to-end export: top-k in the graph
+        e2e_path = yolo.export(format="onnx", imgsz=64, simplify=False, dynamic=False, device="cpu", nms=False)
+        session = onnxruntime.InferenceSession(e2e_path, providers=["CPUExecutionProvider"])
+        e2e_ort = session.run(None, {session.get_inputs()[0].name: x[:1].numpy()})
+        one2one = copy.deepcopy(model)
+        one2one.model[-1].end2end = True
+        one2one.model[-1].max_det = e2e_ort[0].shape[1]  # the exporter clamps max_det to the anchors at 64 px
+        one2one = one2one.fuse().eval()
+        with torch.no_grad():
+            e2e_ref = one2one(x[:1])[0]
+        e2e_ref = list(e2e_ref) if isinstance(e2e_ref, (tuple, list)) else [e2e_ref]
+        dets, ref_dets = e2e_ort[0][0], e2e_ref[0][0].numpy()  # (k, 6 [+ nm]) rows: compared as sets, since
+        rows = np.abs(dets[:, None] - ref_dets[None]).max(-1)  # top-k may order near-equal scores differently
+        e2e = {"e2e_shapes": [list(o.shape) for o in e2e_ort], "e2e_ref_shapes": [list(r.shape) for r in e2e_ref],
+               "e2e_diff": max([float(rows.min(1).max()), float(rows.min(0).max())] +
+                               [float(np.abs(o - r.numpy()).max()) for o, r in zip(e2e_ort[1:], e2e_ref[1:])]),
+               "e2e_ordered_diff": float(np.abs(dets - ref_dets).max())}
     print(json.dumps({
         "params": sum(p.numel() for p in model.parameters()),
         "packages": sorted({type(m).__module__.split(".")[0] for m in model.modules()}),
@@ -156,6 +174,7 @@ SCRIPT = textwrap.dedent(
         "onnx_diff": max(float(np.abs(o - r.numpy()).max()) for o, r in zip(ort, ref)),
         "sys_path": sys.path,
         "loaded": sorted(m for m in sys.modules if m.split(".")[0] in PROJECT),
+        **e2e,
     }))
     """
 )
@@ -181,6 +200,10 @@ def check_in_fresh_process(pruned: pruning.Pruned, folder: Path, data: str) -> d
     assert report["predicted"] == (2 if hasattr(pruned.model.model[-1], "one2one_cv2") else 1) and report["map_key"]
     assert report["onnx_outputs"] == len(pruned.graph.output_names)
     assert report["onnx_diff"] <= 1e-4
+    if hasattr(pruned.model.model[-1], "one2one_cv2"):  # end-to-end ONNX: (1, k, 6 [+ nm]) boxes, scores, classes
+        nm = pruned.graph.nm
+        assert report["e2e_shapes"] == report["e2e_ref_shapes"] and report["e2e_shapes"][0][2] == 6 + nm
+        assert report["e2e_diff"] <= 1e-4, report["e2e_ordered_diff"]
     stored = copy.deepcopy(pruned.model).half().float().eval()  # the checkpoint holds FP16, as ultralytics's do
     with torch.no_grad():
         expected = fxgraph.reference_outputs(stored, x)[0].numpy()
@@ -198,10 +221,21 @@ def test_pruned_segmenter_loads_and_exports_without_the_project(workdir):
     check_in_fresh_process(seg, workdir / "seg", "-")
 
 
-@pytest.mark.parametrize("name", ["yolo11n.yaml", "yolo26n.yaml"])
+@pytest.mark.parametrize("name", ["yolo11n.yaml", "yolo26n.yaml", "yolo11n-seg.yaml", "yolo26n-seg.yaml"])
 def test_pruned_yolo11_yolo26_load_predict_and_export_without_the_project(name, workdir):
-    """C3k2, C2PSA (its split resynced), YOLO26's SPPF shortcut and both head branches survive a plain load."""
-    cut = pruning.prune(name, imgsz=IMGSZ, ratio=0.4, criterion="l1")
+    """C3k2, C2PSA (its split resynced), YOLO26's SPPF shortcut, both head branches (Segment26's one2one_cv4) and
+    Proto26 survive a plain load; YOLO26 predicts on both branches and exports end to end too."""
+    from conftest import random_model
+
+    torch.manual_seed(0)
+    model = fxgraph.load_ultralytics(name)
+    if getattr(model.model[-1], "one2one_cv3", None) is not None:  # a fresh init's class scores all tie at the
+        model = random_model(name)  # prior, and YOLO26's end-to-end top-k then picks any of them: image-dependent
+        head = model.model[-1]      # outputs (recalibrated BN) and random class biases make the selection unique
+        with torch.no_grad():
+            for convs in (*head.cv3, *head.one2one_cv3):
+                convs[-1].bias.normal_(0.0, 2.0, generator=torch.Generator().manual_seed(1))
+    cut = pruning.prune(model, imgsz=IMGSZ, ratio=0.4, criterion="l1")
     assert cut.report.params_after < cut.report.params_before
     c2psa = cut.model.model[10]
     assert c2psa.c * 2 == c2psa.cv1.conv.out_channels

@@ -129,6 +129,9 @@ class HSIC:
     def features(self, graph: fxgraph.FlatGraph, paths: set[str]) -> dict[str, torch.Tensor]:
         """Filter path -> its activated outputs as cells (n, C) over the calibration images (gathered across ranks)."""
         model = copy.deepcopy(graph.model).float().to(graph.device).eval()
+        facts = graph.facts
+        if facts is not None and facts.branch is not None:  # YOLO26: run the branch the graph was traced on
+            model.model[facts.head_layer].end2end = facts.branch == "one2one"
         feats: dict[str, list[torch.Tensor]] = defaultdict(list)
         handles = []
         for path in conv_modules(model, paths):
