@@ -66,6 +66,22 @@ def random_model(yaml: str):
     return model.eval()
 
 
+def e2e_ready_model(yaml: str):
+    """`yaml` built with seed 0, for export checks.  YOLO26 (a one2one head): a fresh init's class scores all tie at
+    the prior, so the end-to-end top-k picks any of them; recalibrated BN (image-dependent outputs) and random class
+    biases make the selection unique.  Other families: the plain init."""
+    torch.manual_seed(0)
+    model = fxgraph.load_ultralytics(yaml)
+    if getattr(model.model[-1], "one2one_cv3", None) is None:
+        return model
+    model = random_model(yaml)
+    head = model.model[-1]
+    with torch.no_grad():
+        for convs in (*head.cv3, *head.one2one_cv3):
+            convs[-1].bias.normal_(0.0, 2.0, generator=torch.Generator().manual_seed(1))
+    return model
+
+
 @functools.lru_cache(maxsize=None)
 def cached_model(name: str | None):
     """The ultralytics model for a yaml name (None: the embedded YOLOv8s), built once; do not mutate it."""

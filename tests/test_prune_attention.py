@@ -275,9 +275,10 @@ def test_global_plans_cut_every_head_equally():
 
 @pytest.mark.parametrize("name", ["yolo11n.yaml", "yolo26n.yaml"])
 def test_attention_pruned_checkpoint_loads_without_the_project(name, tmp_path):
+    from conftest import e2e_ready_model
     from tests.test_pruning_io import check_in_fresh_process
 
-    g = fxgraph.trace(name, imgsz=IMGSZ)
+    g = fxgraph.trace(e2e_ready_model(name), imgsz=IMGSZ)
     coupling = pruning.analyze(g)
     ratios = {cut.layout.module: 0.5 for cut in coupling.heads.values()}
     cut = pruning.prune(g, pruning.plan(g, coupling=coupling, layer_ratios=ratios, criterion="l1"))

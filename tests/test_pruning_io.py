@@ -225,16 +225,9 @@ def test_pruned_segmenter_loads_and_exports_without_the_project(workdir):
 def test_pruned_yolo11_yolo26_load_predict_and_export_without_the_project(name, workdir):
     """C3k2, C2PSA (its split resynced), YOLO26's SPPF shortcut, both head branches (Segment26's one2one_cv4) and
     Proto26 survive a plain load; YOLO26 predicts on both branches and exports end to end too."""
-    from conftest import random_model
+    from conftest import e2e_ready_model
 
-    torch.manual_seed(0)
-    model = fxgraph.load_ultralytics(name)
-    if getattr(model.model[-1], "one2one_cv3", None) is not None:  # a fresh init's class scores all tie at the
-        model = random_model(name)  # prior, and YOLO26's end-to-end top-k then picks any of them: image-dependent
-        head = model.model[-1]      # outputs (recalibrated BN) and random class biases make the selection unique
-        with torch.no_grad():
-            for convs in (*head.cv3, *head.one2one_cv3):
-                convs[-1].bias.normal_(0.0, 2.0, generator=torch.Generator().manual_seed(1))
+    model = e2e_ready_model(name)
     cut = pruning.prune(model, imgsz=IMGSZ, ratio=0.4, criterion="l1")
     assert cut.report.params_after < cut.report.params_before
     c2psa = cut.model.model[10]

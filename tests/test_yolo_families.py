@@ -265,7 +265,7 @@ def test_cli_branch_reaches_explain_and_summary(monkeypatch, capsys, tmp_path):
     with pytest.raises(SystemExit):
         cli.build_parser().parse_args(["explain", "--branch", "both"])
 
-    def fake_trace(weights, imgsz, fold_bn, branch):
+    def fake_trace(weights, imgsz, fold_bn, branch, device=None):
         seen.update(summary=(weights, imgsz, branch))
         return family_graph("yolo26n-one2one", SMALL)
 
