@@ -69,7 +69,9 @@ def random_model(yaml: str):
 def e2e_ready_model(yaml: str):
     """`yaml` built with seed 0, for export checks.  YOLO26 (a one2one head): a fresh init's class scores all tie at
     the prior, so the end-to-end top-k picks any of them; recalibrated BN (image-dependent outputs) and random class
-    biases make the selection unique.  Other families: the plain init."""
+    biases make the selection unique, and its raw ltrb box outputs (reg_max = 1) are made small and positive (random
+    ones reach 5e4 px, where float32 rounding alone exceeds the 1e-4 ONNX tolerance).  Other families: the plain
+    init."""
     torch.manual_seed(0)
     model = fxgraph.load_ultralytics(yaml)
     if getattr(model.model[-1], "one2one_cv3", None) is None:
@@ -79,6 +81,10 @@ def e2e_ready_model(yaml: str):
     with torch.no_grad():
         for convs in (*head.cv3, *head.one2one_cv3):
             convs[-1].bias.normal_(0.0, 2.0, generator=torch.Generator().manual_seed(1))
+        if head.reg_max == 1:
+            for convs in (*head.cv2, *head.one2one_cv2):
+                convs[-1].weight.mul_(1e-3)
+                convs[-1].bias.fill_(0.5)
     return model
 
 

@@ -180,8 +180,10 @@ SCRIPT = textwrap.dedent(
 )
 
 
-def check_in_fresh_process(pruned: pruning.Pruned, folder: Path, data: str) -> dict:
-    """Save `pruned`, then load/predict/validate/export it in `python -I` from `folder`; return its report."""
+def check_in_fresh_process(pruned: pruning.Pruned, folder: Path, data: str, e2e_values: bool = True) -> dict:
+    """Save `pruned`, then load/predict/validate/export it in `python -I` from `folder`; return its report.
+    `e2e_values=False`: YOLO26's end-to-end export is made and its shapes checked, but not its values (a fresh
+    init's class scores tie, so its top-k selection is arbitrary; see conftest.e2e_ready_model)."""
     folder.mkdir(parents=True, exist_ok=True)
     path = pruned.save(folder / "pruned.pt")
     x = torch.rand(2, 3, IMGSZ, IMGSZ, generator=torch.Generator().manual_seed(0))
@@ -203,7 +205,7 @@ def check_in_fresh_process(pruned: pruning.Pruned, folder: Path, data: str) -> d
     if hasattr(pruned.model.model[-1], "one2one_cv2"):  # end-to-end ONNX: (1, k, 6 [+ nm]) boxes, scores, classes
         nm = pruned.graph.nm
         assert report["e2e_shapes"] == report["e2e_ref_shapes"] and report["e2e_shapes"][0][2] == 6 + nm
-        assert report["e2e_diff"] <= 1e-4, report["e2e_ordered_diff"]
+        assert not e2e_values or report["e2e_diff"] <= 1e-4, report["e2e_ordered_diff"]
     stored = copy.deepcopy(pruned.model).half().float().eval()  # the checkpoint holds FP16, as ultralytics's do
     with torch.no_grad():
         expected = fxgraph.reference_outputs(stored, x)[0].numpy()
