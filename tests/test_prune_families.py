@@ -30,14 +30,15 @@ def shapes(root: str):
 
 def silenced_model(name: str) -> torch.nn.Module:
     """A random-weight model whose filter FILTER of GROUP outputs exactly 0.
-    YOLO26's raw ltrb box outputs (reg_max = 1) are made small and positive, since random weights give x2 < x1
-    boxes that no candidate can match."""
+    YOLO26's raw ltrb box outputs (reg_max = 1) are set to a constant 0.5 (zero weights, bias 0.5): random weights
+    give x2 < x1 boxes that no candidate can match, and in full test runs a 1e-3 scaling still left boxes of
+    negative width."""
     model = random_model(name)
     head = model.model[-1]
     with torch.no_grad():
         if head.reg_max == 1:
             for convs in (*head.cv2, *getattr(head, "one2one_cv2", ())):
-                convs[-1].weight.mul_(1e-3)
+                convs[-1].weight.zero_()
                 convs[-1].bias.fill_(0.5)
         layer = model.get_submodule(GROUP.rsplit(".", 1)[0])
         layer.conv.weight[FILTER] = 0
