@@ -49,16 +49,21 @@ def _sync(device: torch.device) -> None:
 
 
 def load_model(name: str) -> torch.nn.Module:
-    """The ultralytics model; a .yaml gets random weights with BatchNorm statistics recalibrated on random images
-    (explain_speed.random_yolov8n: a fresh init's signal dies out layer by layer and every candidate would tie)."""
+    """The ultralytics model; a .yaml gets random weights with BatchNorm statistics recalibrated on random images (a
+    fresh init's signal dies out layer by layer and every candidate would tie)."""
     import fxgraph
 
+    torch.manual_seed(0)
+    model = fxgraph.load_ultralytics(name)
     if str(name).endswith(".yaml"):
-        sys.path.insert(0, str(Path(__file__).resolve().parent))
-        from explain_speed import random_yolov8n
-
-        return random_yolov8n(name)
-    return fxgraph.load_ultralytics(name).eval()
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.reset_running_stats()
+                m.momentum = None
+        model.train()
+        with torch.no_grad():
+            model(torch.rand(4, 3, 320, 320))
+    return model.eval()
 
 
 def calibration(graph, imgsz: int, batch: int, batches: int, boxes: int):
