@@ -81,11 +81,21 @@ def e2e_ready_model(yaml: str):
     with torch.no_grad():
         for convs in (*head.cv3, *head.one2one_cv3):
             convs[-1].bias.normal_(0.0, 2.0, generator=torch.Generator().manual_seed(1))
-        if head.reg_max == 1:
-            for convs in (*head.cv2, *head.one2one_cv2):
-                convs[-1].weight.mul_(1e-3)
-                convs[-1].bias.fill_(0.5)
+    positive_ltrb(model, 1e-3)
     return model
+
+
+def positive_ltrb(model, weight_scale: float) -> None:
+    """A reg_max = 1 head (YOLO26) outputs raw ltrb distances, which random weights make negative (x2 < x1, a box
+    no candidate matches): its last box convs (both branches) get weights × `weight_scale` and bias 0.5, so the
+    distances are small and positive.  Other heads are left alone."""
+    head = model.model[-1]
+    if head.reg_max != 1:
+        return
+    with torch.no_grad():
+        for convs in (*head.cv2, *(getattr(head, "one2one_cv2", None) or ())):
+            convs[-1].weight.mul_(weight_scale)
+            convs[-1].bias.fill_(0.5)
 
 
 @functools.lru_cache(maxsize=None)

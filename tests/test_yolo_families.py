@@ -23,7 +23,7 @@ import torch  # noqa: E402
 
 import fxgraph  # noqa: E402
 import relprop  # noqa: E402
-from conftest import completeness_ok, random_model  # noqa: E402
+from conftest import completeness_ok, positive_ltrb, random_model  # noqa: E402
 
 D = torch.float64
 SMALL = 32          # one cell of the stride-32 level: the smallest size a YOLO takes
@@ -54,12 +54,7 @@ def family_model(yaml: str) -> torch.nn.Module:
     reg_max=1 head (YOLO26) outputs raw ltrb distances: random weights give x2 < x1 boxes that no box can match, so
     its last box convs are made to output small positive distances (about one stride)."""
     model = random_model(yaml)
-    head = model.model[-1]
-    if head.reg_max == 1:
-        with torch.no_grad():
-            for convs in (*head.cv2, *(getattr(head, "one2one_cv2", None) or ())):
-                convs[-1].weight.mul_(0.01)
-                convs[-1].bias.fill_(0.5)
+    positive_ltrb(model, 0.01)
     return model
 
 
