@@ -10,6 +10,7 @@ import inspect
 import json
 import os
 import pkgutil
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -287,6 +288,40 @@ def test_atomic_write_names_the_target_and_leaves_the_old_file(tmp_path, monkeyp
         outputs.write_text(target, "new")
     monkeypatch.undo()
     assert ".tmp" not in str(info.value) and target.read_text() == "old" and os.listdir(tmp_path) == ["a.json"]
+
+
+def test_job_outputs_are_replaced_atomically(tmp_path, monkeypatch):
+    """report.json/.md, state.json and compare.json/.md/rows: a write that fails half-way (a full disk, a kill)
+    leaves the previous file intact and raises pruning's OutputError naming it."""
+    from pruning.job import compare, report, workspace
+
+    rows = [{"step": 0, "criterion": "-", "params": 10, "gflops": 1.0}]
+    settings = {"criterion": "l1", "model": "m.yaml", "imgsz": 64, "latency_imgsz": None, "compare_metric": "gflops",
+                "compare_scope": "all", "compare_epochs": 0}
+    report.write_report(tmp_path, rows, settings)
+    workspace.save_state(tmp_path, {"step": 0})
+    (tmp_path / compare.ROWS).mkdir()
+    compare.cached_row(tmp_path, "s0-unpruned", lambda: {"criterion": "unpruned"})
+    names = ("report.json", "report.md", "state.json", f"{compare.ROWS}/s0-unpruned.json")
+    before = {name: (tmp_path / name).read_text() for name in names}
+    real = Path.write_text
+
+    def half_then_full(self, text, *a, **k):
+        real(self, text[: len(text) // 2], *a, **k)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", half_then_full)
+    writes = {"report.json": lambda: report.write_report(tmp_path, rows * 2, settings),
+              "state.json": lambda: workspace.save_state(tmp_path, {"step": 1}),
+              f"{compare.ROWS}/s0-unpruned.json": lambda: compare.cached_row(tmp_path, "s0-unpruned", lambda: {})}
+    (tmp_path / compare.ROWS / "s0-unpruned.json").rename(tmp_path / "kept.json")  # so the row is computed again
+    for name, write in writes.items():
+        with pytest.raises(pruning.OutputError, match=re.escape(name.split("/")[-1]) + r": cannot write"):
+            write()
+    monkeypatch.undo()
+    (tmp_path / "kept.json").rename(tmp_path / compare.ROWS / "s0-unpruned.json")
+    assert {name: (tmp_path / name).read_text() for name in names} == before
+    assert not [p for p in tmp_path.rglob("*") if p.name.endswith(".tmp")]
 
 
 # -- 4. fuzz: images in the accepted forms always explain, exactly; others raise ImageError --------------------------

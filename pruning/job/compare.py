@@ -18,10 +18,12 @@ from typing import Any, Callable
 
 import numpy as np
 
+from fxgraph.outputs import write_text
+
 from ..api import analyze, plan_for_target, prune
 from ..criteria import Precomputed
 from ..criteria.progress import progress
-from ..errors import PruningError
+from ..errors import OutputError, PruningError
 from .config import Settings
 from .preflight import check_inputs
 from .report import COLUMNS, METRIC_WORDS, latency_note, markdown_table, removed_fraction
@@ -125,7 +127,7 @@ def _compare_dir(settings: Settings) -> Path:
         return base
     out = run_dir(settings)
     (out / ROWS).mkdir()
-    (out / SETTINGS).write_text(json.dumps(settings.to_dict(), indent=2, default=str))
+    write_text(out / SETTINGS, json.dumps(settings.to_dict(), indent=2, default=str), error=OutputError)
     return out
 
 
@@ -136,10 +138,7 @@ def cached_row(out: Path, key: str, work: Callable[[], dict[str, Any]]) -> dict[
     if path.is_file():
         log(f"{key}: finished in an earlier run, read from {path}")
         return json.loads(path.read_text())
-    row = work()
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(row, default=str))
-    tmp.replace(path)
+    write_text(path, json.dumps(work(), default=str), error=OutputError)
     return json.loads(path.read_text())  # the same values a resumed run reads
 
 
@@ -152,7 +151,8 @@ def write_compare(out: Path, rows: list[dict[str, Any]], settings: dict[str, Any
     """compare.json, compare.md and compare.png for the rows so far (each seed's first row: its unpruned model).
     Cells over several seeds are mean ± sample standard deviation; the paired table subtracts DetDSHAP's mAP50-95
     of the same seed and target before averaging, so the spread of the seeds' starting models cancels."""
-    (out / "compare.json").write_text(json.dumps({"settings": settings, "rows": rows}, indent=2, default=str))
+    write_text(out / "compare.json", json.dumps({"settings": settings, "rows": rows}, indent=2, default=str),
+               error=OutputError)
     metric = settings["compare_metric"]
     unpruned = _per_seed(rows, "unpruned")
     seeds = sorted(unpruned)
@@ -180,7 +180,7 @@ def write_compare(out: Path, rows: list[dict[str, Any]], settings: dict[str, Any
                  _cell_table([r for r in rows if r["criterion"] != "detdshap"],
                              lambda r: 100 * (r["map50_95"] - detdshap[_seed(r), r["target"]])
                              if (_seed(r), r["target"]) in detdshap else None, "{:+.1f}"), ""]
-    (out / "compare.md").write_text("\n".join(text))
+    write_text(out / "compare.md", "\n".join(text), error=OutputError)
     _plot(out, rows, metric)
 
 

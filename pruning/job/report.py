@@ -6,6 +6,10 @@ import json
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from fxgraph.outputs import write_text
+
+from ..errors import OutputError
+
 COLUMNS = (
     ("step", "step", "{}"),
     ("criterion", "criterion", "{}"),
@@ -74,8 +78,8 @@ def latency_note(settings: Mapping[str, Any]) -> str:
 def write_report(run_dir: Path, rows: Sequence[dict[str, Any]], settings: Mapping[str, Any]) -> None:
     """Write report.json, report.md and trend.png for the steps so far (step 0 is the unpruned model)."""
     run_dir = Path(run_dir)
-    (run_dir / "report.json").write_text(json.dumps({"settings": dict(settings), "steps": list(rows)}, indent=2,
-                                                    default=str))
+    write_text(run_dir / "report.json", json.dumps({"settings": dict(settings), "steps": list(rows)}, indent=2,
+                                                   default=str), error=OutputError)
     base = rows[0] if rows else {}
     imgsz = settings.get("imgsz")
     lines = [f"# Pruning report: {settings.get('criterion')} on {settings.get('pretrained') or settings.get('model')}",
@@ -94,7 +98,7 @@ def write_report(run_dir: Path, rows: Sequence[dict[str, Any]], settings: Mappin
     if imgsz is not None:
         lines += ["", f"GFLOPs are taken at {imgsz}x{imgsz}, the image size of training and of the ONNX export; "
                       f"ultralytics's own model summary prints GFLOPs at 640x640, so its figure differs."]
-    (run_dir / "report.md").write_text("\n".join(lines) + "\n")
+    write_text(run_dir / "report.md", "\n".join(lines) + "\n", error=OutputError)
     plot_trend(rows, run_dir / "trend.png", title=f"{settings.get('criterion')} pruning of "
                                                   f"{Path(str(settings.get('pretrained') or settings.get('model'))).name}")
 

@@ -14,10 +14,11 @@ from typing import TYPE_CHECKING, Any, Callable
 import fxgraph
 import torch
 from fxgraph import stats
+from fxgraph.outputs import write_text
 
 from ..criteria import HSIC, Calibration, Criterion, DetDSHAP, RandomCriterion, Taylor, get_criterion, load_calibration
 from ..devices import torch_device
-from ..errors import PruningError
+from ..errors import OutputError, PruningError
 from ..measure import LatencyOptions, measure_latency
 from .measure import val_metrics
 from .synthetic import ShapesConfig, make_shapes_dataset, shapes_dataset_path
@@ -204,10 +205,8 @@ def relative_to(path: str | Path, root: Path) -> str:
 
 
 def save_state(out: Path, state: dict[str, Any]) -> None:
-    """Write state.json atomically."""
-    tmp = out / "state.json.tmp"
-    tmp.write_text(json.dumps(state, indent=2, default=str))
-    tmp.replace(out / "state.json")  # atomic: an interruption leaves the previous state intact
+    """Write state.json atomically: an interruption leaves the previous state intact."""
+    write_text(out / "state.json", json.dumps(state, indent=2, default=str), error=OutputError)
 
 
 def log(message: str) -> None:
