@@ -93,8 +93,13 @@ class FlatGraph:
         return next(self.module.parameters()).dtype
 
     def to(self, *args, **kwargs) -> "FlatGraph":
-        """Move or cast the graph module in place (like `nn.Module.to`); returns self."""
+        """Move or cast the graph module in place (like `nn.Module.to`), and move `model` to the same device so that
+        both halves of a pruned pair live together; `model` keeps its dtype (explaining in float64 must not turn the
+        checkpoint a pruning saves into float64).  Returns self."""
+        device = torch._C._nn._parse_to(*args, **kwargs)[0]
         self.module.to(*args, **kwargs)
+        if device is not None:
+            self.model.to(device=device)
         return self
 
     def with_folded_batchnorm(self) -> "FlatGraph":

@@ -25,3 +25,18 @@ def test_bad_device_is_refused():
     with pytest.raises(PruningError, match="device 'gpu0' is not understood"):
         torch_device("gpu0")
 
+
+
+def test_flatgraph_to_moves_the_model_with_the_graph_but_keeps_its_dtype():
+    """FlatGraph.to moves both halves of the pair that pruning cuts together; a cast (float64 for explaining)
+    applies to the graph module only, so a checkpoint saved from `model` keeps its dtype."""
+    import fxgraph
+
+    g = fxgraph.trace("yolov8n.yaml", 64)
+    g.to(torch.float64)
+    assert {p.dtype for p in g.module.parameters()} == {torch.float64}
+    assert {p.dtype for p in g.model.parameters()} == {torch.float32}
+    g.to("meta")
+    assert {p.device.type for p in g.module.parameters()} == {"meta"}
+    assert {p.device.type for p in g.model.parameters()} == {"meta"}
+    assert {b.device.type for b in g.model.buffers()} == {"meta"}
