@@ -123,7 +123,9 @@ def measure(name: str, model, imgsz: int, repeats: int, boxes: int, device: str,
         h0, w0 = image.shape[:2]
         xyxy = pred[:4, order].T if g.facts.box_format == "xyxy" else xywh_to_xyxy(pred[:4, order].T)
         candidates = (lb.box_to_original(b, clip=False) for b in xyxy.double().numpy())
-        chosen = [b for b in candidates if b[0] < w0 and b[1] < h0 and b[2] > 0 and b[3] > 0][:boxes]
+        # well-formed (random yolo26n regresses ltrb that can be negative) and overlapping the image
+        chosen = [b for b in candidates
+                  if b[2] > b[0] and b[3] > b[1] and b[0] < w0 and b[1] < h0 and b[2] > 0 and b[3] > 0][:boxes]
         dets = ex.explain(path, chosen, iou=0.5)
 
         def explain_all():
