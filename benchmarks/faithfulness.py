@@ -98,6 +98,61 @@ def timed(fn):
     return out, time.perf_counter() - t
 
 
+def forward_once(module, x: torch.Tensor) -> None:
+    with torch.no_grad():
+        module(x.unsqueeze(0))
+
+
+def method_calls(use: set[str], ex, array, box, cls, iou, refs8, f, x, x0, model, score, cam_model, cands,
+                 args) -> dict:
+    """Method -> a call returning (its map summed over channels, what its completeness needs: the Explanation, the
+    attribution total, or None).  The same calls make the maps and are timed (D-RISE, shared by the boxes of an
+    image, is run apart)."""
+    def explain(**kw):
+        def call():
+            e = ex.explain(array, box, cls=cls, iou=iou, **kw)
+            return e.input_relevance.sum(0).numpy(), e
+        return call
+
+    def attribution(method, **kw):
+        def call():
+            attr, total = method(f, x, x0, **kw)
+            return attr.sum(0).numpy(), total
+        return call
+
+    calls = {"relprop": explain(), "relprop_blur": explain(baseline="blur"), "relprop_k8": explain(baseline=refs8),
+             "grad_x_input": attribution(fm.gradient_x_input),
+             "integrated_gradients": attribution(fm.integrated_gradients, steps=args.ig_steps),
+             "gradcam": lambda: (fm.cam_map("gradcam", cam_model, x, cls, cands), None),
+             "eigencam": lambda: (fm.cam_map("eigencam", cam_model, x, cls, cands), None),
+             "layercam": lambda: (box_layercam(model, x.unsqueeze(0), score)[0].double().numpy(), None),
+             "layercam_image": lambda: (image_layercam(model, x.unsqueeze(0))[0].double().numpy(), None)}
+    return {k: v for k, v in calls.items() if k in use or k == "relprop"}
+
+
+def interleaved(calls: dict, repeats: int) -> dict[str, list[float]]:
+    """`repeats` rounds of every call, the order rotated each round so that a slow spell of a shared machine hits
+    every method alike: key -> its seconds per round."""
+    keys, out = list(calls), {k: [] for k in calls}
+    for i in range(repeats):
+        for k in keys[i % len(keys):] + keys[:i % len(keys)]:
+            out[k].append(timed(calls[k])[1])
+    return out
+
+
+def time_ratios(rounds: dict[str, list[float]], key: str, single: float, t_fwd: float) -> dict:
+    """A box's time for `key`: the minimum over its interleaved rounds ÷ the minimum forward of the same rounds (and
+    the ratio of medians).  A method outside the rounds (D-RISE, or --time-repeats 0) keeps its single timed call ÷
+    the image's median forward."""
+    if rounds.get(key):
+        fwd = rounds["forward"]
+        return {"time_s": min(rounds[key]), "time_median_s": statistics.median(rounds[key]), "forward_s": min(fwd),
+                "time_x_forward": min(rounds[key]) / min(fwd),
+                "time_x_forward_median": statistics.median(rounds[key]) / statistics.median(fwd),
+                "rounds": len(fwd)}
+    return {"time_s": single, "time_x_forward": single / t_fwd}
+
+
 def run_dataset(name: str, weights, imgsz: int, items: list[tuple[Path, list | None]], args,
                 figure_boxes: set[tuple[str, int]], peers: bool) -> dict:
     """Explain every box of every image with every selected method (`args.methods`); per-box records (and maps for
@@ -141,41 +196,28 @@ def run_dataset(name: str, weights, imgsz: int, items: list[tuple[Path, list | N
             cls, cands, box_in = e_black.cls, e_black.candidates, e_black.box_input
             score = fm.box_score(cls, cands)
             f = fm.graph_score(g.module, score)
+            with torch.no_grad():
+                s_x, s_x0 = float(f(x.unsqueeze(0))[0]), float(f(x0.unsqueeze(0))[0])
+            calls = method_calls(use, ex, array, box, cls, iou, refs8, f, x, x0, model, score, cam_model, cands, args)
             maps, times, compl = {}, {}, {}
             maps["relprop"], times["relprop"] = e_black.input_relevance.sum(0).numpy(), t_black
             compl["relprop"] = abs(e_black.delta) / abs(e_black.score - e_black.reference_score)
-            for key, baseline in (("relprop_blur", "blur"), ("relprop_k8", refs8)):
-                if key not in use:
+            for key, call in calls.items():
+                if key == "relprop":
                     continue
-                e, t = timed(lambda: ex.explain(array, box, cls=cls, iou=iou, baseline=baseline))
-                assert np.array_equal(np.sort(e.candidates), np.sort(cands)), "same box, same candidates"
-                maps[key], times[key] = e.input_relevance.sum(0).numpy(), t
-                compl[key] = abs(e.delta) / abs(e.score - e.reference_score)
-            with torch.no_grad():
-                s_x, s_x0 = float(f(x.unsqueeze(0))[0]), float(f(x0.unsqueeze(0))[0])
-            if "grad_x_input" in use:
-                (attr, total), t = timed(lambda: fm.gradient_x_input(f, x, x0))
-                maps["grad_x_input"], times["grad_x_input"] = attr.sum(0).numpy(), t
-                compl["grad_x_input"] = completeness_error(total, s_x, s_x0)
-            if "integrated_gradients" in use:
-                (attr, total), t = timed(lambda: fm.integrated_gradients(f, x, x0, steps=args.ig_steps))
-                maps["integrated_gradients"], times["integrated_gradients"] = attr.sum(0).numpy(), t
-                compl["integrated_gradients"] = completeness_error(total, s_x, s_x0)
-            for key in ("gradcam", "eigencam"):
-                if key in use:
-                    maps[key], times[key] = timed(lambda: fm.cam_map(key, cam_model, x, cls, cands))
-            if "layercam" in use:
-                maps["layercam"], times["layercam"] = timed(
-                    lambda: box_layercam(model, x.unsqueeze(0), score)[0].double().numpy())
-            if "layercam_image" in use:
-                maps["layercam_image"], times["layercam_image"] = timed(
-                    lambda: image_layercam(model, x.unsqueeze(0))[0].double().numpy())
+                (maps[key], total), times[key] = timed(call)
+                if key.startswith("relprop_"):
+                    assert np.array_equal(np.sort(total.candidates), np.sort(cands)), "same box, same candidates"
+                    compl[key] = abs(total.delta) / abs(total.score - total.reference_score)
+                elif total is not None:
+                    compl[key] = completeness_error(total, s_x, s_x0)
+            rounds = interleaved({"forward": lambda: forward_once(g.module, x), **calls}, args.time_repeats)
             if peers and peer_results is None:
                 peer_results = run_peers(weights, x, x0, x_blur, cls, cands)
             image_records.append({"dataset": name, "image": image_path.name, "box": np.round(box, 2).tolist(),
                                   "box_input": np.round(box_in, 2).tolist(), "cls": int(cls),
                                   "candidates": len(cands), "score": s_x, "maps": maps, "times": times,
-                                  "completeness": compl, "f": f})
+                                  "completeness": compl, "f": f, "rounds": rounds})
         if not image_records:
             continue
         if "drise" in use:  # the N masked forwards are shared by all boxes of the image; one box alone costs them all
@@ -193,14 +235,15 @@ def run_dataset(name: str, weights, imgsz: int, items: list[tuple[Path, list | N
                 continue
             metrics = {}
             for key in [k for k in METHODS if k in use]:
-                m = {"pointing_game": energy_pointing_game(r["maps"][key], np.asarray(r["box_input"]), valid)}
-                for ref_name, ref in (("black", x0), ("blur", x_blur)):
-                    c = perturbation_curves(r["f"], x, ref, r["maps"][key], valid, batch=args.batch)
-                    m[f"deletion_{ref_name}"], m[f"insertion_{ref_name}"] = c["deletion_auc"], c["insertion_auc"]
-                    m[f"curves_{ref_name}"] = {"deletion": c["deletion"], "insertion": c["insertion"]}
+                m = {}
+                if not args.timing_only:
+                    m["pointing_game"] = energy_pointing_game(r["maps"][key], np.asarray(r["box_input"]), valid)
+                    for ref_name, ref in (("black", x0), ("blur", x_blur)):
+                        c = perturbation_curves(r["f"], x, ref, r["maps"][key], valid, batch=args.batch)
+                        m[f"deletion_{ref_name}"], m[f"insertion_{ref_name}"] = c["deletion_auc"], c["insertion_auc"]
+                        m[f"curves_{ref_name}"] = {"deletion": c["deletion"], "insertion": c["insertion"]}
                 m["completeness_error"] = r["completeness"].get(key)
-                m["time_s"] = r["times"][key]
-                m["time_x_forward"] = r["times"][key] / t_fwd
+                m.update(time_ratios(r["rounds"], key, r["times"][key], t_fwd))
                 metrics[key] = m
             r["metrics"], r["forward_s"] = metrics, t_fwd
             if (image_path.name, bi) in figure_boxes:
@@ -209,8 +252,9 @@ def run_dataset(name: str, weights, imgsz: int, items: list[tuple[Path, list | N
                                                  "maps": dict(r["maps"]), "title": f"{image_path.name} box {bi}"}
             print(f"  {name} {image_path.name} box {bi}: " + ", ".join(
                 f"{k} del {metrics[k]['deletion_black']:.3f} ins {metrics[k]['insertion_black']:.3f}" for k in
-                ("relprop", "integrated_gradients", "drise", "layercam") if k in metrics), flush=True)
-            del r["maps"], r["f"], r["times"], r["completeness"]
+                ("relprop", "integrated_gradients", "drise", "layercam") if k in metrics and "deletion_black" in
+                metrics[k]), flush=True)
+            del r["maps"], r["f"], r["times"], r["completeness"], r["rounds"]
             records.append(r)
     return {"records": records, "figure": figure, "peers": peer_results, "skipped": skipped,
             "names": {int(k): v for k, v in g.names.items()}}
@@ -246,20 +290,19 @@ FIELDS = ["pointing_game", "deletion_black", "insertion_black", "deletion_blur",
 
 
 def summarise(records: list[dict]) -> dict:
-    """Mean ± std over boxes of each measure; time per box as the median over boxes of (wall time ÷ the fastest forward
-    pass measured in this run on this dataset), because on a shared machine a single slow forward or box would
-    otherwise dominate the ratio (the per-image ratios are kept in the records)."""
+    """Mean ± std over boxes of each measure; time per box as the median over boxes of each box's ratio to a forward
+    (time_ratios: minima of interleaved rounds), with its min and max over boxes."""
     t_fwd = min(r["forward_s"] for r in records) if records else float("nan")
     out = {}
     for key in [k for k in METHODS if records and all(k in r["metrics"] for r in records)]:
         row = {}
         for field in FIELDS:
             if field == "time_x_forward":
-                vals = [r["metrics"][key]["time_s"] / t_fwd for r in records]
+                vals = [r["metrics"][key]["time_x_forward"] for r in records]
                 row[field] = {"median": float(np.median(vals)), "min": float(np.min(vals)), "max": float(np.max(vals)),
                               "forward_s": t_fwd, "n": len(vals)}
                 continue
-            vals = [r["metrics"][key][field] for r in records if r["metrics"][key][field] is not None]
+            vals = [r["metrics"][key].get(field) for r in records if r["metrics"][key].get(field) is not None]
             vals = [v for v in vals if np.isfinite(v)]
             if vals:
                 row[field] = {"mean": float(np.mean(vals)), "std": float(np.std(vals)), "n": len(vals)}
@@ -409,6 +452,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-boxes", type=int, default=1000, help="at most this many detections per image (by confidence)")
     ap.add_argument("--name", default="faithfulness", help="stem of the written .json/.md/_maps.png")
     ap.add_argument("--no-peers", action="store_true", help="skip the captum/shap attempts on the YOLOv8 model")
+    ap.add_argument("--time-repeats", type=int, default=3,
+                    help="interleaved rounds of a forward and every method per box, for the time column (0: one call)")
+    ap.add_argument("--timing-only", action="store_true",
+                    help="only the time column: skip pointing game and deletion/insertion (the costly part)")
     args = ap.parse_args(argv)
     args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = sorted(set(args.methods) - set(METHODS))
@@ -480,7 +527,8 @@ def main(argv: list[str] | None = None) -> int:
                      "ig_steps": args.ig_steps, "k_references": 8, "seed": args.seed, "steps": "5 %",
                      "target": "class (Σ over matched candidates of the class probability)",
                      "gt_iou": args.gt_iou, "shapes_images": args.shapes_images, "methods": args.methods,
-                     "max_boxes": args.max_boxes, "yolo11_imgsz": args.yolo11_imgsz, "name": args.name},
+                     "max_boxes": args.max_boxes, "yolo11_imgsz": args.yolo11_imgsz, "name": args.name,
+                     "time_repeats": args.time_repeats, "timing_only": args.timing_only},
         "small_cnn": cnn,
         "peers_on_yolov8": real["peers"],
         "shapes_note": shapes_note,
@@ -500,6 +548,21 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / f"{args.name}.md").write_text(markdown(result, datasets))
     print((args.out / f"{args.name}.md").read_text())
     return 0
+
+
+def time_note(s: dict) -> str:
+    """How the time column was taken (runs before --time-repeats existed timed one call per box)."""
+    if s.get("time_repeats"):
+        return (f"Time per box: for each box, {s['time_repeats']} interleaved rounds of a forward pass of the traced "
+                "graph and every method (order rotated each round), the method's minimum ÷ the forward's minimum; "
+                "the median of that ratio over boxes (min/max and the ratio of medians in the JSON).  relprop's "
+                "reference pass is cached in these rounds (the steady state of explaining several boxes); D-RISE's "
+                "time is its N masked forwards, timed once (amortised over the boxes of an image in the JSON).  ")
+    return ("Time per box: median over boxes of the wall time ÷ the fastest forward pass of the same graph in the "
+            "same run (each measured as the median of 5 on each image; the machine is shared, so single boxes vary "
+            "several-fold; min/max in the JSON); D-RISE's time is its N masked forwards (shared when several boxes "
+            "of one image are explained: amortised times are in the JSON); relprop's includes the reference pass "
+            "when it is not cached.  ")
 
 
 def markdown(result: dict, datasets: dict) -> str:
@@ -529,11 +592,7 @@ def markdown(result: dict, datasets: dict) -> str:
               "replaced by / revealed from the reference named in the column (black = the image content black, "
               "relprop's default reference; blur = Gaussian blur σ = max(H,W)/20); score ÷ score of the image; "
               "trapezoid area (insertion can exceed 1: a partly revealed image may score higher than the whole one).  "
-              "Time per box: median over boxes of the wall time ÷ the fastest forward pass of the same graph in the "
-              "same run (each measured as the median of 5 on each image; the machine is shared, so single boxes vary "
-              "several-fold; min/max in the JSON); "
-              "D-RISE's time is its N masked forwards (shared when several boxes of one image are explained: "
-              "amortised times are in the JSON); relprop's includes the reference pass when it is not cached.  "
+              + time_note(s) +
               "Completeness error: |Σ R − (f(x) − f(x0))| / |f(x) − f(x0)|.", "",
               "## relprop.attribute vs captum on a small ReLU CNN (float64)", "",
               "| model | max abs diff DeepLift | max abs diff DeepLiftShap (K refs) | relprop completeness | captum "
