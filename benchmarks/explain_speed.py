@@ -94,6 +94,10 @@ class SavedBytes:
         return sum(self.storages.values())
 
 
+class NoDetection(Exception):
+    """A trained model finds nothing to explain at this size: its row is left out, the other rows are kept."""
+
+
 RANDOM = ("yolov8n", "yolo26n")  # random-weight models: no detection passes NMS, explain the best candidates
 
 
@@ -137,7 +141,7 @@ def measure(name: str, model, imgsz: int, repeats: int, boxes: int, device: str,
             ex.explain(path, conf=conf, max_det=boxes)
 
     if not dets:
-        raise SystemExit(f"{name}: no detection on {path.name} at {imgsz}")
+        raise NoDetection(f"{name}: no detection on {path.name} at {imgsz} (conf {conf}); row left out")
     dets = dets[:boxes]
     box, cls = dets[0].box, (dets[0].cls if name not in RANDOM else None)
 
@@ -298,8 +302,12 @@ def main(argv=None) -> int:
     for imgsz in args.imgsz:
         for name in args.models:
             model, image = model_and_image(name)
-            row = measure(name, model, imgsz, args.repeats, args.boxes, args.device, image, args.conf)
-            print(json.dumps(row))
+            try:
+                row = measure(name, model, imgsz, args.repeats, args.boxes, args.device, image, args.conf)
+            except NoDetection as exc:
+                print(exc, flush=True)
+                continue
+            print(json.dumps(row), flush=True)
             rows.append(row)
     meta = {
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
