@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import copy
 import gc
+import importlib.metadata
 import json
 import os
 import platform
@@ -399,14 +400,14 @@ def main() -> None:
                              "replaced, the others kept")
     parser.add_argument("--note", default=None, help="measuring conditions to record with this run")
     args = parser.parse_args()
-    import torch_pruning
+    import torch_pruning  # noqa: F401  (fail early where the compare extra is missing)
     import ultralytics
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
     load_start = round(os.getloadavg()[0], 2)
     rows = [r for name in args.models for r in measure(name, args.ratios)]
     env = {"python": platform.python_version(), "torch": torch.__version__, "ultralytics": ultralytics.__version__,
-           "torch_pruning": torch_pruning.__version__, "cpu_threads": torch.get_num_threads(),
+           "torch_pruning": importlib.metadata.version("torch-pruning"), "cpu_threads": torch.get_num_threads(),
            "machine": platform.machine(), "imgsz": IMGSZ, "load_average_1m_at_start": load_start,
            "load_average_1m_at_end": round(os.getloadavg()[0], 2)}
     command = "python benchmarks/prune_vs_torch_pruning.py " + " ".join(sys.argv[1:])
