@@ -398,7 +398,8 @@ def main() -> None:
     parser.add_argument("--append", action="store_true",
                         help="merge into the results already in --out: rows of the same (model, ratio, tool) are "
                              "replaced, the others kept")
-    parser.add_argument("--note", default=None, help="measuring conditions to record with this run")
+    parser.add_argument("--note", default=None, help="measuring conditions to record with this run (put it last: "
+                        "the recorded command stops before it)")
     args = parser.parse_args()
     import torch_pruning  # noqa: F401  (fail early where the compare extra is missing)
     import ultralytics
@@ -410,7 +411,7 @@ def main() -> None:
            "torch_pruning": importlib.metadata.version("torch-pruning"), "cpu_threads": torch.get_num_threads(),
            "machine": platform.machine(), "imgsz": IMGSZ, "load_average_1m_at_start": load_start,
            "load_average_1m_at_end": round(os.getloadavg()[0], 2)}
-    command = "python benchmarks/prune_vs_torch_pruning.py " + " ".join(sys.argv[1:])
+    command = "python benchmarks/prune_vs_torch_pruning.py " + " ".join(sys.argv[1:]).split(" --note")[0]
     run = {"models": args.models, "ratios": args.ratios, "command": command, "env": env, "note": args.note}
     path = args.out / "prune_vs_torch_pruning.json"
     data = {"runs": [run], "rows": rows}
