@@ -17,7 +17,8 @@ Torch-Pruning cannot cut a C2f's `chunk(2)`.  As in its YOLOv8 example, every C2
 (two convs instead of one conv + chunk); for YOLO11/YOLO26 its users do the same to C3k2 (a C2f subclass), with
 a C3k2_v2 that keeps the inner blocks (Bottleneck, C3k, or Bottleneck + PSABlock) and copies the weights
 (Torch-Pruning issue #522).  As they do, every ultralytics `Attention` goes into `ignored_layers` (issue #386)
-and C2PSA (whose `split` Torch-Pruning handles) is left alone.  The replaced model's outputs are checked equal to
+and C2PSA is left alone (its cv1, `split` in two, stays whole in both tools on yolo11n and
+yolo26n: both halves are tied to the attention stream).  The replaced model's outputs are checked equal to
 the original's (float64, relative difference < 1e-4) before anything is measured; the replacement is included in its time.
 
 Parameters and GFLOPs (640x640) of both come from fxgraph.stats on a trace of the pruned model (for YOLO26: the
