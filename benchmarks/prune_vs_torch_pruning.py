@@ -1,20 +1,36 @@
-"""Prune YOLOv8n/s/m with magnitude importance in `pruning` (ours) and in Torch-Pruning (DepGraph), side by side.
+"""Prune YOLOv8n/s/m, YOLO11n/s and YOLO26n with magnitude importance in `pruning` (ours) and in Torch-Pruning
+(DepGraph), side by side.
 
     pip install torch-pruning     # the `compare` extra; never imported by the package itself
-    python benchmarks/prune_vs_torch_pruning.py [--models yolov8n yolov8s yolov8m] [--ratios 0.25 0.5]
+    python benchmarks/prune_vs_torch_pruning.py [--models yolov8n yolov8s yolov8m yolo11n yolo11s yolo26n]
+        [--ratios 0.25 0.5] [--append] [--note "conditions"]
 
-Both prune the same channels: everything but the head's output convs and DFL (Torch-Pruning is told to ignore
-exactly those; ours protects them by itself), with L2 magnitude and the same ratio in every layer ("uniform",
-Torch-Pruning's default local pruning).  Ours is also run with its global ranking (the paper's Algorithm 2).
-Torch-Pruning cannot cut a C2f's `chunk(2)`; as in its YOLOv8 example, every C2f is first replaced by a C2f_v2
-(two convs instead of one conv + chunk), which is included in its time.  Ours keeps ultralytics's C2f.
+Models are built with random weights from ultralytics's yaml (nothing is downloaded).  Both tools keep the
+head's output convs (box/class branches; both branches of YOLO26's end-to-end head) and the DFL where there is
+one: ours protects them by itself (marked at trace time from the model), Torch-Pruning is told to ignore exactly
+those layers, read from the model's Detect head (`head_outputs`).  Both prune with L2 magnitude and the same ratio
+in every layer ("uniform", Torch-Pruning's default local pruning); ours is also run with its global ranking (the
+paper's Algorithm 2).  Ours keeps ultralytics's modules as they are (C2f, C3k2, C3k, C2PSA, PSABlock); around an
+`Attention` it only shrinks the key dims.
 
-Parameters and GFLOPs (640x640) of both come from fxgraph.stats on a trace of the pruned model.  Times: ours =
-coupling analysis + plan + surgery on an already traced graph (the trace is the project's shared representation
-and is reported on its own); theirs = C2f_v2 replacement + DependencyGraph tracing + pruning; each the best of
-five runs.  "runs": a forward
+Torch-Pruning cannot cut a C2f's `chunk(2)`.  As in its YOLOv8 example, every C2f is first replaced by a C2f_v2
+(two convs instead of one conv + chunk); for YOLO11/YOLO26 its users do the same to C3k2 (a C2f subclass), with
+a C3k2_v2 that keeps the inner blocks (Bottleneck, C3k, or Bottleneck + PSABlock) and copies the weights
+(Torch-Pruning issue #522).  As they do, every ultralytics `Attention` goes into `ignored_layers` (issue #386)
+and C2PSA is left alone (its cv1, `split` in two, stays whole in both tools on yolo11n and
+yolo26n: both halves are tied to the attention stream).  The replaced model's outputs are checked equal to
+the original's (float64, relative difference < 1e-4) before anything is measured; the replacement is included in its time.
+
+Parameters and GFLOPs (640x640) of both come from fxgraph.stats on a trace of the pruned model (for YOLO26: the
+branch ultralytics's predict uses, one2one).  Times: ours = coupling analysis + plan + surgery on an already
+traced graph (the trace is the project's shared representation and is reported on its own); theirs =
+C2f_v2/C3k2_v2 replacement + DependencyGraph tracing + pruning; each the best of five runs.  "runs": a forward
 pass at 640 gives finite outputs of the right shape (ours: and the pruned ultralytics model agrees with the
-pruned graph).  Results: benchmarks/results/prune_vs_torch_pruning.{json,md}.
+pruned graph); where Torch-Pruning raises (pruning, forward pass, or our trace for counting) the row records the
+exception's type and first line instead of stopping the benchmark.  "keeps_blocks": the pruned model holds the
+same ultralytics block types, as many of each, as the original.  `--append` merges the rows into the results
+already there by (model, ratio, tool), so that slow models need not be re-run.
+Results: benchmarks/results/prune_vs_torch_pruning.{json,md}.
 """
 
 from __future__ import annotations
@@ -22,6 +38,7 @@ from __future__ import annotations
 import argparse
 import copy
 import gc
+import importlib.metadata
 import json
 import os
 import platform
@@ -44,7 +61,7 @@ IMGSZ = 640
 REPEATS = 5  # times are the best of this many runs (a shared 2-core machine is noisy)
 
 
-# ------------------------------------------------------------------------------ Torch-Pruning's C2f_v2 workaround
+# ------------------------------------------------------------------------------ Torch-Pruning's workarounds
 
 
 def c2f_v2_class():
@@ -68,18 +85,54 @@ def c2f_v2_class():
     return C2f_v2
 
 
-def replace_c2f(module: nn.Module, C2f_v2) -> None:
-    """Swap every C2f for a C2f_v2 holding the same weights (cv1 split into cv0 and cv1)."""
-    from ultralytics.nn.modules import C2f
+def c3k2_v2_class(C2f_v2):
+    """The C3k2 counterpart its YOLO11 users write (Torch-Pruning issue #522: "just replacing the C3K2 with 2
+    Conv_layer"): a C2f_v2 whose inner blocks are built as ultralytics's C3k2 builds them (Bottleneck, C3k, or
+    Bottleneck + PSABlock when attn)."""
+    from ultralytics.nn.modules import Bottleneck
+    from ultralytics.nn.modules.block import C3k, PSABlock
 
+    class C3k2_v2(C2f_v2):
+        def __init__(self, c1, c2, n=1, c3k=False, e=0.5, attn=False, g=1, shortcut=True):
+            super().__init__(c1, c2, n, shortcut, g, e)
+            self.m = nn.ModuleList(
+                nn.Sequential(Bottleneck(self.c, self.c, shortcut, g),
+                              PSABlock(self.c, attn_ratio=0.5, num_heads=max(self.c // 64, 1)))
+                if attn else C3k(self.c, self.c, 2, shortcut, g) if c3k else Bottleneck(self.c, self.c, shortcut, g)
+                for _ in range(n)
+            )
+
+    return C3k2_v2
+
+
+def _first_bottleneck(block: nn.Module):
+    from ultralytics.nn.modules import Bottleneck
+
+    return next(m for m in block.modules() if isinstance(m, Bottleneck))
+
+
+def replace_split_blocks(module: nn.Module, C2f_v2, C3k2_v2) -> dict[str, int]:
+    """Swap every C2f for a C2f_v2 and every C3k2 for a C3k2_v2 holding the same weights (cv1 split into cv0 and
+    cv1; cv2 and the inner blocks `m` are moved over as they are).  Returns {replaced type: count}."""
+    from ultralytics.nn.modules import C2f, C3k2
+    from ultralytics.nn.modules.block import C3k
+
+    replaced: dict[str, int] = {}
     for name, child in module.named_children():
-        if type(child) is not C2f:
-            replace_c2f(child, C2f_v2)
+        if type(child) not in (C2f, C3k2):
+            for k, v in replace_split_blocks(child, C2f_v2, C3k2_v2).items():
+                replaced[k] = replaced.get(k, 0) + v
             continue
-        b = child.m[0]
+        b = _first_bottleneck(child.m[0])
         shortcut = b.cv1.conv.in_channels == b.cv2.conv.out_channels and getattr(b, "add", False)
-        new = C2f_v2(child.cv1.conv.in_channels, child.cv2.conv.out_channels, n=len(child.m), shortcut=shortcut,
-                     g=b.cv2.conv.groups, e=child.c / child.cv2.conv.out_channels)
+        c1, c2, n = child.cv1.conv.in_channels, child.cv2.conv.out_channels, len(child.m)
+        e = child.c / c2
+        if type(child) is C3k2:
+            first = child.m[0]
+            new = C3k2_v2(c1, c2, n=n, c3k=isinstance(first, C3k), e=e, attn=isinstance(first, nn.Sequential),
+                          g=b.cv2.conv.groups, shortcut=shortcut)
+        else:
+            new = C2f_v2(c1, c2, n=n, shortcut=shortcut, g=b.cv2.conv.groups, e=e)
         new.cv2, new.m = child.cv2, child.m
         half = child.cv1.conv.weight.shape[0] // 2
         with torch.no_grad():
@@ -88,35 +141,96 @@ def replace_c2f(module: nn.Module, C2f_v2) -> None:
             for key in ("weight", "bias", "running_mean", "running_var"):
                 getattr(new.cv0.bn, key).copy_(getattr(child.cv1.bn, key)[:half])
                 getattr(new.cv1.bn, key).copy_(getattr(child.cv1.bn, key)[half:])
+        for bn in (new.cv0.bn, new.cv1.bn):  # ultralytics sets eps=1e-3 on its models; a fresh BatchNorm has 1e-5
+            bn.eps, bn.momentum = child.cv1.bn.eps, child.cv1.bn.momentum
         for attr in ("f", "i", "type", "np"):  # ultralytics's layer bookkeeping
             if hasattr(child, attr):
                 setattr(new, attr, getattr(child, attr))
         setattr(module, name, new)
+        replaced[type(child).__name__] = replaced.get(type(child).__name__, 0) + 1
+    return replaced
 
 
-def prune_theirs(model: nn.Module, ratio: float) -> tuple[nn.Module, float, float]:
-    """Torch-Pruning: (pruned model, seconds for C2f_v2 replacement, seconds for DepGraph + pruning)."""
+def head_outputs(model: nn.Module) -> list[nn.Module]:
+    """The layers whose output channels are the model's outputs, read from its Detect head: the last conv of
+    every box/class (/mask) branch, of both branches where the head has a one2one (end-to-end) copy (YOLO26), and
+    the DFL where the head has one (reg_max > 1).  These are what ours protects by itself (NodeInfo role
+    head_output, set at trace time); Torch-Pruning is told to ignore the same layers."""
+    from ultralytics.nn.modules.block import DFL
+
+    head = model.model[-1]
+    out = []
+    for attr in ("cv2", "cv3", "cv4", "one2one_cv2", "one2one_cv3", "one2one_cv4"):
+        branches = getattr(head, attr, None)
+        if isinstance(branches, nn.ModuleList):
+            out.extend(branch[-1] for branch in branches)
+    if isinstance(getattr(head, "dfl", None), DFL):
+        out.append(head.dfl)
+    return out
+
+
+def attention_layers(model: nn.Module) -> list[nn.Module]:
+    """ultralytics's `Attention` modules (in C2PSA, and in YOLO26's attn C3k2): Torch-Pruning's YOLO11 users put
+    them in `ignored_layers` (Torch-Pruning issue #386; its qkv `view` into heads and depthwise `pe` are not
+    pruned correctly otherwise).  C2PSA itself (its cv1 `split`) is left as it is, as they leave it."""
+    return [m for m in model.modules() if type(m).__name__ == "Attention"]
+
+
+def prune_theirs(model: nn.Module, ratio: float) -> tuple[nn.Module, float, float, dict[str, int]]:
+    """Torch-Pruning: (pruned model, seconds for the C2f_v2/C3k2_v2 replacement, seconds for DepGraph + pruning,
+    the blocks replaced)."""
     import torch_pruning as tp
 
     model = copy.deepcopy(model).eval()
     start = time.perf_counter()
-    replace_c2f(model, c2f_v2_class())
-    replaced = time.perf_counter()
+    C2f_v2 = c2f_v2_class()
+    replaced = replace_split_blocks(model, C2f_v2, c3k2_v2_class(C2f_v2))
+    swapped = time.perf_counter()
     for p in model.parameters():
         p.requires_grad_(True)
-    head = model.model[-1]
-    ignored = [branch[-1] for branch in list(head.cv2) + list(head.cv3) + list(getattr(head, "cv4", []))]
-    ignored.append(head.dfl)
     pruner = tp.pruner.MagnitudePruner(
         model, torch.randn(1, 3, IMGSZ, IMGSZ), importance=tp.importance.MagnitudeImportance(p=2),
-        pruning_ratio=ratio, ignored_layers=ignored, iterative_steps=1,
+        pruning_ratio=ratio, ignored_layers=head_outputs(model) + attention_layers(model), iterative_steps=1,
         output_transform=lambda out: _tensors(out),
     )
     pruner.step()
     done = time.perf_counter()
     for p in model.parameters():
         p.requires_grad_(False)
-    return model, replaced - start, done - replaced
+    return model, swapped - start, done - swapped, replaced
+
+
+def replacement_error(model: nn.Module) -> float:
+    """Largest difference between `model` and its copy with C2f/C3k2 replaced, relative to the largest magnitude
+    of each tensor, on one random 320x320 image, both in float64, over the outputs (FlatGraph order, the model's
+    default head branch) and the features entering the head: the replacement must not change the function, or
+    the comparison would not be fair.  Relative, and over the head's inputs too, because a random-weight model's
+    features are tiny and its decoded boxes nearly the anchors: an absolute difference would hide a wrong BN eps
+    (1e-5 instead of ultralytics's 1e-3 gives ~3e-8 absolute)."""
+    replaced = copy.deepcopy(model)
+    C2f_v2 = c2f_v2_class()
+    replace_split_blocks(replaced, C2f_v2, c3k2_v2_class(C2f_v2))
+    # float64, so that rounding noise (float32 boxes in pixels: ~3e-5) can neither hide nor fake a difference
+    original, replaced = copy.deepcopy(model).double().eval(), replaced.double().eval()
+    x = torch.rand(1, 3, IMGSZ // 2, IMGSZ // 2, dtype=torch.float64)  # 320: float64 convs are slow on a CPU
+    tensors = []
+    for m in (original, replaced):
+        features: list[torch.Tensor] = []
+        hook = m.model[-1].register_forward_pre_hook(lambda _, args: features.extend(args[0]))
+        with torch.no_grad():
+            tensors.append([*fxgraph.reference_outputs(m, x), *features])
+        hook.remove()
+    return max(float((a - b).abs().max() / a.abs().max().clamp_min(1e-30)) for a, b in zip(*tensors))
+
+
+def block_types(model: nn.Module) -> dict[str, int]:
+    """{type name: count} of ultralytics's building blocks in `model` (the modules a user's checkpoint and code
+    expect: C2f, C3k2, C3k, C2PSA, PSABlock, ...)."""
+    counts: dict[str, int] = {}
+    for m in model.modules():
+        if type(m).__module__.startswith("ultralytics.nn.modules.block"):
+            counts[type(m).__name__] = counts.get(type(m).__name__, 0) + 1
+    return counts
 
 
 def _tensors(out) -> list[torch.Tensor]:
@@ -150,13 +264,22 @@ def runs(model: nn.Module, nc: int) -> bool:
     return pred.shape[:2] == (1, 4 + nc) and bool(torch.isfinite(pred).all())
 
 
+def _first_line(exc: BaseException, limit: int = 300) -> str:
+    text = str(exc).strip().splitlines()
+    line = f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
 def measure(name: str, ratios: list[float]) -> list[dict]:
     torch.manual_seed(0)
     model = fxgraph.load_ultralytics(f"{name}.yaml")
     t0 = time.perf_counter()
     graph = fxgraph.trace(model, IMGSZ)
     trace_s = time.perf_counter() - t0
+    blocks = block_types(model)
     base = {"model": name, "params_before": stats.num_params(graph), "gflops_before": round(stats.gflops(graph), 3)}
+    error = replacement_error(model)
+    assert error < 1e-4, f"{name}: the C2f_v2/C3k2_v2 replacement changes the outputs (relative {error:.3g})"
     rows = []
     for ratio in ratios:
         for variant, options in (("ours (uniform)", {"global_ranking": False}), ("ours (global)", {})):
@@ -169,19 +292,28 @@ def measure(name: str, ratios: list[float]) -> list[dict]:
             rows.append({**base, "ratio": ratio, "tool": variant, "params": stats.num_params(pruned.graph),
                          "gflops": round(stats.gflops(pruned.graph), 3), "seconds": round(pruned.seconds, 3),
                          "trace_seconds": round(trace_s, 2), "runs": agree and runs(pruned.model, graph.nc),
-                         "keeps_c2f": type(pruned.model.model[2]).__name__ == "C2f"})
-        try:
-            pruned = None  # free our pruned graphs so that the garbage collector does not walk them during theirs
-            theirs, replace_s, prune_s = best_of(lambda: prune_theirs(model, ratio), key=lambda t: t[1] + t[2])
+                         "keeps_blocks": block_types(pruned.model) == blocks})
+        pruned = None  # free our pruned graphs so that the garbage collector does not walk them during theirs
+        row = {"params": None, "gflops": None, "seconds": None, "runs": False, "keeps_blocks": False,
+               "replacement_max_rel_diff": error,
+               "ignored_layers": {"head_outputs": len(head_outputs(model)), "attention": len(attention_layers(model))}}
+        stage = "pruning"
+        try:  # record a failure in the row rather than hide it or stop the benchmark
+            theirs, replace_s, prune_s, replaced = best_of(lambda: prune_theirs(model, ratio),
+                                                           key=lambda t: t[1] + t[2])
+            row.update(seconds=round(replace_s + prune_s, 3), replace_seconds=round(replace_s, 3), replaced=replaced,
+                       keeps_blocks=block_types(theirs) == blocks)
+            stage = "forward"
+            row["runs"] = runs(theirs, graph.nc)
+            stage = "trace for counting"
             traced = fxgraph.trace(theirs, IMGSZ)
-            row = {"params": stats.num_params(traced), "gflops": round(stats.gflops(traced), 3),
-                   "seconds": round(replace_s + prune_s, 3), "replace_seconds": round(replace_s, 3),
-                   "runs": runs(theirs, graph.nc), "keeps_c2f": type(theirs.model[2]).__name__ == "C2f"}
-        except Exception as exc:  # record the failure rather than hide the row
-            row = {"params": None, "gflops": None, "seconds": None, "runs": False, "error": f"{type(exc).__name__}: {exc}"}
+            row.update(params=stats.num_params(traced), gflops=round(stats.gflops(traced), 3))
+        except Exception as exc:
+            row.update(runs=False if stage != "trace for counting" else row["runs"], error=_first_line(exc),
+                       failed_at=stage)
         rows.append({**base, "ratio": ratio, "tool": "torch-pruning", **row})
         ours = next(r for r in rows if r["ratio"] == ratio and r["tool"] == "ours (uniform)")
-        if row.get("seconds"):
+        if row["runs"] and row["seconds"]:
             ours["time_ratio_vs_tp"] = round(ours["seconds"] / row["seconds"], 3)
             ours["time_ratio_vs_tp_with_trace"] = round((ours["seconds"] + trace_s) / row["seconds"], 3)
         for r in rows[-3:]:
@@ -189,44 +321,107 @@ def measure(name: str, ratios: list[float]) -> list[dict]:
     return rows
 
 
+def _keeps(r: dict) -> str:
+    keeps = r.get("keeps_blocks", r.get("keeps_c2f"))  # rows measured before YOLO11 support: keeps_c2f
+    if keeps:
+        return "yes"
+    swapped = ", ".join(f"{k}→{k}_v2 ×{v}" for k, v in (r.get("replaced") or {}).items())
+    return f"no ({swapped})" if swapped else "no"
+
+
+def _runs(r: dict) -> str:
+    if r["runs"]:
+        return "yes"
+    if r.get("error"):
+        where = f" at {r['failed_at']}" if r.get("failed_at") else ""
+        return f"no{where}: `{r['error'].replace('|', '/').replace('`', chr(39))}`"
+    return "no"
+
+
 def markdown(rows: list[dict]) -> str:
     head = ("| model | ratio | tool | params | GFLOPs@640 | params left | analysis+surgery s | ours/TP time | runs | "
-            "keeps C2f |\n|---|---|---|---|---|---|---|---|---|---|")
+            "keeps ultralytics blocks |\n|---|---|---|---|---|---|---|---|---|---|")
     lines = [head]
     for r in rows:
         left = f"{r['params'] / r['params_before']:.1%}" if r.get("params") else "-"
+        params = f"{r['params']:,}" if r.get("params") else "-"
         lines.append(
-            f"| {r['model']} | {r['ratio']} | {r['tool']} | {r['params'] or '-':,} | {r['gflops'] or '-'} | {left} | "
+            f"| {r['model']} | {r['ratio']} | {r['tool']} | {params} | {r['gflops'] or '-'} | {left} | "
             f"{r['seconds'] if r['seconds'] is not None else '-'} | {r.get('time_ratio_vs_tp', '')} | "
-            f"{'yes' if r['runs'] else 'no'} | {'yes' if r.get('keeps_c2f') else 'no'} |"
+            f"{_runs(r)} | {_keeps(r)} |"
         )
     return "\n".join(lines)
 
 
+def merge(old_rows: list[dict], new_rows: list[dict]) -> list[dict]:
+    """`old_rows` with every row of the same (model, ratio, tool) replaced by its new measurement, new ones after."""
+    key = lambda r: (r["model"], r["ratio"], r["tool"])  # noqa: E731
+    fresh = {key(r): r for r in new_rows}
+    merged = [fresh.pop(key(r), r) for r in old_rows]
+    return merged + [r for r in new_rows if key(r) in fresh]
+
+
+def _legacy_runs(data: dict) -> list[dict]:
+    """The `runs` list of a results file (older files have one top-level `env` for all their rows)."""
+    if "runs" in data:
+        return data["runs"]
+    models = list(dict.fromkeys(r["model"] for r in data.get("rows", [])))
+    return [{"models": models, "env": data.get("env", {}), "note": data.get("note")}] if models else []
+
+
+def document(data: dict) -> str:
+    runs_text = "\n".join(
+        f"- models {', '.join(run['models'])}: `{run.get('command') or 'python benchmarks/prune_vs_torch_pruning.py'}` "
+        f"— {run['env']}" + (f"\n\n  {run['note']}" if run.get("note") else "") for run in data["runs"])
+    return (f"# Pruning YOLO detectors with magnitude (L2): ours vs Torch-Pruning\n\n{runs_text}\n\n"
+            f"{markdown(data['rows'])}\n\n"
+            f"ours/TP time: analysis+surgery of ours (uniform) over Torch-Pruning's C2f_v2/C3k2_v2 replacement + "
+            f"DepGraph + pruning (only where Torch-Pruning's model runs); our trace (fxgraph.trace, shared with "
+            f"relprop) is excluded there and listed in the JSON as `trace_seconds` (`time_ratio_vs_tp_with_trace` "
+            f"includes it). Times are the best of {REPEATS} runs; on a shared machine they swing (Torch-Pruning's "
+            f"DepGraph runs a multi-threaded forward pass at 640 and suffers most from other load), so compare the "
+            f"ratio, and re-run on an idle machine before quoting absolute seconds.\n\n"
+            f"Torch-Pruning is given, as its users do, C2f_v2/C3k2_v2 in place of C2f/C3k2 (outputs checked equal "
+            f"to the original's before pruning, in float64: `replacement_max_rel_diff` in the JSON) and `ignored_layers` = the "
+            f"head's output convs (both branches of a YOLO26 head), DFL where present, and every ultralytics "
+            f"`Attention`. \"runs\" no with a message: the exception Torch-Pruning's pruning, the pruned model's "
+            f"forward pass, or the trace used for counting raised (first line). \"keeps ultralytics blocks\": the "
+            f"pruned model holds the same ultralytics block types, as many of each, as the original (rows measured "
+            f"before YOLO11 support checked C2f only).\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", nargs="+", default=["yolov8n", "yolov8s", "yolov8m"])
+    parser.add_argument("--models", nargs="+", default=["yolov8n", "yolov8s", "yolov8m"],
+                        help="yolov8n/s/m, yolo11n/s, yolo26n ... (random weights from ultralytics's yaml)")
     parser.add_argument("--ratios", nargs="+", type=float, default=[0.25, 0.5])
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--append", action="store_true",
+                        help="merge into the results already in --out: rows of the same (model, ratio, tool) are "
+                             "replaced, the others kept")
+    parser.add_argument("--note", default=None, help="measuring conditions to record with this run (put it last: "
+                        "the recorded command stops before it)")
     args = parser.parse_args()
-    import torch_pruning
+    import torch_pruning  # noqa: F401  (fail early where the compare extra is missing)
     import ultralytics
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
+    load_start = round(os.getloadavg()[0], 2)
     rows = [r for name in args.models for r in measure(name, args.ratios)]
     env = {"python": platform.python_version(), "torch": torch.__version__, "ultralytics": ultralytics.__version__,
-           "torch_pruning": torch_pruning.__version__, "cpu_threads": torch.get_num_threads(),
-           "machine": platform.machine(), "imgsz": IMGSZ, "load_average_1m_at_end": round(os.getloadavg()[0], 2)}
+           "torch_pruning": importlib.metadata.version("torch-pruning"), "cpu_threads": torch.get_num_threads(),
+           "machine": platform.machine(), "imgsz": IMGSZ, "load_average_1m_at_start": load_start,
+           "load_average_1m_at_end": round(os.getloadavg()[0], 2)}
+    command = "python benchmarks/prune_vs_torch_pruning.py " + " ".join(sys.argv[1:]).split(" --note")[0]
+    run = {"models": args.models, "ratios": args.ratios, "command": command, "env": env, "note": args.note}
+    path = args.out / "prune_vs_torch_pruning.json"
+    data = {"runs": [run], "rows": rows}
+    if args.append and path.exists():
+        old = json.loads(path.read_text())
+        data = {"runs": _legacy_runs(old) + [run], "rows": merge(old.get("rows", []), rows)}
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "prune_vs_torch_pruning.json").write_text(json.dumps({"env": env, "rows": rows}, indent=1))
-    md = (f"# Pruning YOLOv8 with magnitude (L2): ours vs Torch-Pruning\n\n"
-          f"`python benchmarks/prune_vs_torch_pruning.py` — {env}\n\n{markdown(rows)}\n\n"
-          f"ours/TP time: analysis+surgery of ours (uniform) over Torch-Pruning's C2f_v2 replacement + DepGraph + "
-          f"pruning; our trace (fxgraph.trace, shared with relprop) is excluded there and listed in the JSON as "
-          f"`trace_seconds` (`time_ratio_vs_tp_with_trace` includes it). Times are the best of {REPEATS} runs; on a shared machine they "
-          f"swing (Torch-Pruning's DepGraph runs a multi-threaded forward pass at 640 and suffers most from other "
-          f"load), so compare the ratio, and re-run on an idle machine before quoting absolute seconds.\n")
-    (args.out / "prune_vs_torch_pruning.md").write_text(md)
+    path.write_text(json.dumps(data, indent=1, ensure_ascii=False))
+    (args.out / "prune_vs_torch_pruning.md").write_text(document(data))
     print(markdown(rows))
 
 
