@@ -543,7 +543,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{args.name}.json").write_text(json.dumps(result, indent=1, default=float))
-    if real["figure"]:
+    if real["figure"] and not args.timing_only:  # a timing run's maps are those of the full run
         figure(real["figure"], args.out / f"{args.name}_maps.png", real["names"], args.methods)
     (args.out / f"{args.name}.md").write_text(markdown(result, datasets))
     print((args.out / f"{args.name}.md").read_text())
@@ -605,7 +605,8 @@ def markdown(result: dict, datasets: dict) -> str:
                      f"{t['relprop']*1e3:.1f} ms / {t['captum_deeplift']*1e3:.1f} ms | "
                      f"{t['relprop_k']*1e3:.1f} ms / {t['captum_deepliftshap']*1e3:.1f} ms |")
     lines += ["", "(relprop times with the traced graph reused; with tracing each call: see the JSON.)", "",
-              f"Figure: `benchmarks/results/{s.get('name', 'faithfulness')}_maps.png`.", ""]
+              "" if s.get("timing_only") else f"Figure: `benchmarks/results/{s.get('name', 'faithfulness')}_maps.png`.",
+              ""]
     return "\n".join(lines)
 
 
