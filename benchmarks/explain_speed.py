@@ -35,13 +35,14 @@ from pathlib import Path
 os.environ.setdefault("YOLO_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import torch  # noqa: E402
 import ultralytics  # noqa: E402
 
 import relprop  # noqa: E402
 from relprop.image import Letterbox, read_image, to_input  # noqa: E402
-from relprop.target import xywh_to_xyxy  # noqa: E402
+from random_models import best_candidate_boxes, random_model  # noqa: E402
 
 BUS = Path(ultralytics.__file__).parent / "assets" / "bus.jpg"
 RESULTS = ROOT / "benchmarks" / "results"
@@ -120,16 +121,7 @@ def measure(name: str, model, imgsz: int, repeats: int, boxes: int, device: str,
     if name in RANDOM:
         # random weights detect nothing (and tie their scores): explain the best-scoring candidates as a
         # list of boxes, which shares the forward exactly as the NMS mode does
-        with torch.no_grad():
-            pred = g.module(x)[0][0]
-        order = pred[4:4 + g.nc].amax(0).argsort(descending=True)
-        lb = Letterbox.fit(image.shape[:2], g.imgsz)
-        h0, w0 = image.shape[:2]
-        xyxy = pred[:4, order].T if g.facts.box_format == "xyxy" else xywh_to_xyxy(pred[:4, order].T)
-        candidates = (lb.box_to_original(b, clip=False) for b in xyxy.double().numpy())
-        # well-formed (random yolo26n regresses ltrb that can be negative) and overlapping the image
-        chosen = [b for b in candidates
-                  if b[2] > b[0] and b[3] > b[1] and b[0] < w0 and b[1] < h0 and b[2] > 0 and b[3] > 0][:boxes]
+        chosen = [b for b, _ in best_candidate_boxes(g, image, boxes)]
         dets = ex.explain(path, chosen, iou=0.5)
 
         def explain_all():
@@ -194,31 +186,6 @@ def measure(name: str, model, imgsz: int, repeats: int, boxes: int, device: str,
     }
 
 
-def random_yolov8n(yaml: str = "yolov8n.yaml"):
-    """A random-weight model (yolov8n by default) whose output depends on the image: a fresh init's signal dies out
-    layer by layer (every candidate gets the same score), so BatchNorm statistics are recalibrated on random images.
-    A reg_max=1 head (YOLO26) outputs raw ltrb distances, which random weights make negative (x2 < x1, a box no
-    candidate matches): its last box convs are scaled to output distances of about one stride."""
-    import fxgraph
-
-    torch.manual_seed(0)
-    model = fxgraph.load_ultralytics(yaml)
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.reset_running_stats()
-            m.momentum = None
-    model.train()
-    with torch.no_grad():
-        model(torch.rand(4, 3, 320, 320))
-    head = model.model[-1]
-    if head.reg_max == 1:
-        with torch.no_grad():
-            for convs in (*head.cv2, *(getattr(head, "one2one_cv2", None) or ())):
-                convs[-1].weight.mul_(0.01)
-                convs[-1].bias.fill_(0.5)
-    return model.eval()
-
-
 def uitag_yolo11s() -> tuple[Path, Path]:
     """uitag's trained YOLO11s (pip install --no-deps uitag==0.6.0) and its VS Code screenshot."""
     import importlib.util
@@ -233,9 +200,9 @@ def uitag_yolo11s() -> tuple[Path, Path]:
 def model_and_image(name: str):
     """(model, image path) of a benchmark model name."""
     if name == "yolov8n":
-        return random_yolov8n(), BUS
+        return random_model(), BUS
     if name == "yolo26n":
-        return random_yolov8n("yolo26n.yaml"), BUS
+        return random_model("yolo26n.yaml"), BUS
     if name == "yolo11s-ui":
         return uitag_yolo11s()
     if name == "embedded":

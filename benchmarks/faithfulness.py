@@ -54,6 +54,7 @@ from faith_metrics import completeness_error, energy_pointing_game, perturbation
 from relprop.image import Letterbox, read_image, reference_inputs, to_input  # noqa: E402
 from relprop.layercam import box_layercam, image_layercam  # noqa: E402
 from relprop.target import detections  # noqa: E402
+from random_models import best_candidate_boxes, random_model  # noqa: E402
 
 ASSETS = Path(ultralytics.__file__).parent / "assets"
 RESULTS = ROOT / "benchmarks" / "results"
@@ -447,7 +448,8 @@ def main(argv: list[str] | None = None) -> int:
                     help=f"comma-separated subset of {','.join(METHODS)} (default: all)")
     ap.add_argument("--datasets", default="real,shapes",
                     help="comma-separated: real (embedded YOLOv8s on bus/zidane), yolo11 (uitag's trained YOLO11s on "
-                         "its two screenshots), shapes (needs --shapes-weights/--train-shapes)")
+                         "its two screenshots), yolo26 (random-weight yolo26n on bus.jpg: no YOLO26 weights exist in "
+                         "any package), shapes (needs --shapes-weights/--train-shapes)")
     ap.add_argument("--yolo11-imgsz", type=int, default=640, help="image size of the yolo11 dataset (1920x1080 screens)")
     ap.add_argument("--max-boxes", type=int, default=1000, help="at most this many detections per image (by confidence)")
     ap.add_argument("--name", default="faithfulness", help="stem of the written .json/.md/_maps.png")
@@ -462,11 +464,11 @@ def main(argv: list[str] | None = None) -> int:
     if unknown or not args.methods:
         ap.error(f"--methods: unknown {unknown}; choose from {METHODS}")
     wanted = {d.strip() for d in args.datasets.split(",") if d.strip()}
-    if not wanted or wanted - {"real", "yolo11", "shapes"}:
-        ap.error(f"--datasets: choose from real, yolo11, shapes; got {args.datasets!r}")
+    if not wanted or wanted - {"real", "yolo11", "yolo26", "shapes"}:
+        ap.error(f"--datasets: choose from real, yolo11, yolo26, shapes; got {args.datasets!r}")
     if args.render:
         result = json.loads(args.render.read_text())
-        for key in ("real", "yolo11", "shapes"):
+        for key in ("real", "yolo11", "yolo26", "shapes"):
             if key in result:
                 result[key]["summary"] = summarise(result[key]["records"])
         args.render.write_text(json.dumps(result, indent=1, default=float))
@@ -506,6 +508,13 @@ def main(argv: list[str] | None = None) -> int:
         print("uitag YOLO11s on", [p.name for p in screens], flush=True)
         datasets["yolo11"] = run_dataset("uitag YOLO11s", str(weights11), args.yolo11_imgsz,
                                          [(p, None) for p in screens], args, set(), peers=False)
+    if "yolo26" in wanted and not args.quick:
+        model26 = random_model("yolo26n.yaml")
+        boxes26 = best_candidate_boxes(relprop.Explainer(model26, args.imgsz).graph, read_image(ASSETS / "bus.jpg"),
+                                       min(args.max_boxes, 3))
+        print("random yolo26n on bus.jpg, its best candidates", flush=True)
+        datasets["yolo26"] = run_dataset("random yolo26n", model26, args.imgsz, [(ASSETS / "bus.jpg", boxes26)], args,
+                                         set(), peers=False)
     shapes_note = None
     weights = args.shapes_weights
     if weights is None and args.train_shapes and not args.quick:
@@ -577,6 +586,8 @@ def markdown(result: dict, datasets: dict) -> str:
     for key, title in (("real", "Embedded YOLOv8s (Normal/Fall) on bus.jpg and zidane.jpg, every NMS detection"),
                        ("yolo11", "uitag's trained YOLO11s (9 UI classes) on its two 1920×1080 screenshots, imgsz "
                         f"{s.get('yolo11_imgsz')}, the {s.get('max_boxes')} most confident detections per image"),
+                       ("yolo26", f"yolo26n with random weights (BatchNorm recalibrated; no YOLO26 weights exist in any "
+                        f"package), default one2many branch, bus.jpg at {s['imgsz']}, its best raw candidates as boxes"),
                        ("shapes", "yolov8n trained briefly on the synthetic shapes, ground-truth boxes of val images")):
         if key not in result:
             continue

@@ -33,10 +33,12 @@ from pathlib import Path
 os.environ.setdefault("YOLO_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import cv2  # noqa: E402
 import torch  # noqa: E402
 import ultralytics  # noqa: E402
+from random_models import random_model  # noqa: E402
 
 ASSETS = Path(ultralytics.__file__).parent / "assets"
 RESULTS = ROOT / "benchmarks" / "results"
@@ -49,21 +51,10 @@ def _sync(device: torch.device) -> None:
 
 
 def load_model(name: str) -> torch.nn.Module:
-    """The ultralytics model; a .yaml gets random weights with BatchNorm statistics recalibrated on random images (a
-    fresh init's signal dies out layer by layer and every candidate would tie)."""
+    """The ultralytics model; a .yaml gets random weights with BatchNorm statistics recalibrated (random_models)."""
     import fxgraph
 
-    torch.manual_seed(0)
-    model = fxgraph.load_ultralytics(name)
-    if str(name).endswith(".yaml"):
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.reset_running_stats()
-                m.momentum = None
-        model.train()
-        with torch.no_grad():
-            model(torch.rand(4, 3, 320, 320))
-    return model.eval()
+    return random_model(name) if str(name).endswith(".yaml") else fxgraph.load_ultralytics(name).eval()
 
 
 def calibration(graph, imgsz: int, batch: int, batches: int, boxes: int):
