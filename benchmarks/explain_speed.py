@@ -29,7 +29,6 @@ import os
 import platform
 import statistics
 import sys
-import time
 from pathlib import Path
 
 os.environ.setdefault("YOLO_OFFLINE", "1")
@@ -42,32 +41,18 @@ import ultralytics  # noqa: E402
 
 import relprop  # noqa: E402
 from relprop.image import Letterbox, read_image, to_input  # noqa: E402
+from bench_timing import interleaved, sync  # noqa: E402
 from random_models import best_candidate_boxes, random_model  # noqa: E402
 
 BUS = Path(ultralytics.__file__).parent / "assets" / "bus.jpg"
 RESULTS = ROOT / "benchmarks" / "results"
 
 
-def _sync(device: torch.device | str) -> None:
-    """Wait for the device's queued kernels (CUDA runs asynchronously: a timing without this measures launches)."""
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def timed(fns: dict, repeats: int, device: torch.device | str = "cpu") -> dict[str, dict[str, float]]:
     """Run every function once to warm up, then `repeats` rounds of all of them interleaved; per function the min
     (robust to other jobs on a shared machine: interference only adds time) and the median, in seconds.  On CUDA the
     device is synchronised before and after every timed call."""
-    for fn in fns.values():
-        fn()
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            _sync(device)
-            t = time.perf_counter()
-            fn()
-            _sync(device)
-            times[name].append(time.perf_counter() - t)
+    times = interleaved(fns, repeats, device)
     return {name: {"min": min(ts), "median": statistics.median(ts)} for name, ts in times.items()}
 
 
@@ -145,11 +130,11 @@ def measure(name: str, model, imgsz: int, repeats: int, boxes: int, device: str,
     cuda_peak = {}
     if torch.device(g.device).type == "cuda":  # peak device memory of each call above what is already allocated
         for key, fn in (("forward_grad", forward_grad), ("explain_one", explain_one), ("explain_all", explain_all)):
-            _sync(g.device)
+            sync(g.device)
             base = torch.cuda.memory_allocated(g.device)
             torch.cuda.reset_peak_memory_stats(g.device)
             fn()
-            _sync(g.device)
+            sync(g.device)
             cuda_peak[f"cuda_peak_{key}_mb"] = (torch.cuda.max_memory_allocated(g.device) - base) / 2**20
     t_fwd, t_grad, t_one, t_all = (t[k]["min"] for k in ("forward", "forward_grad", "one", "all"))
     d = len(dets)

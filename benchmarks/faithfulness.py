@@ -48,6 +48,7 @@ import torch  # noqa: E402
 import ultralytics  # noqa: E402
 
 import faith_methods as fm  # noqa: E402
+from bench_timing import interleaved  # noqa: E402
 import fxgraph  # noqa: E402
 import relprop  # noqa: E402
 from faith_metrics import completeness_error, energy_pointing_game, perturbation_curves  # noqa: E402
@@ -131,16 +132,6 @@ def method_calls(use: set[str], ex, array, box, cls, iou, refs8, f, x, x0, model
     return {k: v for k, v in calls.items() if k in use or k == "relprop"}
 
 
-def interleaved(calls: dict, repeats: int) -> dict[str, list[float]]:
-    """`repeats` rounds of every call, the order rotated each round so that a slow spell of a shared machine hits
-    every method alike: key -> its seconds per round."""
-    keys, out = list(calls), {k: [] for k in calls}
-    for i in range(repeats):
-        for k in keys[i % len(keys):] + keys[:i % len(keys)]:
-            out[k].append(timed(calls[k])[1])
-    return out
-
-
 def time_ratios(rounds: dict[str, list[float]], key: str, single: float, t_fwd: float) -> dict:
     """A box's time for `key`: the minimum over its interleaved rounds ÷ the minimum forward of the same rounds (and
     the ratio of medians).  A method outside the rounds (D-RISE, or --time-repeats 0) keeps its single timed call ÷
@@ -212,7 +203,9 @@ def run_dataset(name: str, weights, imgsz: int, items: list[tuple[Path, list | N
                     compl[key] = abs(total.delta) / abs(total.score - total.reference_score)
                 elif total is not None:
                     compl[key] = completeness_error(total, s_x, s_x0)
-            rounds = interleaved({"forward": lambda: forward_once(g.module, x), **calls}, args.time_repeats)
+            # the calls above were the warm-up; the order is rotated each round
+            rounds = interleaved({"forward": lambda: forward_once(g.module, x), **calls}, args.time_repeats,
+                                 warmup=False, rotate=True)
             if peers and peer_results is None:
                 peer_results = run_peers(weights, x, x0, x_blur, cls, cands)
             image_records.append({"dataset": name, "image": image_path.name, "box": np.round(box, 2).tolist(),

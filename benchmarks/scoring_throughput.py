@@ -27,7 +27,6 @@ import os
 import platform
 import statistics
 import sys
-import time
 from pathlib import Path
 
 os.environ.setdefault("YOLO_OFFLINE", "1")
@@ -38,16 +37,11 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import cv2  # noqa: E402
 import torch  # noqa: E402
 import ultralytics  # noqa: E402
+from bench_timing import interleaved  # noqa: E402
 from random_models import random_model  # noqa: E402
 
 ASSETS = Path(ultralytics.__file__).parent / "assets"
 RESULTS = ROOT / "benchmarks" / "results"
-
-
-def _sync(device: torch.device) -> None:
-    """Wait for queued CUDA kernels (without this a CUDA timing measures launches only)."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def load_model(name: str) -> torch.nn.Module:
@@ -153,16 +147,7 @@ def measure(args: argparse.Namespace) -> dict:
     fns = {"scoring": lambda: criterion.filter_stats(graph), "training": training_step(model, calib, device)}
     if args.per_box:
         fns["per_box"] = per_box_scoring(graph, calib, args.iou, args.target)
-    for fn in fns.values():  # warm-up
-        fn()
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(args.repeats):
-        for name, fn in fns.items():
-            _sync(device)
-            t = time.perf_counter()
-            fn()
-            _sync(device)
-            times[name].append(time.perf_counter() - t)
+    times = interleaved(fns, args.repeats, device)  # one warm-up call each, then interleaved rounds
     n = calib.n_images
     summary = {name: {"min_s": min(ts), "median_s": statistics.median(ts), "times_s": ts,
                       "images_per_s_best": n / min(ts), "images_per_s_median": n / statistics.median(ts)}
