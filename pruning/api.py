@@ -176,7 +176,8 @@ def plan_for_target(
     max_ratio: float = 0.99,
 ) -> tuple[Plan, Report]:
     """The smallest globally ranked plan that removes at least `target` of the model's GFLOPs (or params, latency);
-    for `GroupwiseScores` (HSIC-Lasso) the same fraction of every group, bisected the same way.
+    for `GroupwiseScores` (HSIC-Lasso) the same fraction of every group (rounded per group as `make_plan` spreads
+    it, so the removed share grows one group step at a time), bisected the same way.
 
     metric="latency": target=0.5 means at most half the unpruned model's latency measured under `latency`
     (pruning.measure; default onnxruntime CPU at 640).  Each candidate is cut on a copy and measured interleaved

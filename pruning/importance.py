@@ -23,7 +23,8 @@ class GroupwiseScores(dict):
     """Scores comparable only within a group (e.g. HSIC-Lasso path entry λs: each layer solves its own problem).
 
     A plan made from them never ranks groups against each other: a `ratio` removes that fraction of every group
-    (each group's budget), and the criterion chooses which units within it; `threshold` still applies as is.
+    (each group's budget, rounded down to its `round_to` step, the fraction set so the total is `ratio`), and the
+    criterion chooses which units within it; `threshold` still applies as is.
     """
 
     global_ranking = False

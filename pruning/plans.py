@@ -91,14 +91,16 @@ def make_plan(
     """Choose the units to remove.
 
     `ratio`: fraction of the prunable channels in scope to remove — ranked globally across layers when
-    `global_ranking` (the default), else the same fraction of every group.  `layer_ratios`: a fraction per
+    `global_ranking` (the default), else the same fraction of every group (see below).  `layer_ratios`: a fraction per
     ultralytics layer index or per group name / module-path prefix ('model.4', 'model.22.cv2.0.0.conv'),
     overriding `ratio` there.  `scope`: 'all', 'backbone' (layers 0-9) or layer indices.  Every group keeps
     at least `min_channels` channels, and the number it keeps is rounded up to a multiple of `round_to`.
     `threshold` (instead of `ratio`): remove every unit in scope whose raw score is <= threshold, e.g. 0 for the
     HSIC-Lasso coefficients of filters that carry nothing the others do not (coupled groups lose the same number).
     Scores that are comparable only within a group (`importance.GroupwiseScores`, e.g. HSIC-Lasso) are never
-    ranked globally: `ratio` then removes that fraction of every group.
+    ranked globally: `ratio` then removes the same fraction of every group, rounded down per group to what
+    `round_to` and `min_channels` allow, with the fraction chosen so that `ratio` of the channels go in all
+    (`_uniform_counts`).
     """
     if threshold is not None:
         if ratio is not None or layer_ratios:
@@ -127,11 +129,14 @@ def make_plan(
     order = {n: torch.argsort(scores[n], stable=True) for n in (g.name for g in groups)}
 
     counts: dict[tuple[str, ...], int] = {}
-    local = [b for b in blocks if threshold is None and (b in overrides or ratio is None or not global_ranking)]
+    local = [b for b in blocks if threshold is None and (b in overrides or ratio is None)]
     for block in local:
-        r = overrides.get(block, ratio if ratio is not None else 0.0)
+        r = overrides.get(block, 0.0)
         size = len(coupling.groups[block[0]])
         counts[block] = min(math.floor(r * size + 1e-9), _cap(size, min_channels))
+    if threshold is None and ratio and not global_ranking:
+        uniform = [b for b in blocks if b not in counts]
+        counts.update(_uniform_counts(uniform, coupling, scores, ratio, min_channels, round_to))
     if threshold is not None:
         for block in blocks:
             below = min(int((scores[name] <= threshold).sum()) for name in block)
@@ -172,6 +177,53 @@ def _round_kept(size: int, n_remove: int, round_to: int) -> int:
         return max(n_remove, 0)
     kept = min(size, math.ceil((size - n_remove) / round_to) * round_to)
     return size - kept
+
+
+def _removal_steps(size: int, min_channels: int, round_to: int) -> list[int]:
+    """The channel counts a group of `size` may lose, ascending: its kept count stays a multiple of `round_to`
+    (as `_round_kept` rounds) and at least `min_channels`."""
+    cap = _cap(size, min_channels)
+    return sorted({_round_kept(size, n, round_to) for n in range(1, cap + 1)} - {0})
+
+
+def _uniform_counts(blocks, coupling: Coupling, scores, ratio: float, min_channels: int, round_to: int):
+    """The same fraction θ of every group, each rounded down to a count it may lose (`_removal_steps`), with θ the
+    smallest that removes `ratio` of the channels of `blocks`.
+
+    Rounding each group's `ratio` down on its own made the total a staircase: with round_to=8, groups of 32-256
+    channels all reach their next multiple of 8 at the same few ratios, so a GFLOPs target could be bisected only
+    onto those steps (HSIC-Lasso removed 55% of GFLOPs for a 50% target).  Here every step of every group is one
+    candidate keyed by the fraction of its group it reaches; taking candidates in that order until `ratio` of the
+    channels are gone moves θ one group step at a time, so the total grows by one step, never by a staircase.
+    Candidates reaching the same fraction go weakest first (mean score of the units they remove, over the group's
+    mean), so the order is fixed and the total never shrinks as `ratio` grows.
+    """
+    candidates: list[tuple[float, float, int, int]] = []
+    total = 0
+    for b, block in enumerate(blocks):
+        size = len(coupling.groups[block[0]])
+        total += size * len(block)
+        ranked = []
+        for name in block:
+            s = scores[name].double().abs()
+            mean = s.mean()
+            ranked.append(torch.sort(s / mean if mean > 0 else s).values)
+        weakest = torch.stack(ranked).mean(0)
+        previous = 0
+        for n in _removal_steps(size, min_channels, round_to):
+            candidates.append((n / size, float(weakest[previous:n].mean()), b, n))
+            previous = n
+    candidates.sort()
+    target = ratio * total
+    counts = {block: 0 for block in blocks}
+    removed = 0
+    for _, _, b, n in candidates:
+        if removed >= target - 1e-9:
+            break
+        block = blocks[b]
+        removed += (n - counts[block]) * len(block)
+        counts[block] = n
+    return counts
 
 
 def _global_counts(blocks, coupling: Coupling, scores, ratio: float, min_channels: int, normalize: bool):
