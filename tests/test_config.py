@@ -34,6 +34,20 @@ def test_choices_come_from_the_registries():
     assert c["calib_target"] == tuple(DetDSHAP.TARGETS) and c["scope"] == SCOPES
 
 
+def test_detdshap_batching_settings_reach_the_criterion():
+    """calib_batch / calib_chunk configure DetDSHAP's batched scoring (issue 12); the calibration is not read."""
+    from pruning.job.workspace import build_criterion
+
+    def unread():
+        raise AssertionError("building the criterion must not read the calibration images")
+
+    built = build_criterion("detdshap", load_config(None, ["calib_batch=3", "calib_chunk=2"]), lambda: None)
+    assert (built.batch, built.chunk) == (3, 2)
+    default = build_criterion("detdshap", load_config(), lambda: None)
+    assert (default.batch, default.chunk) == (8, 1)
+    assert build_criterion("l1", load_config(), unread) is not None
+
+
 def test_export_onnx_without_onnx_is_refused_before_anything(monkeypatch):
     import sys
 
@@ -67,6 +81,8 @@ def test_every_default_key_is_documented_with_a_comment():
         ("latency_repeats=0", "latency_repeats must be positive"),
         ("iou=1.5", r"iou=1.5 must be a number in \(0, 1\]"),
         ("resume=maybe", "resume='maybe' must be true or false"),
+        ("calib_batch=0", "calib_batch must be positive"),
+        ("calib_chunk=1.5", "calib_chunk=1.5 must be a non-negative integer"),
     ],
 )
 def test_bad_overrides_are_refused(override, message):

@@ -166,13 +166,13 @@ def test_resume_with_changed_settings_is_refused_naming_them(finished_run):
     message = str(err.value)
     assert f"resume: {out} was started with criterion='l1', target=0.3; this call gives criterion='taylor', " \
            f"target=0.5" in message
-    assert "only resume, device, workers may change" in message and "workers=" not in message
+    assert "only resume, device, workers, calib_batch, calib_chunk may change" in message and "workers=" not in message
     assert _listing(out) == before  # the finished run is untouched (no lock file, no report, state unchanged)
 
 
 def test_resume_with_only_changeable_settings_goes_on(finished_run, caplog):
     out, settings = finished_run
-    assert pipeline.run(settings.replace(resume=True, workers=2)) == out
+    assert pipeline.run(settings.replace(resume=True, workers=2, calib_batch=3)) == out
     assert json.loads((out / "state.json").read_text())["done"] is True
 
 

@@ -69,6 +69,8 @@ class Settings:
     calib_images: int
     calib_boxes: str
     calib_target: str
+    calib_batch: int
+    calib_chunk: int
     iou: float
     baseline: Any
     hsic_lambda: float
@@ -116,9 +118,9 @@ def choices() -> dict[str, tuple[str, ...]]:
 FRACTIONS = ("step_ratio", "target", "max_map_drop")
 COUNTS = ("imgsz", "batch", "pretrain_epochs", "epochs_per_step", "final_epochs", "calib_images", "max_steps",
           "min_channels", "round_to", "workers", "seed", "compare_epochs", "latency_imgsz", "latency_threads",
-          "latency_warmup", "latency_repeats")
+          "latency_warmup", "latency_repeats", "calib_batch", "calib_chunk")
 POSITIVE = ("imgsz", "batch", "round_to", "min_channels", "calib_images", "latency_imgsz", "latency_threads",
-            "latency_repeats")
+            "latency_repeats", "calib_batch", "calib_chunk")
 
 
 def parse_value(text: str) -> Any:

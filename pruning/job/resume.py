@@ -16,7 +16,7 @@ from typing import Any
 from ..errors import PruningError
 from .config import Settings
 
-MAY_CHANGE = ("resume", "device", "workers")  # settings a resumed run may change: where and how fast, not what
+MAY_CHANGE = ("resume", "device", "workers", "calib_batch", "calib_chunk")  # where and how fast, not what
 
 
 class ResumeError(PruningError):

@@ -32,7 +32,8 @@ Builder = Callable[["Settings", Callable[[], Calibration]], Criterion]
 
 CRITERION_BUILDERS: dict[str, Builder] = {  # the job's criteria by name: what `criterion=` may say
     "detdshap": lambda s, calib: DetDSHAP(calib(), boxes=s.calib_boxes, iou=s.iou, baseline=s.baseline,
-                                          target=s.calib_target),
+                                          target=s.calib_target, batch=s.calib_batch,
+                                          chunk=s.calib_chunk),
     "hsic": lambda s, calib: HSIC(calib(), lam=s.hsic_lambda),
     "l1": lambda s, calib: get_criterion("l1"),
     "l2": lambda s, calib: get_criterion("l2"),
