@@ -149,6 +149,27 @@ def test_background_images_and_blur_and_constant_baselines(real):
         real.explain(BUS, box, baseline="noise")
 
 
+
+def test_blurred_reference_is_cached_by_image_content(real, monkeypatch):
+    """The blur reference is computed once per image (it cost more than the relevance pass on large images), and
+    again when the image's pixels change, even in the same array object."""
+    import relprop.image as image_module
+
+    calls = []
+    blur = image_module.cv2.GaussianBlur
+    monkeypatch.setattr(image_module.cv2, "GaussianBlur", lambda *a, **k: calls.append(1) or blur(*a, **k))
+    array = read_image(BUS).copy()
+    array[0, 0] = 1.0  # an image no other test explained with blur (the explainer is shared)
+    box = (50, 400, 250, 900)
+    first = real.explain(array, box, baseline="blur", iou=0.5)
+    again = real.explain(array, box, baseline="blur", iou=0.5, target="box")
+    assert len(calls) == 1 and completeness_ok(again, 1e-3)
+    assert np.array_equal(real.explain(array, box, baseline="blur", iou=0.5).heatmap, first.heatmap)
+    array[:300] = 0.0  # the same object, other pixels: a new reference
+    changed = real.explain(array, box, baseline="blur", iou=0.5)
+    assert len(calls) == 2 and not np.array_equal(changed.heatmap, first.heatmap)
+    assert completeness_ok(changed, 1e-3)
+
 def test_reference_pass_is_cached(real):
     real.explain(BUS, (50, 400, 250, 900), iou=0.5)
     cached = dict(real._refs)
