@@ -16,6 +16,7 @@ targets (boxes) share one forward and one batched backward (``torch.autograd.gra
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, Sequence
 
 import torch
@@ -136,6 +137,26 @@ class MaxPoolFn(torch.autograd.Function):
         return out[..., :h * w].reshape(ctx.in_shape), None, None, None, None, None
 
 
+def exp_normal(z: torch.Tensor) -> torch.Tensor:
+    """exp(z), in float32/float64 with z clamped one above log(smallest normal): equal to exp(z) within 3.2e-38
+    (float32) or 6e-308 (float64), on every device alike.  CPU's vectorised exp leaves its fast path below that
+    (75 ms against 0.6 ms for 537,600 values at -88 on one thread), and a random yolov8n's DFL logits give z down
+    to -1670: the softmax then cost as much as a fifth of explaining a box.  Other dtypes: plain exp (a clamp
+    there would change values, e.g. 1.7e-4 in float16)."""
+    if z.dtype in _EXP_LOW:
+        z = z.clamp(min=_EXP_LOW[z.dtype])
+    return torch.exp(z)
+
+
+_EXP_LOW = {dtype: math.log(torch.finfo(dtype).tiny) + 1.0 for dtype in (torch.float32, torch.float64)}
+
+
+def _logsumexp(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """logsumexp along `dim` (keepdim) with `exp_normal`, so no term takes the subnormal slow path."""
+    top = x.amax(dim, keepdim=True)
+    return top + torch.log(exp_normal(x - top).sum(dim, keepdim=True))
+
+
 class SoftmaxFn(torch.autograd.Function):
     """Softmax rule, exact and bounded, by decomposition  y = exp(z),  z = x − L,  L = logsumexp(x):
 
@@ -150,10 +171,10 @@ class SoftmaxFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, x0, dim, eps):  # noqa: D102
         x0 = x0.expand_as(x)
-        big, big0 = torch.logsumexp(x, dim, keepdim=True), torch.logsumexp(x0, dim, keepdim=True)
+        big, big0 = _logsumexp(x, dim), _logsumexp(x0, dim)
         z, z0 = x - big, x0 - big0
-        y, y0 = torch.exp(z), torch.exp(z0)
-        slope = secant(y - y0, z - z0, torch.exp, z, z0, eps)
+        y, y0 = exp_normal(z), exp_normal(z0)
+        slope = secant(y - y0, z - z0, exp_normal, z, z0, eps)
         dx = x - x0
         a, a0 = (y * dx).sum(dim, keepdim=True), (y0 * dx).sum(dim, keepdim=True)
         gap = a - a0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import os
 
 os.environ.setdefault("YOLO_OFFLINE", "1")
@@ -182,6 +184,29 @@ def test_softmax_rule_closed_form_and_conservation():
     attr, delta = relprop.attribute(g32, x, x0, lambda y: y[:, 0] + 2 * y[:, 1])
     assert torch.isfinite(attr).all() and attr.abs().max() < 10 and abs(float(delta)) < 1e-5
 
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_softmax_exp_never_leaves_the_normal_range(dtype):
+    """The rule's exp clamps its argument where exp would be subnormal (CPU's exp is ~100x slower there, and a
+    random yolov8n's DFL softmax sees z down to -1670): values within e·tiny of exp, never subnormal, never 0;
+    other dtypes untouched."""
+    from relprop.functions import exp_normal
+
+    z = torch.cat([torch.linspace(-2000.0, 0.0, 4001, dtype=dtype), torch.tensor([-87.5, -708.5], dtype=dtype)])
+    tiny = torch.finfo(dtype).tiny
+    out = exp_normal(z)
+    assert (out >= tiny).all()
+    assert (out - torch.exp(z)).abs().max() <= 1.0001 * math.e * tiny
+    assert torch.equal(out[z > -80], torch.exp(z[z > -80]))
+    half = torch.tensor([-20.0, -3.0, 0.0], dtype=torch.float16)
+    assert torch.equal(exp_normal(half), torch.exp(half))
+    # the softmax rule stays exact on such logits (float64 conservation)
+    g = graph_of(lambda x: torch.softmax(x, 1), (6,))
+    x = torch.tensor([[900.0, -1100.0, 3.0, 0.0, 1.0, -700.0]], dtype=D)
+    x0 = torch.tensor([[-8.0, 16.0, 0.0, 2.0, -9.0, 1.0]], dtype=D)
+    attr, delta = relprop.attribute(g, x, x0, lambda y: y[:, 0] + 2 * y[:, 1] - y[:, 4])
+    assert torch.isfinite(attr).all() and abs(float(delta)) < 1e-12
 
 def test_product_is_shapley_split():
     def prod(x):
