@@ -38,7 +38,7 @@ from .rules import Bound
 
 PLAIN, RECORD, EXPLAIN = "plain", "record", "explain"
 
-# |Δx| below which a secant Δy/Δx is replaced by the derivative at the midpoint; about sqrt(machine epsilon).
+# |Δx| below which a secant Δy/Δx is replaced by the derivative (at x0 or the midpoint); about sqrt(machine epsilon).
 _EPS = {torch.float64: 1e-9, torch.float32: 1e-5, torch.float16: 1e-3, torch.bfloat16: 1e-2}
 
 

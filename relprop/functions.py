@@ -37,9 +37,10 @@ def _sum_to(t: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
     return t.sum(dim=dims, keepdim=True) if dims else t
 
 
-def secant(dy: torch.Tensor, dx: torch.Tensor, tangent: Callable[[torch.Tensor], torch.Tensor],
+def secant(dy: torch.Tensor, dx: torch.Tensor, tangent: Callable[[torch.Tensor], torch.Tensor] | torch.Tensor,
            x: torch.Tensor, x0: torch.Tensor, eps: float) -> torch.Tensor:
-    """Δy/Δx elementwise, and `tangent` (the derivative) at the midpoint (x + x0)/2 where |Δx| ≤ eps·(1 + |x|).
+    """Δy/Δx elementwise, and the derivative where |Δx| ≤ eps·(1 + |x|): `tangent` itself if it is a tensor (the
+    derivative at x0, see `RescaleFn`), else `tangent` evaluated at the midpoint (x + x0)/2.
 
     The threshold is relative so that a secant never divides a rounding error of y by a tiny Δx.  Both are computed
     everywhere and selected with `where`: no host synchronisation (rules must run at full speed on CUDA and be
@@ -47,17 +48,23 @@ def secant(dy: torch.Tensor, dx: torch.Tensor, tangent: Callable[[torch.Tensor],
     """
     slope = dy.div_(dx)  # dy is a temporary of the caller: reuse its memory
     small = dx.abs() <= x.abs().mul_(eps).add_(eps)
-    return torch.where(small, tangent((x + x0) / 2), slope)
+    return torch.where(small, tangent if isinstance(tangent, torch.Tensor) else tangent((x + x0) / 2), slope)
 
 
 class RescaleFn(torch.autograd.Function):
-    """Rescale rule of DeepLIFT for y = f(x) elementwise:  m_x = m_y · Δy/Δx  (f'((x+x0)/2) where |Δx| ≤ eps)."""
+    """Rescale rule of DeepLIFT for y = f(x) elementwise:  m_x = m_y · Δy/Δx, and the derivative where |Δx| ≤ eps.
+
+    `tangent` is either the derivative function, taken at (x + x0)/2, or, for a smooth f, the tensor f'(x0) that the
+    reference pass computed once: where |Δx| ≤ eps·(1 + |x|) (eps ≈ sqrt(machine epsilon)), f'(x0)·Δx differs from
+    Δy by at most max|f''|·Δx²/2, below the rounding of y, and the per-call sigmoid at the midpoint is saved (it was
+    about 40% of the rule's elementwise passes on every SiLU of YOLO).
+    """
 
     @staticmethod
-    def forward(ctx, x, x0, y0, op, derivative, eps):  # noqa: D102 - the op itself
+    def forward(ctx, x, x0, y0, op, tangent, eps):  # noqa: D102 - the op itself
         y = op(x)
         dx = x - x0
-        slope = secant(y - y0, dx, derivative, x, x0, eps)
+        slope = secant(y - y0, dx, tangent, x, x0, eps)
         ctx.save_for_backward(slope)
         return y
 

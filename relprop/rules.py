@@ -100,7 +100,8 @@ def _relu_derivative(z: torch.Tensor) -> torch.Tensor:
 
 
 class Rescale(Rule):
-    """DeepLIFT's rescale rule for an elementwise op:  m_x = m_y·Δy/Δx,  the derivative at (x+x0)/2 where |Δx| ≤ eps.
+    """DeepLIFT's rescale rule for an elementwise op:  m_x = m_y·Δy/Δx,  the derivative where |Δx| ≤ eps: at x0 for
+    smooth kinds (SiLU, sigmoid; computed once per reference), at (x+x0)/2 otherwise.
 
     `derivative` overrides the built-in derivative of the node's kind (needed for a kind outside silu/sigmoid/relu).
     """
@@ -111,6 +112,9 @@ class Rescale(Rule):
         "relu": _relu_derivative,
     }
     kinds = frozenset(DERIVATIVES)
+    # smooth kinds take their tangent at the reference, f'(x0), computed once per reference pass; ReLU keeps the
+    # midpoint (its kink: f'(0) = 0 would lose Δy = x for x0 = 0 < x ≤ eps)
+    SMOOTH = frozenset({"silu", "sigmoid"})
 
     def __init__(self, derivative: Callable[[torch.Tensor], torch.Tensor] | None = None):
         self.derivative = derivative
@@ -123,22 +127,28 @@ class Rescale(Rule):
     def _derivative(self, b: Bound) -> Callable[[torch.Tensor], torch.Tensor]:
         if self.derivative is not None:
             return self.derivative
+        return self.DERIVATIVES[self._kind(b)]
+
+    @staticmethod
+    def _kind(b: Bound) -> str:
         from fxgraph.ops import kind_of_target
 
-        return self.DERIVATIVES[kind_of_target(b.target)]
+        return kind_of_target(b.target)
 
     def record(self, b, args, kwargs):
         y = b.target(*args, **kwargs)
-        return y, (args[0], y)
+        if self.derivative is None and self._kind(b) in self.SMOOTH:  # f'(x0) once per reference (see RescaleFn)
+            return y, (args[0], y, self._derivative(b)(args[0]))
+        return y, (args[0], y, None)
 
     def explain(self, b, args, kwargs, saved, eps):
-        x0, y0 = saved
+        x0, y0, tangent = saved
         rest = args[1:]
 
         def op(x):
             return b.target(x, *rest, **kwargs)
 
-        return fn.RescaleFn.apply(args[0], x0, y0, op, self._derivative(b), eps)
+        return fn.RescaleFn.apply(args[0], x0, y0, op, self._derivative(b) if tangent is None else tangent, eps)
 
 
 class MaxPool(Rule):
