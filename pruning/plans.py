@@ -203,12 +203,7 @@ def _uniform_counts(blocks, coupling: Coupling, scores, ratio: float, min_channe
     for b, block in enumerate(blocks):
         size = len(coupling.groups[block[0]])
         total += size * len(block)
-        ranked = []
-        for name in block:
-            s = scores[name].double().abs()
-            mean = s.mean()
-            ranked.append(torch.sort(s / mean if mean > 0 else s).values)
-        weakest = torch.stack(ranked).mean(0)
+        weakest = _weakest_first(block, scores, normalize=True)
         previous = 0
         for n in _removal_steps(size, min_channels, round_to):
             candidates.append((n / size, float(weakest[previous:n].mean()), b, n))
@@ -226,6 +221,20 @@ def _uniform_counts(blocks, coupling: Coupling, scores, ratio: float, min_channe
     return counts
 
 
+def _weakest_first(block: tuple[str, ...], scores, normalize: bool) -> torch.Tensor:
+    """The scores of a block's units, weakest first: each group's scores sorted (over their mean |score| when
+    `normalize`, so groups of different scales compare), averaged over the block's groups (the k-th weakest unit of
+    each group is removed together)."""
+    per_group = []
+    for name in block:
+        s = scores[name].double()
+        if normalize:
+            mean = s.abs().mean()
+            s = s / mean if mean > 0 else s
+        per_group.append(torch.sort(s).values)
+    return torch.stack(per_group).mean(0)
+
+
 def _global_counts(blocks, coupling: Coupling, scores, ratio: float, min_channels: int, normalize: bool):
     """Algorithm 2: sort all units of all blocks by normalised score, remove the lowest `ratio` of channels."""
     candidates: list[tuple[float, int, int]] = []
@@ -233,14 +242,7 @@ def _global_counts(blocks, coupling: Coupling, scores, ratio: float, min_channel
     for b, block in enumerate(blocks):
         size = len(coupling.groups[block[0]])
         total += size * len(block)
-        per_group = []
-        for name in block:
-            s = scores[name].double()
-            if normalize:
-                mean = s.abs().mean()
-                s = s / mean if mean > 0 else s
-            per_group.append(torch.sort(s).values)
-        combined = torch.stack(per_group).mean(0)  # k-th weakest unit of each group, removed together
+        combined = _weakest_first(block, scores, normalize)  # k-th weakest unit of each group, removed together
         for k in range(_cap(size, min_channels)):
             candidates.append((float(combined[k]), k, b))
     candidates.sort()
