@@ -7,6 +7,9 @@ Both sides run on the same traced graph: the base's `relprop/functions.py` is lo
 and its autograd Functions' forward/backward are swapped in before each of its calls.  So only the rule arithmetic
 differs, and a slow spell of a shared machine hits both alike.  Prints the ratio new/old (min and median over the
 rounds), each side over the forward, and the largest heatmap difference (the two must explain the same thing).
+Only the Functions are swapped, not the rules that call them: a base whose Functions take other arguments than
+today's rules pass (before 74cd451, RescaleFn took a derivative function where it now may take f'(x0)) cannot be
+compared this way.
 Writes benchmarks/results/rules_before_after.json (one entry per model and size, the command and load recorded).
 """
 
