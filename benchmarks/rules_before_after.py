@@ -16,13 +16,12 @@ Writes benchmarks/results/rules_before_after.json (one entry per model and size,
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import statistics
 import subprocess
 import sys
-import tempfile
+import types
 from pathlib import Path
 
 os.environ.setdefault("YOLO_OFFLINE", "1")
@@ -35,22 +34,19 @@ import torch  # noqa: E402
 import relprop  # noqa: E402
 import relprop.functions as current  # noqa: E402
 from bench_timing import interleaved  # noqa: E402
-from explain_speed import model_and_image  # noqa: E402
+from explain_speed import RANDOM, model_and_image  # noqa: E402
 from random_models import best_candidate_boxes  # noqa: E402
 from relprop.image import Letterbox, read_image, to_input  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 
 
-def functions_at(commit: str):
-    """relprop/functions.py as it was at `commit`, imported as its own module."""
+def functions_at(commit: str) -> types.ModuleType:
+    """relprop/functions.py as it was at `commit`, run as its own module (nothing written to disk)."""
     text = subprocess.run(["git", "show", f"{commit}:relprop/functions.py"], cwd=ROOT, check=True,
                           capture_output=True, text=True).stdout
-    path = Path(tempfile.mkdtemp()) / "base_functions.py"
-    path.write_text(text)
-    spec = importlib.util.spec_from_file_location("base_functions", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = types.ModuleType("base_functions")
+    exec(compile(text, f"{commit}:relprop/functions.py", "exec"), module.__dict__)
     return module
 
 
@@ -74,7 +70,7 @@ def measure(name: str, imgsz: int, repeats: int, old: dict, new: dict) -> dict:
     g = ex.graph
     image = read_image(path)
     x = to_input(image, Letterbox.fit(image.shape[:2], g.imgsz), g.dtype, g.device)
-    if model is not None and name in ("yolov8n", "yolo26n"):  # random weights: their best candidate as a box
+    if name in RANDOM:  # random weights detect nothing: their best candidate as a box
         box, options = best_candidate_boxes(g, image, 1)[0][0], {"iou": 0.5}
     else:
         found = ex.explain(path)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import itertools
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -54,7 +54,7 @@ class Explainer:
         self.engine = RelevanceGraph(graph.module, rules)
         self.cache_size = cache_size
         self._refs: OrderedDict[tuple, References] = OrderedDict()
-        self._blurred: OrderedDict[int, tuple[np.ndarray, tuple, torch.Tensor]] = OrderedDict()
+        self._blurred: OrderedDict[tuple, tuple[np.ndarray, torch.Tensor]] = OrderedDict()  # image, reference
         self._serial = itertools.count()
 
     @property
@@ -65,16 +65,21 @@ class Explainer:
         """The reference pass for x0, from the cache when the same reference was seen before."""
         # Keyed by layout, matched by an exact comparison on x0's device: nothing is copied to or hashed on the host
         # (hashing 32 references of 640x640 cost 157 MB of host traffic per call on CUDA).
-        layout = (tuple(x0.shape), x0.dtype, x0.device)
-        for key, refs in self._refs.items():
-            if key[0] == layout and torch.equal(refs.input, x0):
-                self._refs.move_to_end(key)
-                return refs
-        refs = self.engine.reference(x0)
-        self._refs[(layout, next(self._serial))] = refs
-        while len(self._refs) > self.cache_size:
-            self._refs.popitem(last=False)
-        return refs
+        return self._cached(self._refs, (tuple(x0.shape), x0.dtype, x0.device),
+                            lambda refs: torch.equal(refs.input, x0), lambda: self.engine.reference(x0))
+
+    def _cached(self, cache: OrderedDict, layout: tuple, same: Callable[[Any], bool], make: Callable[[], Any]) -> Any:
+        """The entry of `cache` with this `layout` for which `same(entry)` holds (marked most recently used), else
+        `make()` stored under it; at most `cache_size` entries, the least recently used dropped."""
+        for key, entry in cache.items():
+            if key[0] == layout and same(entry):
+                cache.move_to_end(key)
+                return entry
+        entry = make()
+        cache[(layout, next(self._serial))] = entry
+        while len(cache) > self.cache_size:
+            cache.popitem(last=False)
+        return entry
 
     def explain(self, image: Any, box: Sequence[float] | str | None = None, options: ExplainOptions | None = None,
                 **changes: Any) -> Explanation | list[Explanation]:
@@ -131,19 +136,12 @@ class Explainer:
         return to_input(array, lb, g.dtype, g.device), x0, lb, array
 
     def _blurred_reference(self, array: np.ndarray, lb: Letterbox) -> torch.Tensor:
-        """The "blur" reference of `array`, from a small cache matched by exact comparison of the image: its Gaussian
-        blur (σ = max(H, W)/20) cost more than the relevance pass on a 1920x1080 screenshot, once per explain call."""
+        """The "blur" reference of `array`, cached by exact comparison of the image: its Gaussian blur
+        (σ = max(H, W)/20) cost more than the relevance pass on a 1920x1080 screenshot, once per explain call."""
         g = self.graph
-        layout = (array.shape, array.dtype, lb.new_shape, g.dtype, g.device)
-        for key, (seen, seen_layout, x0) in self._blurred.items():
-            if seen_layout == layout and np.array_equal(seen, array):
-                self._blurred.move_to_end(key)
-                return x0
-        x0 = reference_inputs("blur", array, lb, g.dtype, g.device)
-        self._blurred[next(self._serial)] = (array.copy(), layout, x0)
-        while len(self._blurred) > self.cache_size:
-            self._blurred.popitem(last=False)
-        return x0
+        return self._cached(self._blurred, (array.shape, array.dtype, lb.new_shape, g.dtype, g.device),
+                            lambda entry: np.array_equal(entry[0], array),
+                            lambda: (array.copy(), reference_inputs("blur", array, lb, g.dtype, g.device)))[1]
 
     def match(self, pred: torch.Tensor, lb: Letterbox, box: np.ndarray, cls: int | None, opts: ExplainOptions,
               shown: np.ndarray | None = None) -> Target:
