@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import fxgraph  # noqa: E402
 import pruning  # noqa: E402
-from pruning.measure import LatencyOptions, measure_latency  # noqa: E402
+from pruning.latency import LatencyOptions, measure_latency  # noqa: E402
 
 
 def main() -> None:

@@ -7,7 +7,7 @@ The embedded YOLOv8s (fall_detection best.pt, classes Normal/Fall) is pruned in 
 each target fraction of its GFLOPs@640 removed (scope all, min_channels 8; the channel ratio is found by
 bisection, pruning.plan_for_target), for each criterion and each round_to; the first criterion is also run with
 `--extra-round-to`.  Every model (the unpruned one included) is then exported to ONNX and timed by
-pruning.measure in ONE call: batch 1 at 640x640, onnxruntime CPUExecutionProvider with `--threads` threads, warm-up,
+pruning.latency in ONE call: batch 1 at 640x640, onnxruntime CPUExecutionProvider with `--threads` threads, warm-up,
 then `--repeats` rounds in which every model runs once (order rotated each round); min and median per model, and
 the speed-up = unpruned min / pruned min from that same call.
 
@@ -41,8 +41,8 @@ import pruning  # noqa: E402
 from fxgraph import stats  # noqa: E402
 from pruning.criteria import (HSIC, DetDSHAP, Precomputed, RandomCriterion, Taylor, get_criterion,  # noqa: E402
                               load_calibration)
-from pruning.job.measure import val_metrics  # noqa: E402
-from pruning.measure import LatencyOptions, measure_latency  # noqa: E402
+from pruning.job.metrics import val_metrics  # noqa: E402
+from pruning.latency import LatencyOptions, measure_latency  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

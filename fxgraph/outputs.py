@@ -104,9 +104,11 @@ def write_text(path: str | os.PathLike, text: str, *, error: ErrorType = OutputE
 
 
 @contextlib.contextmanager
-def atomic_dir(path: str | os.PathLike, *, error: ErrorType = OutputError) -> Iterator[Path]:
+def atomic_dir(path: str | os.PathLike, *, error: ErrorType = OutputError,
+               keep_existing: bool = False) -> Iterator[Path]:
     """A temporary folder next to `path` to fill; on success it is renamed to `path` (which must not exist, or be
-    empty) with the usual folder permissions, on failure it is removed with everything in it."""
+    empty) with the usual folder permissions, on failure it is removed with everything in it.  With
+    `keep_existing`, a `path` that another process filled meanwhile is kept and ours discarded (a cache)."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -116,9 +118,15 @@ def atomic_dir(path: str | os.PathLike, *, error: ErrorType = OutputError) -> It
     try:
         yield tmp
         os.chmod(tmp, default_mode(directory=True))
+        if keep_existing and path.is_dir() and any(path.iterdir()):
+            return  # another process finished first: keep theirs
         if path.is_dir():
             path.rmdir()  # empty (checked by check_new_dir); a folder with files in it makes this fail
-        os.replace(tmp, path)
+        try:
+            os.replace(tmp, path)
+        except OSError:
+            if not (keep_existing and path.is_dir()):
+                raise
     except OSError as exc:
         raise error(f"{path}: cannot write the folder ({exc.strerror or exc})") from exc
     finally:

@@ -26,8 +26,8 @@ from . import surgery
 from .checkpoint import save_checkpoint
 from .coupling import Coupling, gc_paused
 from .coupling import analyze as analyze_graph
-from .measure import LatencyOptions, measure_latency
-from .importance import Criterion, Precomputed, criterion_name, get_criterion
+from .latency import LatencyOptions, measure_latency
+from .criterion import Criterion, Precomputed, criterion_name, get_criterion
 from .errors import PlanError, RatioError
 from .plans import Plan, check_ratio, make_plan
 from .policy import attention_heads, mirror_branches, protector, sync_modules
@@ -180,7 +180,7 @@ def plan_for_target(
     it, so the removed share grows one group step at a time), bisected the same way.
 
     metric="latency": target=0.5 means at most half the unpruned model's latency measured under `latency`
-    (pruning.measure; default onnxruntime CPU at 640).  Each candidate is cut on a copy and measured interleaved
+    (pruning.latency; default onnxruntime CPU at 640).  Each candidate is cut on a copy and measured interleaved
     with the unpruned model in one call (minimum of the repeats), so the ratio holds on a noisy machine; this
     bisection measures the real deployed graph, where a per-layer latency table (HALP) would miss fusion and
     layout effects and cost a table per device; use a coarser `resolution` (e.g. 0.02) as each step measures.

@@ -1,97 +1,14 @@
-"""Deployment latency: batch 1 at the deployment image size, warmed up, repeats interleaved across the models compared.
+"""Deprecated: the old name of `pruning.latency` (deployment latency), kept for one release.
 
-Interleaving (A, B, A, B, ... with the order rotated every round) makes a slow spell of a shared machine hit every
-model alike, so ratios from one call are honest; the minimum is the stable figure, the median shows the spread.
+`import pruning.measure` gives the `pruning.latency` module itself, so code and tests that patch names on it
+patch the real thing.
 """
 
-from __future__ import annotations
+import sys
+import warnings
 
-import copy
-import io
-import statistics
-import time
-from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from . import latency
 
-import torch
-from torch import nn
-
-from .errors import PruningError
-
-RUNTIMES = ("onnxruntime", "torch")
-
-
-@dataclass(frozen=True)
-class LatencyOptions:
-    """How latency is measured: runtime, device (torch), threads (onnxruntime CPU), image size, warm-up, repeats."""
-
-    imgsz: int = 640
-    runtime: str = "onnxruntime"
-    device: str = "cpu"
-    threads: int = 1
-    warmup: int = 2
-    repeats: int = 8
-    clock: Callable[[], float] = field(default=time.perf_counter, compare=False, repr=False)
-
-    def conditions(self) -> str:
-        """The conditions in words, for reports."""
-        where = f"CPU, {self.threads} thread(s)" if self.runtime == "onnxruntime" else f"device {self.device}"
-        return (f"{self.runtime} on {where}, batch 1 at {self.imgsz}x{self.imgsz}, {self.warmup} warm-up runs, "
-                f"{self.repeats} interleaved repeats")
-
-
-@dataclass(frozen=True)
-class Latency:
-    """Minimum and median wall time (ms) of one forward, and every timed run."""
-
-    min_ms: float
-    median_ms: float
-    runs_ms: tuple[float, ...]
-
-
-def _torch_runner(model: nn.Module, opts: LatencyOptions) -> Callable[[], None]:
-    device = torch.device(opts.device)
-    net = copy.deepcopy(model).float().to(device).eval()
-    x = torch.rand(1, 3, opts.imgsz, opts.imgsz, device=device)
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-
-    def run() -> None:
-        with torch.inference_mode():
-            net(x)
-        sync()
-    return run
-
-
-def _onnx_runner(model: nn.Module, opts: LatencyOptions) -> Callable[[], None]:
-    import onnxruntime as ort  # an install requirement; imported here so `import pruning` stays light
-    net = copy.deepcopy(model).float().cpu().eval()
-    x = torch.rand(1, 3, opts.imgsz, opts.imgsz)
-    buf = io.BytesIO()
-    torch.onnx.export(net, (x,), buf, dynamo=False, opset_version=17, input_names=["images"])
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = so.inter_op_num_threads = opts.threads
-    session = ort.InferenceSession(buf.getvalue(), so, providers=["CPUExecutionProvider"])
-    feed = {"images": x.numpy()}
-    return lambda: session.run(None, feed)
-
-
-def measure_latency(models: Sequence[nn.Module], options: LatencyOptions = LatencyOptions()) -> list[Latency]:
-    """Latency of each of `models` (never modified), measured interleaved under `options`; one Latency per model."""
-    if options.runtime not in RUNTIMES:
-        raise PruningError(f"latency runtime must be one of {', '.join(RUNTIMES)}; got {options.runtime!r}")
-    if options.repeats < 1 or options.warmup < 0:
-        raise PruningError(f"latency needs repeats >= 1 and warmup >= 0; got {options.repeats}, {options.warmup}")
-    make = _onnx_runner if options.runtime == "onnxruntime" else _torch_runner
-    runners = [make(m, options) for m in models]
-    for run in runners:
-        for _ in range(options.warmup):
-            run()
-    times: list[list[float]] = [[] for _ in runners]
-    n = len(runners)
-    for r in range(options.repeats):
-        for k in range(n):
-            i = (r + k) % n  # rotate the order so no model always runs first
-            t0 = options.clock()
-            runners[i]()
-            times[i].append(1000 * (options.clock() - t0))
-    return [Latency(min(t), statistics.median(t), tuple(t)) for t in times]
+warnings.warn("pruning.measure is deprecated; import pruning.latency (deployment latency; mAP is in "
+              "pruning.job.metrics)", DeprecationWarning, stacklevel=2)
+sys.modules[__name__] = latency

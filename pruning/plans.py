@@ -21,7 +21,7 @@ import torch
 import fxgraph
 
 from .coupling import Coupling, Group
-from .importance import Criterion, check_scores, criterion_name, get_criterion
+from .criterion import Criterion, check_scores, criterion_name, get_criterion
 from .errors import (
     EmptyLayerError,
     PlanError,
@@ -97,7 +97,7 @@ def make_plan(
     at least `min_channels` channels, and the number it keeps is rounded up to a multiple of `round_to`.
     `threshold` (instead of `ratio`): remove every unit in scope whose raw score is <= threshold, e.g. 0 for the
     HSIC-Lasso coefficients of filters that carry nothing the others do not (coupled groups lose the same number).
-    Scores that are comparable only within a group (`importance.GroupwiseScores`, e.g. HSIC-Lasso) are never
+    Scores that are comparable only within a group (`criterion.GroupwiseScores`, e.g. HSIC-Lasso) are never
     ranked globally: `ratio` then removes the same fraction of every group, rounded down per group to what
     `round_to` and `min_channels` allow, with the fraction chosen so that `ratio` of the channels go in all
     (`_uniform_counts`).
@@ -125,7 +125,7 @@ def make_plan(
     groups = [coupling.groups[n] for b in blocks for n in b]
     scores = crit(graph, coupling)
     check_scores(scores, groups)
-    global_ranking = global_ranking and getattr(scores, "global_ranking", True)  # see importance.GroupwiseScores
+    global_ranking = global_ranking and getattr(scores, "global_ranking", True)  # see criterion.GroupwiseScores
     order = {n: torch.argsort(scores[n], stable=True) for n in (g.name for g in groups)}
 
     counts: dict[tuple[str, ...], int] = {}

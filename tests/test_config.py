@@ -26,17 +26,96 @@ def test_settings_fields_are_exactly_the_keys_of_default_yaml():
 
 def test_choices_come_from_the_registries():
     from pruning.criteria import DetDSHAP
-    from pruning.job.workspace import CRITERION_BUILDERS
     from pruning.policy import SCOPES
 
     c = choices()
-    assert c["criterion"] == tuple(CRITERION_BUILDERS) and set(c["criterion"]) >= {"detdshap", "hsic", "taylor", "l1"}
+    assert set(c["criterion"]) >= {"detdshap", "hsic", "taylor", "l1", "l2", "random"}
     assert c["calib_target"] == tuple(DetDSHAP.TARGETS) and c["scope"] == SCOPES
+
+
+class Reverse:
+    """A criterion made up for the test: scores fall with the channel index (so the last channels go first),
+    multiplied by `seed` + 1 so that the option's value shows in the scores."""
+
+    name = "reverse"
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+
+    def __call__(self, graph, coupling):
+        import torch
+
+        return {g.name: (len(g) - torch.arange(len(g), dtype=torch.float32)) * (self.seed + 1)
+                for g in coupling.groups.values()}
+
+
+@pytest.fixture
+def reverse_registered(monkeypatch):
+    """`reverse` registered for one test only (a data-free criterion whose option `seed` comes from the setting)."""
+    from pruning.criteria import registry
+
+    monkeypatch.setattr(registry, "REGISTRY", dict(registry.REGISTRY))
+    built = []
+
+    def build(calibration, seed=0):
+        built.append(seed)
+        return Reverse(seed)
+
+    registry.register_criterion("reverse", build, needs_data=False, options={"seed": "seed"}, summary="test")
+    return built
+
+
+def test_a_criterion_registered_once_is_accepted_by_the_settings_the_cli_and_a_pruner(reverse_registered, tmp_path):
+    import json
+
+    import pruning
+    from conftest import cached_trace
+    from pruning.job.cli import main
+
+    s = load_config(None, ["criterion=reverse", "compare_criteria=[reverse, l1]", "seed=2"])
+    assert s.criterion == "reverse" and "reverse" in choices()["criterion"]
+    g = cached_trace("yolov8n.yaml", 64)
+    weights = pruning.save_checkpoint(g.model, tmp_path / "w.pt", half=False)
+    out = tmp_path / "scores.json"
+    assert main(["score", "--pretrained", str(weights), "--out", str(out), "criterion=reverse", "seed=2",
+                 "imgsz=64", f"project={tmp_path / 'runs'}"]) == 0
+    expected = Reverse(2)(g, pruning.analyze(g))
+    assert json.loads(out.read_text()) == {k: v.tolist() for k, v in expected.items()}
+    assert not (tmp_path / "datasets").exists()  # a data-free criterion writes no dataset
+    plan = pruning.CriterionPruner("reverse", options={"seed": 5}).graph_and_plan(g, ratio=0.25)[1]
+    assert reverse_registered == [2, 5] and plan.settings["criterion"] == "reverse"
+    assert plan.num_removed > 0
+    for name, removed in plan.remove.items():  # in each group the highest channel indices (lowest scores) went
+        n = plan.sizes[name]
+        assert tuple(sorted(removed)) == tuple(range(n - len(removed), n)), name
+
+
+def test_an_unregistered_criterion_is_refused_by_the_settings_and_the_pruner():
+    import pruning
+
+    with pytest.raises(ConfigError, match="criterion='reverse' is not one of"):
+        load_config(None, ["criterion=reverse"])
+    with pytest.raises(pruning.PlanError, match="unknown criterion 'reverse'"):
+        pruning.CriterionPruner("reverse")
+
+
+def test_plan_with_an_unknown_criterion_lists_every_criterion_and_which_need_data():
+    """Issue 30 item 4: the message names all registered criteria, data-driven ones included."""
+    import pruning
+    from conftest import cached_trace
+
+    g = cached_trace("yolov8n.yaml", 64)
+    with pytest.raises(pruning.PlanError, match=r"unknown criterion 'bogus'; known criteria: l1, l2, random "
+                                                r"\(data-free\); detdshap, hsic, taylor \(need calibration data\)"):
+        pruning.plan(g, ratio=0.3, criterion="bogus")
+    with pytest.raises(pruning.PlanError, match=r"criterion 'taylor' needs calibration data.*"
+                                                r"pruning.CriterionPruner\('taylor', data="):
+        pruning.plan(g, ratio=0.3, criterion="taylor")
 
 
 def test_detdshap_batching_settings_reach_the_criterion():
     """calib_batch / calib_chunk configure DetDSHAP's batched scoring (issue 12); the calibration is not read."""
-    from pruning.job.workspace import build_criterion
+    from pruning.criteria import build_criterion
 
     def unread():
         raise AssertionError("building the criterion must not read the calibration images")

@@ -1,4 +1,4 @@
-"""pruning.measure: warm-up, interleaved repeats, min and median; latency as a plan_for_target metric (fake clock)."""
+"""pruning.latency: warm-up, interleaved repeats, min and median; latency as a plan_for_target metric (fake clock)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from torch import nn
 
 import pruning
 from pruning.criteria import Precomputed
-from pruning.measure import LatencyOptions, measure_latency
+from pruning.latency import LatencyOptions, measure_latency
 
 from conftest import cached_trace
 
@@ -105,8 +105,8 @@ def test_unreachable_latency_target_is_refused_after_one_measurement():
 
 def _fake_runtime(monkeypatch) -> FakeClock:
     """Every latency the job measures costs the model's parameter count (1 ms per million) on a fake clock."""
-    import pruning.measure
-    from pruning.job import workspace
+    import pruning.latency
+    from pruning.job import timing
 
     clock = FakeClock()
 
@@ -118,9 +118,9 @@ def _fake_runtime(monkeypatch) -> FakeClock:
             clock.now += n / 1e9
         return run
 
-    monkeypatch.setattr(pruning.measure, "_torch_runner", runner)
-    real = workspace.latency_options
-    monkeypatch.setattr(workspace, "latency_options", lambda s: dataclasses.replace(real(s), clock=clock))
+    monkeypatch.setattr(pruning.latency, "_torch_runner", runner)
+    real = timing.latency_options
+    monkeypatch.setattr(timing, "latency_options", lambda s: dataclasses.replace(real(s), clock=clock))
     return clock
 
 
@@ -171,13 +171,13 @@ def test_the_job_stops_on_the_interleaved_speed_up():
 
 
 def test_an_unreachable_latency_target_is_refused_before_training_or_writing(monkeypatch, tmp_path):
-    from pruning.job import pipeline, workspace
+    from pruning.job import finetuning, pipeline
 
     clock = _fake_runtime(monkeypatch)
 
     def no_training(*args, **kwargs):
         raise AssertionError("trained before refusing the target")
-    for module in (pipeline, workspace):
+    for module in (pipeline, finetuning):
         monkeypatch.setattr(module, "train_to", no_training)
     monkeypatch.setattr(pipeline, "initial_weights", no_training)
     job = pruning.Pruner(**{**LATENCY_JOB, "target": 0.95, "scope": "backbone", "project": str(tmp_path / "runs")})
@@ -196,7 +196,7 @@ def test_a_latency_size_the_model_cannot_take_is_refused_before_anything(tmp_pat
 
 def test_a_report_row_times_the_checkpoint_against_the_unpruned_one(monkeypatch, tmp_path):
     from pruning.job.config import load_config
-    from pruning.job.workspace import latency_fields
+    from pruning.job.timing import latency_fields
 
     _fake_runtime(monkeypatch)
     g = cached_trace("yolov8n.yaml", 64)

@@ -293,13 +293,13 @@ def test_atomic_write_names_the_target_and_leaves_the_old_file(tmp_path, monkeyp
 def test_job_outputs_are_replaced_atomically(tmp_path, monkeypatch):
     """report.json/.md, state.json and compare.json/.md/rows: a write that fails half-way (a full disk, a kill)
     leaves the previous file intact and raises pruning's OutputError naming it."""
-    from pruning.job import compare, report, workspace
+    from pruning.job import compare, report, rundir
 
     rows = [{"step": 0, "criterion": "-", "params": 10, "gflops": 1.0}]
     settings = {"criterion": "l1", "model": "m.yaml", "imgsz": 64, "latency_imgsz": None, "compare_metric": "gflops",
                 "compare_scope": "all", "compare_epochs": 0}
     report.write_report(tmp_path, rows, settings)
-    workspace.save_state(tmp_path, {"step": 0})
+    rundir.save_state(tmp_path, {"step": 0})
     (tmp_path / compare.ROWS).mkdir()
     compare.cached_row(tmp_path, "s0-unpruned", lambda: {"criterion": "unpruned"})
     names = ("report.json", "report.md", "state.json", f"{compare.ROWS}/s0-unpruned.json")
@@ -312,7 +312,7 @@ def test_job_outputs_are_replaced_atomically(tmp_path, monkeypatch):
 
     monkeypatch.setattr(Path, "write_text", half_then_full)
     writes = {"report.json": lambda: report.write_report(tmp_path, rows * 2, settings),
-              "state.json": lambda: workspace.save_state(tmp_path, {"step": 1}),
+              "state.json": lambda: rundir.save_state(tmp_path, {"step": 1}),
               f"{compare.ROWS}/s0-unpruned.json": lambda: compare.cached_row(tmp_path, "s0-unpruned", lambda: {})}
     (tmp_path / compare.ROWS / "s0-unpruned.json").rename(tmp_path / "kept.json")  # so the row is computed again
     for name, write in writes.items():

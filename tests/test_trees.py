@@ -103,7 +103,7 @@ def test_data_trees_selects_the_tiled_dataset_under_the_project_datasets(tmp_pat
     except PruningError:
         pytest.skip("deepforest (the `data` extra) is not installed")
     from pruning.job.config import load_config
-    from pruning.job.workspace import dataset
+    from pruning.job.datasets import dataset
 
     settings = load_config(overrides={"data": "trees", "project": str(tmp_path / "runs")})
     path = dataset(settings)

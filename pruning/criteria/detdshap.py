@@ -11,7 +11,7 @@ import fxgraph
 
 from ..coupling import Coupling
 from ..errors import PruningError
-from ..importance import Scores
+from ..criterion import Scores
 from . import distributed
 from .calibration import Calibration
 from .progress import progress

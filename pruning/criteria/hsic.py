@@ -30,7 +30,7 @@ import fxgraph
 
 from ..coupling import IN, Coupling, Group
 from ..errors import PruningError
-from ..importance import GroupwiseScores, Scores
+from ..criterion import GroupwiseScores, Scores
 from . import distributed
 from .calibration import Calibration
 from .hsic_lasso import hsic_path_scores

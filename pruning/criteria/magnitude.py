@@ -9,7 +9,7 @@ import fxgraph
 from fxgraph.passes import get_tensor
 
 from ..coupling import OUT, Coupling
-from ..importance import Scores
+from ..criterion import Scores
 
 
 class Magnitude:

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from ..coupling import Coupling
-from ..importance import Scores
+from ..criterion import Scores
 
 FilterStats = dict[str, torch.Tensor]  # conv module path -> one number per output filter
 

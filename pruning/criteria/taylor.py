@@ -11,7 +11,7 @@ from torch import nn
 import fxgraph
 
 from ..coupling import Coupling
-from ..importance import Scores
+from ..criterion import Scores
 from . import distributed
 from .calibration import Calibration
 from .progress import progress

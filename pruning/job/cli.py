@@ -59,9 +59,9 @@ def main(argv: list[str] | None = None, prog: str = "python -m pruning") -> int:
             out = compare(settings)
             print(f"comparison written to {out}/compare.md and compare.png")
             return 0
-        from .pipeline import Pruner
+        from .pipeline import PruningJob
 
-        out = Pruner.from_settings(settings).run()
+        out = PruningJob.from_settings(settings).run()
         print(f"run finished: {out} (report.md, trend.png, weights/)")
         return 0
     except (PruningError, fxgraph.FxGraphError, relprop.RelpropError, OSError) as exc:
@@ -72,9 +72,10 @@ def main(argv: list[str] | None = None, prog: str = "python -m pruning") -> int:
 def _score(settings: Settings, out: str | None, force: bool = False) -> int:
     """Score every group with the configured criterion; under torchrun each rank scores its shard."""
     from ..api import analyze
-    from ..criteria import distributed
+    from ..criteria import build_criterion, criterion_spec, distributed
     from ..devices import torch_device
-    from .workspace import build_criterion, dataset, lazy_calibration, traced
+    from .datasets import dataset, lazy_calibration
+    from .tracecache import traced
 
     if settings.pretrained is None:
         raise PruningError("score needs --pretrained WEIGHTS")
@@ -82,9 +83,10 @@ def _score(settings: Settings, out: str | None, force: bool = False) -> int:
         check_new_file(out, overwrite=force, error=OutputError)  # before any scoring
     rank, world = distributed.init(settings.device)
     try:
-        data = dataset(settings)
         graph = traced(settings.pretrained, settings.imgsz, torch_device(settings.device))
-        calib = lazy_calibration(settings, data, settings.pretrained, rank, world)
+        # the dataset is made (or the synthetic one written) only for a criterion that reads data
+        data = dataset(settings) if criterion_spec(settings.criterion).needs_data else None
+        calib = lazy_calibration(settings, data, settings.pretrained, rank, world) if data is not None else None
         scores = build_criterion(settings.criterion, settings, calib)(graph, analyze(graph))
         if rank == 0:
             text = json.dumps({k: v.tolist() for k, v in scores.items()}, indent=1)

@@ -21,7 +21,7 @@ import numpy as np
 from fxgraph.outputs import write_text
 
 from ..api import analyze, plan_for_target, prune
-from ..criteria import Precomputed
+from ..criteria import Precomputed, build_criterion
 from ..criteria.progress import progress
 from ..errors import OutputError, PruningError
 from .config import Settings
@@ -29,8 +29,12 @@ from .preflight import check_inputs
 from .report import COLUMNS, METRIC_WORDS, latency_note, markdown_table, removed_fraction
 from .resume import MAY_CHANGE, check_same_settings
 from .runlock import RunLock
-from .workspace import (build_criterion, check_reachable, dataset, finetune_to, initial_weights, latency_options,
-                        lazy_calibration, log, measure, run_dir, traced)
+from .datasets import dataset, lazy_calibration
+from .finetuning import finetune_to, initial_weights
+from .metrics import measure
+from .rundir import log, run_dir
+from .timing import check_reachable, latency_options
+from .tracecache import traced
 
 COMPARE_COLUMNS = (("seed", "seed", "{}"), ("criterion", "criterion", "{}"), ("target", "target", "{:.2f}"),
                    ("channel_ratio", "channels removed", "{:.3f}")) + COLUMNS[2:]
@@ -143,7 +147,7 @@ def cached_row(out: Path, key: str, work: Callable[[], dict[str, Any]]) -> dict[
 
 
 def _check_reachable(settings: Settings) -> None:
-    """Refuse targets the scope cannot reach before any training (workspace.check_reachable)."""
+    """Refuse targets the scope cannot reach before any training (timing.check_reachable)."""
     check_reachable(settings, max(settings.compare_targets), settings.compare_metric, settings.compare_scope)
 
 

@@ -17,10 +17,10 @@ import torch
 import yaml
 
 from ..api import TARGET_METRICS
-from ..criteria import DetDSHAP
+from ..criteria import DetDSHAP, criterion_names
 from ..devices import torch_device
 from ..errors import PruningError
-from ..measure import RUNTIMES
+from ..latency import RUNTIMES
 from ..policy import SCOPES
 from .trees import TREES
 
@@ -31,13 +31,6 @@ CALIB_BOXES = ("labels", "detections")
 
 class ConfigError(PruningError):
     """A settings file or override is malformed; names the file or key."""
-
-
-def criterion_names() -> tuple[str, ...]:
-    """Every criterion the job can build (see workspace.build_criterion)."""
-    from .workspace import CRITERION_BUILDERS
-
-    return tuple(CRITERION_BUILDERS)
 
 
 @dataclass(frozen=True)

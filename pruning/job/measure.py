@@ -1,18 +1,10 @@
-"""Validation metrics: the one place these user-facing numbers are computed (latency: pruning.measure)."""
+"""Deprecated: the old name of `pruning.job.metrics` (a report row's numbers, mAP), kept for one release."""
 
-from __future__ import annotations
+import sys
+import warnings
 
-from typing import Any
+from . import metrics
 
-
-def val_metrics(results: Any) -> dict[str, float]:
-    """mAP50, mAP50-95, precision, recall and F1 of the boxes from an ultralytics validation result."""
-    box = results.box
-    p, r = float(box.mp), float(box.mr)
-    return {
-        "map50": float(box.map50),
-        "map50_95": float(box.map),
-        "precision": p,
-        "recall": r,
-        "f1": 2 * p * r / (p + r) if p + r > 0 else 0.0,
-    }
+warnings.warn("pruning.job.measure is deprecated; import pruning.job.metrics (latency: pruning.latency)",
+              DeprecationWarning, stacklevel=2)
+sys.modules[__name__] = metrics

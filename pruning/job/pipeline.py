@@ -1,4 +1,4 @@
-"""The relevance-guided pruning job (the paper's Algorithm 2 around ultralytics training) as an object, `Pruner`:
+"""The relevance-guided pruning job (the paper's Algorithm 2 around ultralytics training) as an object, `PruningJob`:
 
 load (or train) → validate → repeat { score filters, plan `step_ratio` of the remaining, prune, fine-tune,
 validate } until `target` of params/GFLOPs/latency is removed, mAP50-95 drops more than `max_map_drop`, or `max_steps`
@@ -9,8 +9,8 @@ directory: every step's checkpoint, `state.json` (what `resume` continues from; 
 and the method that ran it), `report.json`, `report.md`, `trend.png`, and `run.lock` (held while a process works
 there).  The input weights are only ever read; inputs are checked before the run directory exists.
 
-    from pruning import Pruner
-    Pruner(pretrained="best.pt", cfg="default.yaml", criterion="l1", epochs_per_step=5).run()
+    from pruning import PruningJob
+    PruningJob(pretrained="best.pt", cfg="default.yaml", criterion="l1", epochs_per_step=5).run()
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ import torch
 import fxgraph
 
 from .. import api
-from ..criteria import Precomputed
-from ..importance import Scores
+from ..criteria import Precomputed, build_criterion
+from ..criterion import Scores
 from ..plans import Plan
 from ..devices import torch_device
 from .config import Settings, load_config
@@ -32,21 +32,25 @@ from .preflight import check_inputs
 from .report import removed_fraction, write_report
 from .resume import check_same_settings, read_state
 from .runlock import LOCK_NAME, RunLock, describe
-from .workspace import (build_criterion, check_reachable, dataset, export_onnx, finetune_to, initial_weights,
-                        latency_step_plan, lazy_calibration, log, measure, relative_to, run_dir, save_state, traced,
-                        train_to)
+from .datasets import dataset, lazy_calibration
+from .export import export_onnx
+from .finetuning import finetune_to, initial_weights, train_to
+from .metrics import measure
+from .rundir import log, relative_to, run_dir, save_state
+from .timing import check_reachable, latency_step_plan
+from .tracecache import traced
 
 STAGES = ("load", "pretrain", "score", "plan", "prune", "finetune", "validate", "export", "report")
 
 
-class Pruner:
+class PruningJob:
     """The pruning workflow: build from `pretrained=`, `cfg=` (a yaml path or a dict) and keyword overrides named
     as in default.yaml (validated as the CLI validates them: a bad key or value raises `ConfigError` naming it);
     `run()` returns the run directory.
 
     Subclass and override a stage to change the workflow, e.g. the fine-tuning schedule:
 
-        class LongLastStep(Pruner):
+        class LongLastStep(PruningJob):
             def finetune(self, weights, step, epochs):
                 return super().finetune(weights, step, 3 * epochs if step == "final" else epochs)
     """
@@ -62,8 +66,8 @@ class Pruner:
         self._calibration = None
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> "Pruner":
-        """A Pruner for already validated settings (what the CLI builds)."""
+    def from_settings(cls, settings: Settings) -> "PruningJob":
+        """A PruningJob for already validated settings (what the CLI builds)."""
         return cls(cfg=settings.to_dict())
 
     # --- the stages -------------------------------------------------------------------------------------------
@@ -268,4 +272,14 @@ def run(settings: Settings | Mapping[str, Any]) -> Path:
     """Run the job for `settings` (a Settings, or a dict of settings validated here); returns the run directory."""
     if not isinstance(settings, Settings):
         settings = load_config(dict(settings))
-    return Pruner.from_settings(settings).run()
+    return PruningJob.from_settings(settings).run()
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Pruner":  # the workflow's old name, kept for one release
+        import warnings
+
+        warnings.warn("pruning.job.pipeline.Pruner is deprecated; use PruningJob (pruning.PruningJob)",
+                      DeprecationWarning, stacklevel=2)
+        return PruningJob
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

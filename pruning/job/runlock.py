@@ -39,7 +39,7 @@ class RunLock:
         try:
             import fcntl
         except ImportError:  # not POSIX: run unlocked rather than not at all
-            from .workspace import log
+            from .rundir import log
 
             log(f"this system has no fcntl: {self.path.parent} is not locked against a second process")
             return self
@@ -50,7 +50,7 @@ class RunLock:
             holder = describe(read_holder(fd))
             os.close(fd)
             if exc.errno not in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES):  # a filesystem without locks
-                from .workspace import log
+                from .rundir import log
 
                 log(f"cannot lock {self.path} ({exc.strerror}): the run is not locked against a second process")
                 return self

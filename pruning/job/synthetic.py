@@ -9,13 +9,15 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
+
+from fxgraph.outputs import atomic_dir
+
+from ..errors import OutputError
 
 CLASSES = ("circle", "triangle", "square", "star")
 
@@ -104,8 +106,7 @@ def make_shapes_dataset(root: str | Path, cfg: ShapesConfig = ShapesConfig()) ->
     if data_yaml.is_file():
         return data_yaml
     root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".shapes-", dir=root))  # written aside, then renamed: never half a dataset
-    try:
+    with atomic_dir(target, error=OutputError, keep_existing=True) as tmp:  # never half a dataset
         rng = np.random.default_rng(cfg.seed)
         for split, count in (("train", cfg.n_train), ("val", cfg.n_val)):
             (tmp / "images" / split).mkdir(parents=True)
@@ -119,11 +120,4 @@ def make_shapes_dataset(root: str | Path, cfg: ShapesConfig = ShapesConfig()) ->
             f"# synthetic shapes, {asdict(cfg)}\npath: {target.resolve()}\ntrain: images/train\nval: images/val\n"
             f"names:\n{names}\n"
         )
-        try:
-            tmp.rename(target)
-        except OSError:  # another process finished first: keep theirs
-            shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return data_yaml

@@ -12,8 +12,6 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
-import shutil
-import tempfile
 import xml.etree.ElementTree as ET
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,7 +19,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..errors import PruningError
+from fxgraph.outputs import atomic_dir
+
+from ..errors import OutputError, PruningError
 
 CLASSES = ("tree",)
 TREES = "trees"  # the `data=` value that selects this dataset
@@ -103,8 +103,8 @@ def make_trees_dataset(root: str | Path, cfg: TreesConfig = TreesConfig(), data_
                            f"labelled images found: {sorted(src)}")
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".trees-", dir=root))
-    try:
+    target = data_yaml.parent
+    with atomic_dir(target, error=OutputError, keep_existing=True) as tmp:  # never half a dataset
         for stem, (png, xml) in src.items():
             split = "val" if stem in cfg.val_sources else "train"
             (tmp / "images" / split).mkdir(parents=True, exist_ok=True)
@@ -121,15 +121,7 @@ def make_trees_dataset(root: str | Path, cfg: TreesConfig = TreesConfig(), data_
                     lines = [f"0 {(a + c) / 2 / w:.6f} {(b + d) / 2 / h:.6f} {(c - a) / w:.6f} {(d - b) / h:.6f}"
                              for a, b, c, d in tb]
                     (tmp / "labels" / split / f"{name}.txt").write_text("".join(f"{ln}\n" for ln in lines))
-        target = data_yaml.parent
         (tmp / "data.yaml").write_text(
             f"# deepforest aerial tree crowns tiled, {asdict(cfg)}\npath: {target.resolve()}\ntrain: images/train\n"
             f"val: images/val\nnames:\n  0: tree\n")
-        try:
-            tmp.rename(target)
-        except OSError:  # another process finished first: keep theirs
-            shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return data_yaml

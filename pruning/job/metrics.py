@@ -1,0 +1,50 @@
+"""The numbers of a report row: size (fxgraph.stats), latency (`timing`, deployment latency in pruning.latency)
+and validation metrics, the one place mAP is computed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from fxgraph import stats
+
+from .rundir import relative_to
+from .timing import latency_fields
+from .tracecache import traced
+
+if TYPE_CHECKING:
+    from .config import Settings
+
+
+def val_metrics(results: Any) -> dict[str, float]:
+    """mAP50, mAP50-95, precision, recall and F1 of the boxes from an ultralytics validation result."""
+    box = results.box
+    p, r = float(box.mp), float(box.mr)
+    return {
+        "map50": float(box.map50),
+        "map50_95": float(box.map),
+        "precision": p,
+        "recall": r,
+        "f1": 2 * p * r / (p + r) if p + r > 0 else 0.0,
+    }
+
+
+def validate(weights: Path, settings: Settings, data: Path, out: Path) -> dict[str, float]:
+    """Box metrics of `weights` on the data's val split (ultralytics's validator)."""
+    from ultralytics import YOLO
+
+    results = YOLO(str(weights)).val(data=str(data), imgsz=settings.imgsz, batch=settings.batch,
+                                     device=settings.device, workers=settings.workers, plots=False,
+                                     verbose=False, project=str(out.resolve()), name="val", exist_ok=True)
+    return val_metrics(results)
+
+
+def measure(weights: Path, settings: Settings, data: Path, out: Path, step: Any, criterion: str,
+            reference: Path | None = None) -> dict:
+    """One report row: size (fxgraph.stats), latency (at `latency_imgsz`, with the speed-up against `reference`,
+    the unpruned checkpoint) and validation metrics of a checkpoint."""
+    graph = traced(weights, settings.imgsz)
+    row = {"step": step, "criterion": criterion, "weights": relative_to(weights, out), "params": stats.num_params(graph),
+           "gflops": stats.gflops(graph), **latency_fields(graph.model, settings, reference)}
+    row.update(validate(weights, settings, data, out))
+    return row
