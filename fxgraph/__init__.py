@@ -1,4 +1,4 @@
-"""fxgraph: one flat, annotated torch.fx graph of an ultralytics YOLOv8 detector or segmenter.
+"""fxgraph: one flat, annotated torch.fx graph of any ultralytics YOLO (v5u, v8, v9, v10, 11, 12, 26; every task).
 
     g = fxgraph.trace("best.pt", imgsz=640)   # FlatGraph; g.module is a torch.fx.GraphModule
     g.module(x)                                 # (pred,) or (pred, proto), equal to ultralytics's eval outputs

@@ -33,7 +33,8 @@ def _device(text: str | None) -> torch.device | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fxgraph", description="Flat torch.fx graphs of YOLOv8 models")
+    parser = argparse.ArgumentParser(prog="python -m fxgraph",
+                                     description="Flat torch.fx graphs of ultralytics YOLO v5u-26, every task")
     sub = parser.add_subparsers(dest="command", required=True)
     summary = sub.add_parser("summary", help="trace a model and print one row per ultralytics layer")
     summary.add_argument("weights", nargs="?", default=None, help=".pt or .yaml (default: the embedded YOLOv8s)")

@@ -51,7 +51,7 @@ class ModelFacts:
 
 @dataclass
 class FlatGraph:
-    """A traced YOLOv8 model: `module` is a torch.fx.GraphModule whose nodes carry `meta` (see fxgraph.ops).
+    """A traced ultralytics YOLO model: `module` is a torch.fx.GraphModule; each node's facts: fxgraph.info(node).
 
     `module(x)` returns a tuple named by `output_names`: `pred` (B, 4 + nc [+ nm], anchors) — decoded xywh boxes
     in input pixels, class probabilities and, for a segmenter, mask coefficients — and, for a segmenter, `proto`.

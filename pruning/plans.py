@@ -93,7 +93,7 @@ def make_plan(
     `ratio`: fraction of the prunable channels in scope to remove — ranked globally across layers when
     `global_ranking` (the default), else the same fraction of every group (see below).  `layer_ratios`: a fraction per
     ultralytics layer index or per group name / module-path prefix ('model.4', 'model.22.cv2.0.0.conv'),
-    overriding `ratio` there.  `scope`: 'all', 'backbone' (layers 0-9) or layer indices.  Every group keeps
+    overriding `ratio` there.  `scope`: 'all', 'backbone' (`facts.backbone`) or layer indices.  Every group keeps
     at least `min_channels` channels, and the number it keeps is rounded up to a multiple of `round_to`.
     `threshold` (instead of `ratio`): remove every unit in scope whose raw score is <= threshold, e.g. 0 for the
     HSIC-Lasso coefficients of filters that carry nothing the others do not (coupled groups lose the same number).

@@ -1,4 +1,4 @@
-"""Everything in pruning that knows ultralytics YOLOv8: why the head's outputs are kept, what "backbone" means,
+"""What in pruning knows ultralytics YOLO (all families and tasks): why head outputs are kept, what "backbone" means,
 and how to keep ultralytics modules consistent after their tensors were sliced.
 
 Which convs are head outputs and how many layers the backbone has are read from the model once at trace time

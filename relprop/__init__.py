@@ -1,4 +1,4 @@
-"""relprop: DeepSHAP relevance for YOLOv8 detections with exact conservation (DetDSHAP, Hogan & Aouf 2025).
+"""relprop: DeepSHAP relevance for ultralytics YOLO outputs, exactly conserved (DetDSHAP, Hogan & Aouf 2025).
 
     ex = relprop.explain(model, "bus.jpg", box=(x1, y1, x2, y2))   # Explanation: heatmap, channels, delta, save_png
     exs = relprop.explain(model, "bus.jpg")                        # every detection after NMS
@@ -9,8 +9,9 @@ backward is its DeepLIFT/DeepSHAP rule (`relprop.rules`, chosen per op kind or n
 backward pass then yields multipliers whose product with (x − x0) sums exactly to f(x) − f(x0).
 
 Modules: `explainer` (YOLO boxes), `attribute` (any traced net), `engine`, `rules`/`functions`, `composites`, `target`,
-`image`, `explanation`, `cli`.  The package attributes `relprop.explainer` and `relprop.attribute` are the functions
-of those names; reach the modules with ``from relprop.explainer import ...``.
+`image`, `explanation`, `layercam` (LayerCAM maps), `options` (ExplainOptions), `cli`.  The package attributes
+`relprop.explainer` and `relprop.attribute` are the functions of those names; reach the modules with
+``from relprop.explainer import ...``.
 
 Owns the relevance rules, the two-phase engine and explaining boxes.  Imports fxgraph; must not import pruning
 (tests/test_layers.py).

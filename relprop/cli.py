@@ -86,7 +86,8 @@ def _out_dir(out: str | None) -> Path:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m relprop", description="DeepSHAP relevance for YOLOv8 boxes")
+    parser = argparse.ArgumentParser(prog="python -m relprop",
+                                     description="DeepSHAP relevance for ultralytics YOLO v5u-26, every task")
     sub = parser.add_subparsers(dest="command", required=True)
     ex = sub.add_parser("explain", help="explain boxes of one image; writes PNGs and explanations.json")
     ex.add_argument("paths", nargs="*", metavar="WEIGHTS/IMAGE",
