@@ -8,10 +8,8 @@ later stage through `fxgraph.info(node)`, in the spirit of torch.fx ShapeProp's 
     info.role == fxgraph.nodeinfo.HEAD_OUTPUT and info.output in (BOX, CLASSES, MASK_COEFFICIENTS, DFL, PROTO)
 
 The record is immutable; a pass that changes what it describes (surgery changes shapes, a BatchNorm fold marks
-its conv) replaces it with `update(node, field=value)`.  For code written against the flat metadata keys of
-earlier versions, `node.meta["kind"]`, `["layer"]`, `["module_path"]`, `["module_type"]`, `["shape"]`,
-`["channels"]`, `["param"]` and `["folded_bn"]` mirror the record; `set_info` and `update` keep them in step.
-fx's own keys (`val`, `tensor_meta`, `nn_module_stack`, `stack_trace`) are left as torch.export wrote them.
+its conv) replaces it with `update(node, field=value)`.  The record is the only copy of these facts: no flat
+`node.meta` keys repeat them.  fx's own keys (`val`, `tensor_meta`, `nn_module_stack`, `stack_trace`) are left as torch.export wrote them.
 """
 
 from __future__ import annotations
@@ -39,9 +37,6 @@ PROTO = "proto"  # the nm mask prototypes (Segment proto.cv3)
 HEAD_OUTPUTS = frozenset({BOX, CLASSES, MASK_COEFFICIENTS, DFL, PROTO})
 # Head outputs computed by a conv from learned features (DFL and Proto's output are not maps of one candidate).
 PREDICTION_OUTPUTS = frozenset({BOX, CLASSES, MASK_COEFFICIENTS})
-
-# node.meta keys that mirror NodeInfo fields, for readers of the flat keys.
-MIRRORED = ("kind", "layer", "module_path", "module_type", "shape", "channels", "param", "folded_bn")
 
 _MISSING = object()
 
@@ -102,14 +97,8 @@ def info(node: fx.Node, default: Any = _MISSING) -> NodeInfo:
 
 
 def set_info(node: fx.Node, record: NodeInfo) -> NodeInfo:
-    """Store `record` as the node's NodeInfo (and its mirror keys); returns it."""
+    """Store `record` as the node's NodeInfo; returns it."""
     node.meta[INFO_KEY] = record
-    for key in MIRRORED:
-        value = getattr(record, key)
-        if value is None and key in ("param", "folded_bn"):
-            node.meta.pop(key, None)  # these two keys existed only where set
-        else:
-            node.meta[key] = value
     return record
 
 

@@ -21,7 +21,7 @@ def relevance_graph(module: Any, example: torch.Tensor, rules: RulesSpec = None)
         return module
     if isinstance(module, fxgraph.FlatGraph):
         return RelevanceGraph(module.module, rules)
-    if isinstance(module, fx.GraphModule) and all("kind" in n.meta for n in module.graph.nodes):
+    if isinstance(module, fx.GraphModule) and all(fxgraph.info(n, None) for n in module.graph.nodes):
         return RelevanceGraph(module, rules)
     if isinstance(module, nn.Module):
         try:

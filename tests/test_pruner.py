@@ -85,7 +85,7 @@ def test_a_subclass_override_is_used_and_recorded(tiny, tmp_path):
     assert LongLastStep.calls == [(1, 0), ("final", 2)]
     finetunes = [s for s in state["stages"] if s["stage"] == "finetune"]
     assert finetunes and all(s["by"] == "LongLastStep.finetune" for s in finetunes)
-    assert {s["by"] for s in state["stages"] if s["stage"] == "prune"} == {"Pruner.prune"}
+    assert {s["by"] for s in state["stages"] if s["stage"] == "prune"} == {"PruningJob.prune"}
     epochs = (out / "final" / "results.csv").read_text().strip().splitlines()[1:]
     assert len(epochs) == 2  # the final fine-tune really ran 2 epochs, not final_epochs=1
     assert [r["step"] for r in state["rows"]] == [0, 1, "final"]

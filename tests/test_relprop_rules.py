@@ -415,7 +415,7 @@ def toy_gm():
 def test_override_by_kind_and_by_node_name(toy_gm):
     default = relprop.RelevanceGraph(toy_gm)
     assert {type(b.rule).__name__ for b in default.bound.values()} == {"Rescale", "MaxPool"}
-    relu_name = next(n.name for n in toy_gm.graph.nodes if n.meta.get("kind") == "relu")
+    relu_name = next(n.name for n in toy_gm.graph.nodes if fxgraph.info(n).kind == "relu")
     by_name = relprop.RelevanceGraph(toy_gm, {relu_name: relprop.Gradient()})
     by_kind = relprop.RelevanceGraph(toy_gm, {"relu": relprop.Gradient()})
     assert relu_name not in by_name.bound and relu_name not in by_kind.bound
@@ -430,7 +430,7 @@ def test_override_by_kind_and_by_node_name(toy_gm):
 
 def test_override_by_module_path_pattern(toy_gm):
     rg = relprop.RelevanceGraph(toy_gm, {"con*": relprop.AlphaBeta()})
-    conv = next(n.name for n in toy_gm.graph.nodes if n.meta.get("kind") == "conv")
+    conv = next(n.name for n in toy_gm.graph.nodes if fxgraph.info(n).kind == "conv")
     assert isinstance(rg.bound[conv].rule, relprop.AlphaBeta)
 
 
@@ -439,7 +439,7 @@ def test_missing_rule_and_misapplied_rule_raise(toy_gm):
     del kinds["relu"]
     with pytest.raises(relprop.RuleError, match="no relevance rule for op kind 'relu'"):
         relprop.RelevanceGraph(toy_gm, relprop.Composite(kinds))
-    conv = next(n.name for n in toy_gm.graph.nodes if n.meta.get("kind") == "conv")
+    conv = next(n.name for n in toy_gm.graph.nodes if fxgraph.info(n).kind == "conv")
     with pytest.raises(relprop.RuleError, match="MaxPool cannot explain node .* of kind 'conv'"):
         relprop.RelevanceGraph(toy_gm, {conv: relprop.MaxPool()})
     with pytest.raises(relprop.RuleError, match="unknown rules preset"):
