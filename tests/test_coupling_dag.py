@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
@@ -168,6 +168,7 @@ def test_cutting_zeroed_channels_of_a_random_dag_leaves_outputs_equal(dag, seed)
         pruned = gm(x)[0]
     assert pruned.shape == zeroed.shape
     assert (pruned - zeroed).abs().max().item() <= 1e-12
-    removed = sum(len(v) for v in remove.values())
-    kept = sum(p.numel() for p in gm.parameters())
-    assert removed == 0 or kept < sum(p.numel() for p in net.parameters())
+    # an example that removes nothing proved only the empty cut: it does not count, so a run where the analysis
+    # pinned every group (nothing ever removable) finds no valid example and fails (hypothesis: Unsatisfiable)
+    assume(sum(len(v) for v in remove.values()) > 0)
+    assert sum(p.numel() for p in gm.parameters()) < sum(p.numel() for p in net.parameters())

@@ -13,7 +13,7 @@ import torch
 
 import fxgraph
 from pruning import save_checkpoint
-from pruning.job import pipeline, workspace
+from pruning.job import pipeline, tracecache
 from pruning.job.config import load_config
 from pruning.job.synthetic import ShapesConfig, make_shapes_dataset
 
@@ -50,6 +50,22 @@ def test_end_to_end_writes_every_artefact_and_prunes_only_the_backbone(tmp_path,
     assert any(a[n] < b[n] for n in b if int(n.split(".")[1]) <= 9)  # the backbone lost filters
     assert all(a[n] == b[n] for n in b if int(n.split(".")[1]) >= 10)  # neck and head filters all kept
     assert json.loads((out / "state.json").read_text())["done"] is True
+    assert_onnx_equals_torch(out / "weights/final.onnx", out / "weights/final.pt", 64)
+
+
+def assert_onnx_equals_torch(onnx: Path, weights: Path, imgsz: int) -> None:
+    """The exported graph loads in onnxruntime and gives the pruned checkpoint's outputs (pred, proto)."""
+    import numpy as np
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(onnx), providers=["CPUExecutionProvider"])
+    x = torch.rand(1, 3, imgsz, imgsz, generator=torch.Generator().manual_seed(0))
+    got = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    with torch.no_grad():
+        want = [t.numpy() for t in fxgraph.trace(weights, imgsz).module(x)]
+    assert [a.shape for a in got] == [b.shape for b in want]
+    for a, b in zip(got, want):
+        assert np.abs(a - b).max() <= 1e-4 * np.abs(b).max() + 1e-6
 
 
 def test_threshold_that_no_filter_reaches_stops_the_run_without_pruning(tmp_path, tiny_data, monkeypatch):
@@ -67,7 +83,7 @@ def test_resume_continues_from_the_last_finished_step(tmp_path, tiny_data, monke
     settings = _settings(tmp_path, tiny_data, target=0.9, max_steps=2, epochs_per_step=0, final_epochs=0,
                          export="none")
 
-    class Interrupted(pipeline.Pruner):
+    class Interrupted(pipeline.PruningJob):
         def prune(self, graph, step_plan, step):
             if step == 2:
                 raise KeyboardInterrupt
@@ -170,11 +186,11 @@ def test_plan_for_target_finds_the_smallest_plan_and_refuses_an_unreachable_targ
 def test_traced_checkpoint_is_reused_until_the_file_changes(tmp_path):
     model = fxgraph.load_ultralytics("yolov8n.yaml")
     path = save_checkpoint(model, tmp_path / "w.pt", half=False)
-    first = workspace.traced(path, 64)
-    assert workspace.traced(path, 64) is first
-    assert workspace.traced(path, 128) is not first  # another image size is another graph
+    first = tracecache.traced(path, 64)
+    assert tracecache.traced(path, 64) is first
+    assert tracecache.traced(path, 128) is not first  # another image size is another graph
     os.utime(path, ns=(0, 0))  # the file changed (here: its mtime) -> traced anew
-    assert workspace.traced(path, 64) is not first
+    assert tracecache.traced(path, 64) is not first
 
 
 def test_compare_refuses_an_unreachable_target_before_training_or_writing(tmp_path, tiny_data):
