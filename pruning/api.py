@@ -131,6 +131,7 @@ def plan(
 ) -> Plan:
     """Make a pruning plan for `model` (see pruning.plans.make_plan for the options)."""
     _check_options({"ratio": ratio, "layer_ratios": layer_ratios})
+    criterion = get_criterion(criterion)  # an unknown name, or one that needs data, fails before any tracing
     g = _graph(model, imgsz)
     coupling = coupling or analyze(g)
     return make_plan(g, coupling, ratio=ratio, layer_ratios=layer_ratios, scope=scope, criterion=criterion,
@@ -194,9 +195,9 @@ def plan_for_target(
         raise RatioError(f"target must be a fraction of {metric} to remove in (0, 1); got {target!r}")
     if metric not in TARGET_METRICS:
         raise PlanError(f"metric must be one of {', '.join(TARGET_METRICS)}; got {metric!r}")
+    crit = get_criterion(criterion)  # before any tracing
     g = _graph(model, imgsz)
     coupling = coupling or analyze(g)
-    crit = get_criterion(criterion)
     scores = crit if isinstance(crit, Precomputed) else Precomputed(crit(g, coupling), criterion_name(crit))
 
     def attempt(ratio: float) -> tuple[Plan, Report, float]:

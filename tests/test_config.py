@@ -108,6 +108,8 @@ def test_plan_with_an_unknown_criterion_lists_every_criterion_and_which_need_dat
     with pytest.raises(pruning.PlanError, match=r"unknown criterion 'bogus'; known criteria: l1, l2, random "
                                                 r"\(data-free\); detdshap, hsic, taylor \(need calibration data\)"):
         pruning.plan(g, ratio=0.3, criterion="bogus")
+    with pytest.raises(pruning.PlanError, match="unknown criterion 'bogus'"):  # before tracing the (missing) file
+        pruning.plan_for_target("/nonexistent/best.pt", 0.4, criterion="bogus")
     with pytest.raises(pruning.PlanError, match=r"criterion 'taylor' needs calibration data.*"
                                                 r"pruning.CriterionPruner\('taylor', data="):
         pruning.plan(g, ratio=0.3, criterion="taylor")
