@@ -26,9 +26,9 @@ from . import surgery
 from .checkpoint import save_checkpoint
 from .coupling import Coupling, gc_paused
 from .coupling import analyze as analyze_graph
-from .latency import LatencyOptions, measure_latency
 from .criterion import Criterion, Precomputed, criterion_name, get_criterion
 from .errors import PlanError, RatioError
+from .latency import LatencyOptions, measure_latency
 from .plans import Plan, check_ratio, make_plan
 from .policy import attention_heads, mirror_branches, protector, sync_modules
 
