@@ -28,6 +28,7 @@ from fxgraph.outputs import atomic_dir, check_new_dir, default_mode
 from .composites import PRESETS
 from .errors import BaselineError, OutputError, RelpropError
 from .options import ExplainOptions
+from .page import write_page
 from .target import TARGETS
 
 WEIGHT_SUFFIXES = (".pt", ".yaml", ".yml")
@@ -180,12 +181,13 @@ def run_explain(args: argparse.Namespace) -> Path:
             "explanations": records,
         }
         (folder / "explanations.json").write_text(json.dumps(summary, indent=2))
+        write_page(folder / "index.html", explanations, [(folder / r["png"]).read_bytes() for r in records])
         if getattr(args, "compare_ultralytics", False):
             ultralytics_heatmap(weights, image, args.imgsz, folder)
             _say(f"ultralytics's LayerCAM heatmap written to {out / 'ultralytics'}")
 
     write_folder(out, write)
-    _say(f"{len(records)} explanation(s) and explanations.json written to {out}")
+    _say(f"{len(records)} explanation(s), explanations.json and index.html (open it in a browser) written to {out}")
     return out
 
 
