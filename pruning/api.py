@@ -55,6 +55,11 @@ class Report:
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def _repr_html_(self) -> str:
+        from .display import report_html
+
+        return report_html(self)
+
     def __str__(self) -> str:
         return (f"params {self.params_before:,} -> {self.params_after:,} ({self.params_ratio:.1%}), "
                 f"GFLOPs@{self.imgsz[0]}x{self.imgsz[1]} {self.gflops_before:.2f} -> {self.gflops_after:.2f} "
@@ -75,6 +80,12 @@ class Pruned:
     def model(self) -> nn.Module:
         """The pruned ultralytics DetectionModel/SegmentationModel (ultralytics classes only)."""
         return self.graph.model
+
+    def _repr_html_(self) -> str:
+        """A notebook shows a pruned model as a small table: params and GFLOPs before, after, kept."""
+        from .display import pruned_html
+
+        return pruned_html(self)
 
     def save(self, path: str | os.PathLike, *, overwrite: bool = False, half: bool = True) -> Path:
         """Save as an ultralytics checkpoint; refuses to overwrite files, and always the source weights."""

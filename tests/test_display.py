@@ -65,3 +65,24 @@ def test_show_refuses_an_empty_list_and_bad_columns():
         relprop.show([])
     with pytest.raises(relprop.RelpropError, match="cols=0 must be a positive int"):
         relprop.show([explanation()], cols=0)
+
+
+def test_pruned_and_its_report_render_as_a_small_table():
+    import re
+    from pathlib import Path
+
+    from pruning.api import Pruned, Report
+    from pruning.plans import Plan
+
+    report = Report(params_before=3_000_000, params_after=2_250_000, gflops_before=8.0, gflops_after=6.0,
+                    units_removed=123, imgsz=(640, 640))
+    table = report._repr_html_()
+    cells = re.findall(r"<t[dh][^>]*>(.*?)</t[dh]>", table)
+    assert cells == ["", "before", "after", "kept", "parameters", "3,000,000", "2,250,000", "75.0%",
+                     "GFLOPs@640x640", "8.000", "6.000", "75.0%"]
+    assert "123 channel units removed" in table
+    plan = Plan(remove={"a": (1, 2), "b": (), "c": (0,)}, settings={"criterion": "l1", "ratio": 0.25})
+    pruned = Pruned(graph=None, plan=plan, report=report, source=Path("/x/best.pt"))
+    html = pruned._repr_html_()
+    assert "pruned from best.pt (criterion=l1, ratio=0.25), 2 groups cut" in html
+    assert re.findall(r"<td[^>]*>(.*?)</td>", html) == re.findall(r"<td[^>]*>(.*?)</td>", table)
