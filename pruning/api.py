@@ -31,6 +31,7 @@ from .importance import Criterion, Precomputed, criterion_name, get_criterion
 from .errors import PlanError, RatioError
 from .plans import Plan, check_ratio, make_plan
 from .policy import attention_heads, mirror_branches, protector, sync_modules
+from .progress import bisection_steps, ticker
 
 
 @dataclass
@@ -225,6 +226,7 @@ def plan_for_target(
         within = f" with {max_ratio:.0%} of the channels" if max_ratio < 0.99 else ""
         raise PlanError(f"cannot remove {target:.1%} of {metric}: at most {best[2]:.1%} in scope {scope!r}{within} "
                         f"with min_channels={min_channels}; widen the scope or lower the target")
+    tick = ticker("latency bisection", bisection_steps(hi - lo, resolution), enabled=metric == "latency")
     while hi - lo > resolution:
         mid = (lo + hi) / 2
         found = attempt(mid)
@@ -232,6 +234,7 @@ def plan_for_target(
             hi, best = mid, found
         else:
             lo = mid
+        tick()
     return best[0], best[1]
 
 

@@ -35,7 +35,8 @@ def pruned_html(pruned: "Pruned") -> str:
     """The report's table, captioned with where the model came from, the criterion and the groups cut."""
     source = pruned.source.name if pruned.source else "a model in memory"
     settings = pruned.plan.settings or {}
-    how = ", ".join(f"{k}={settings[k]}" for k in ("criterion", "ratio", "scope", "round_to") if k in settings)
+    how = ", ".join(f"{k}={settings[k]:.3g}" if isinstance(settings[k], float) else f"{k}={settings[k]}"
+                    for k in ("criterion", "ratio", "scope", "round_to") if k in settings)
     groups = sum(1 for v in pruned.plan.remove.values() if v)
     caption = f"pruned from {source}" + (f" ({how})" if how else "") + f", {groups} groups cut"
     return report_html(pruned.report, caption)
