@@ -25,7 +25,7 @@ def _help(main: Callable[[list[str]], object], argv: list[str]) -> str:
     """What `main(argv)` prints for --help (argparse exits after printing), at a fixed width."""
     out = io.StringIO()
     old = os.environ.get("COLUMNS")
-    os.environ["COLUMNS"] = "110"
+    os.environ["COLUMNS"] = "90"
     try:
         with contextlib.redirect_stdout(out):
             try:
