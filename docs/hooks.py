@@ -85,7 +85,8 @@ def _cell(text: str) -> str:
 def cli_reference() -> str:
     """The generated part of docs/command-line.md: each command's --help, then every key=value setting."""
     parts = ["## Every command's options", "",
-             "Printed by each command's `--help` when this site was built, so it lists exactly what the parsers accept.",
+             "Printed by each command's `--help` when this site was built, so it lists exactly what the parsers "
+             "accept.",
              ""]
     for line, text in commands():
         parts += [f"### `{line}`", "", "```text", text, "```", ""]

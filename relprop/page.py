@@ -199,7 +199,9 @@ score, up to delta.</p>
     e.layers.forEach(function (l) {{
       var tr = document.createElement("tr");
       [l.layer, String(l.filters), l.top.map(function (t) {{ return t[0] + ": " + fmt(t[1], 4); }}).join(", ")]
-        .forEach(function (text) {{ var td = document.createElement("td"); td.textContent = text; tr.appendChild(td); }});
+        .forEach(function (text) {{
+          var td = document.createElement("td"); td.textContent = text; tr.appendChild(td);
+        }});
       body.appendChild(tr);
     }});
   }}

@@ -1,4 +1,4 @@
-"""The tutorial notebook runs top to bottom (a cell that raises fails); needs nbclient and ipykernel (the docs extra)."""
+"""The tutorial notebook runs top to bottom (a cell that raises fails); needs nbclient and ipykernel (docs extra)."""
 
 from __future__ import annotations
 
