@@ -1,7 +1,8 @@
 """Command line: ``python -m relprop explain [WEIGHTS] [IMAGE] [--box x1,y1,x2,y2 | --all] [--baseline ...] [--out DIR]``.
 
 With no arguments it explains every detection of the embedded model on ultralytics's bus.jpg.  It writes one PNG per
-box and ``explanations.json`` (boxes, classes, scores, reference scores, deltas) into DIR (default: a fresh
+box, ``explanations.json`` (boxes, classes, scores, reference scores, deltas) and ``index.html`` (a page to browse
+them, `relprop.page`) into DIR (default: a fresh
 ``runs/relprop/explainN``, as ultralytics numbers its run directories).  Every input is checked and every explanation
 computed before anything is written, so a bad box or a missing image writes nothing and exits with status 2
 (one line ``error: ...`` on stderr).  An existing DIR with files in it is refused before any work unless
@@ -89,7 +90,8 @@ def _out_dir(out: str | None) -> Path:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m relprop", description="DeepSHAP relevance for YOLOv8 boxes")
     sub = parser.add_subparsers(dest="command", required=True)
-    ex = sub.add_parser("explain", help="explain boxes of one image; writes PNGs and explanations.json")
+    ex = sub.add_parser("explain", help="explain boxes of one image; writes PNGs, explanations.json "
+                        "and index.html")
     ex.add_argument("paths", nargs="*", metavar="WEIGHTS/IMAGE",
                     help="weights (.pt/.yaml; default: the embedded model) and image (default: bus.jpg)")
     which = ex.add_mutually_exclusive_group()
