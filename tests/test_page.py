@@ -95,6 +95,11 @@ def test_clicking_a_box_in_chromium_shows_its_heatmap(run, tmp_path, box):
     assert re.search(rf'<g class="box selected" data-box="{box}"', dom)
     assert len(re.findall(r'class="box selected"', dom)) == 1
     assert dom.count("<tr>") > 6  # the layers table was filled in
+    for cell, key in (("score", "score"), ("reference", "reference_score"), ("delta", "delta")):
+        shown_value = float(re.search(rf'<td id="{cell}" class="num">([^<]*)</td>', dom).group(1))
+        assert shown_value == pytest.approx(data[box][key], rel=1e-2, abs=1e-5), cell
+    best = data[box]["layers"][0]
+    assert re.search(rf"<td>{re.escape(best['layer'])}</td><td>{best['filters']}</td><td>{best['top'][0][0]}: ", dom)
     # without the click, the first box is shown
     plain = dump_dom(run / "index.html")
     assert 'data-box="0"' in re.search(r'<img id="heatmap"[^>]*>', plain).group(0)
