@@ -109,3 +109,12 @@ def test_the_site_builds_strictly(tmp_path):
     assert "--compare-ultralytics" in cli and "latency_repeats" in cli  # the generated reference is in the site
     assert "measure_latency" in (tmp_path / "site" / "api" / "index.html").read_text()  # mkdocstrings ran
     assert (tmp_path / "site" / "results" / "explain_bus" / "01_Normal.png").is_file()
+
+
+def test_the_readme_test_command_is_the_one_ci_runs_and_the_readme_stays_short():
+    readme = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```bash\n(.*?)\n```", readme, re.S)
+    test_command = next(b for b in blocks if "python -m pytest" in b)
+    assert test_command in (ROOT / ".ci" / "run").read_text().splitlines()
+    assert any(b.startswith("pip install -e . && ") and "python -m pruning" in b for b in blocks)
+    assert len(readme.splitlines()) <= 160
