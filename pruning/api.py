@@ -31,6 +31,7 @@ from .errors import PlanError, RatioError
 from .latency import LatencyOptions, measure_latency
 from .plans import Plan, check_ratio, make_plan
 from .policy import attention_heads, mirror_branches, protector, sync_modules
+from .progress import bisection_steps, ticker
 
 
 @dataclass
@@ -55,6 +56,11 @@ class Report:
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def _repr_html_(self) -> str:
+        from .display import report_html
+
+        return report_html(self)
+
     def __str__(self) -> str:
         return (f"params {self.params_before:,} -> {self.params_after:,} ({self.params_ratio:.1%}), "
                 f"GFLOPs@{self.imgsz[0]}x{self.imgsz[1]} {self.gflops_before:.2f} -> {self.gflops_after:.2f} "
@@ -75,6 +81,12 @@ class Pruned:
     def model(self) -> nn.Module:
         """The pruned ultralytics DetectionModel/SegmentationModel (ultralytics classes only)."""
         return self.graph.model
+
+    def _repr_html_(self) -> str:
+        """A notebook shows a pruned model as a small table: params and GFLOPs before, after, kept."""
+        from .display import pruned_html
+
+        return pruned_html(self)
 
     def save(self, path: str | os.PathLike, *, overwrite: bool = False, half: bool = True) -> Path:
         """Save as an ultralytics checkpoint; refuses to overwrite files, and always the source weights."""
@@ -215,6 +227,7 @@ def plan_for_target(
         within = f" with {max_ratio:.0%} of the channels" if max_ratio < 0.99 else ""
         raise PlanError(f"cannot remove {target:.1%} of {metric}: at most {best[2]:.1%} in scope {scope!r}{within} "
                         f"with min_channels={min_channels}; widen the scope or lower the target")
+    tick = ticker("latency bisection", bisection_steps(hi - lo, resolution), enabled=metric == "latency")
     while hi - lo > resolution:
         mid = (lo + hi) / 2
         found = attempt(mid)
@@ -222,6 +235,7 @@ def plan_for_target(
             hi, best = mid, found
         else:
             lo = mid
+        tick()
     return best[0], best[1]
 
 

@@ -19,6 +19,7 @@ Owns the relevance rules, the two-phase engine and explaining boxes.  Imports fx
 
 from .attribute import attribute, relevance_graph
 from .composites import Composite, deepshap_rules, detdshap_paper, resolve
+from .display import ExplanationGrid, show
 from .engine import Pass, References, Relevance, RelevanceGraph
 from .errors import (BaselineError, BoxError, ImageError, NoMatchError, OptionsError, OutputError, RelpropError,
                      RuleError)
@@ -26,10 +27,11 @@ from .explainer import Explainer, explain, explainer
 from .explanation import Explanation
 from .image import Letterbox
 from .options import ExplainOptions
+from .page import ExplanationPage, browse
 from .rules import AlphaBeta, Gradient, MatMul, MaxPool, Rescale, Rule, Shapley, Softmax
 
 __all__ = [
-    "AlphaBeta", "BaselineError", "BoxError", "Composite", "ExplainOptions", "Explainer", "Explanation", "Gradient",
+    "AlphaBeta", "BaselineError", "ExplanationGrid", "ExplanationPage", "browse", "show", "BoxError", "Composite", "ExplainOptions", "Explainer", "Explanation", "Gradient",
     "ImageError", "Letterbox", "MaxPool", "NoMatchError", "OptionsError", "OutputError", "Pass", "References",
     "Relevance",
     "MatMul", "RelevanceGraph", "RelpropError", "Rescale", "Rule", "RuleError", "Shapley", "Softmax", "attribute",

@@ -1,7 +1,8 @@
 """Command line: ``python -m relprop explain [WEIGHTS] [IMAGE] [--box x1,y1,x2,y2 | --all] [--baseline ...] [--out DIR]``.
 
 With no arguments it explains every detection of the embedded model on ultralytics's bus.jpg.  It writes one PNG per
-box and ``explanations.json`` (boxes, classes, scores, reference scores, deltas) into DIR (default: a fresh
+box, ``explanations.json`` (boxes, classes, scores, reference scores, deltas) and ``index.html`` (a page to browse
+them, `relprop.page`) into DIR (default: a fresh
 ``runs/relprop/explainN``, as ultralytics numbers its run directories).  Every input is checked and every explanation
 computed before anything is written, so a bad box or a missing image writes nothing and exits with status 2
 (one line ``error: ...`` on stderr).  An existing DIR with files in it is refused before any work unless
@@ -28,6 +29,7 @@ from fxgraph.outputs import atomic_dir, check_new_dir, default_mode
 from .composites import PRESETS
 from .errors import BaselineError, OutputError, RelpropError
 from .options import ExplainOptions
+from .page import write_page
 from .target import TARGETS
 
 WEIGHT_SUFFIXES = (".pt", ".yaml", ".yml")
@@ -89,7 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m relprop",
                                      description="DeepSHAP relevance for ultralytics YOLO v5u-26, every task")
     sub = parser.add_subparsers(dest="command", required=True)
-    ex = sub.add_parser("explain", help="explain boxes of one image; writes PNGs and explanations.json")
+    ex = sub.add_parser("explain", help="explain boxes of one image; writes PNGs, explanations.json "
+                        "and index.html")
     ex.add_argument("paths", nargs="*", metavar="WEIGHTS/IMAGE",
                     help="weights (.pt/.yaml; default: the embedded model) and image (default: bus.jpg)")
     which = ex.add_mutually_exclusive_group()
@@ -181,12 +184,13 @@ def run_explain(args: argparse.Namespace) -> Path:
             "explanations": records,
         }
         (folder / "explanations.json").write_text(json.dumps(summary, indent=2))
+        write_page(folder / "index.html", explanations, [(folder / r["png"]).read_bytes() for r in records])
         if getattr(args, "compare_ultralytics", False):
             ultralytics_heatmap(weights, image, args.imgsz, folder)
             _say(f"ultralytics's LayerCAM heatmap written to {out / 'ultralytics'}")
 
     write_folder(out, write)
-    _say(f"{len(records)} explanation(s) and explanations.json written to {out}")
+    _say(f"{len(records)} explanation(s), explanations.json and index.html (open it in a browser) written to {out}")
     return out
 
 

@@ -70,6 +70,12 @@ class Explanation:
             "baseline": self.baseline,
         }
 
+    def _repr_png_(self) -> bytes:
+        """A notebook shows an Explanation as its figure: the `save_png` drawing, as PNG bytes."""
+        from .display import png_bytes
+
+        return png_bytes(self)
+
     def save_png(self, path: str | Path, *, alpha: float = 0.7, dpi: int = 110, percentile: float = 99.5) -> Path:
         """Draw the heatmap over the (greyed) image with the box: diverging colour map, positive red, negative blue,
         symmetric around 0 and saturating at the `percentile` of |heatmap| (pixel relevance is heavy-tailed), with a

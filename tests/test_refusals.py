@@ -206,7 +206,8 @@ def test_relprop_out_refuses_a_folder_with_files_and_force_leaves_no_stale_png(t
     assert len(records) == 1
     assert sorted(p.name for p in out.glob("*.png")) == [records[0]["png"]]  # the old second PNG is gone
     assert (out / "mine.txt").read_text() == "mine"  # what is not ours stays
-    assert sorted(p.name for p in out.iterdir()) == sorted(["mine.txt", "explanations.json", records[0]["png"]])
+    assert sorted(p.name for p in out.iterdir()) == sorted(["mine.txt", "explanations.json", "index.html",
+                                                            records[0]["png"]])
 
 
 def test_relprop_default_folder_is_numbered(tmp_path, monkeypatch):

@@ -64,8 +64,9 @@ class DetDSHAP:
         explainer = relprop.Explainer(graph.with_folded_batchnorm(), rules=self.options[self.kinds[0]].rules)
         stats: FilterStats = {}
         self.explained = self.skipped = 0
-        images = progress(self.calibration.images(), "detdshap scoring", total=self.calibration.n_images)
-        for group in _groups(images, self.batch, by_labels=self.boxes == "labels"):
+        groups = _groups(self.calibration.images(), self.batch, by_labels=self.boxes == "labels")
+        batches = -(-self.calibration.n_images // self.batch)  # the bar advances as each batch is scored
+        for group in progress(groups, f"detdshap scoring ({self.batch} images a batch)", total=batches):
             self._score(explainer, group, stats)
         counts = distributed.all_reduce_sums({"n": torch.tensor([float(self.explained), float(self.skipped)])})["n"]
         self.explained, self.skipped = int(counts[0]), int(counts[1])
