@@ -44,7 +44,7 @@ def commands() -> list[tuple[str, str]]:
     """(command line, its --help text) for every command line of the project."""
     from fxgraph.__main__ import main as fxgraph_main
     from pruning.job.cli import main as pruning_main
-    from pruning.job.console import main as console_main
+    from pruning.console import main as console_main
     from relprop.cli import main as relprop_main
 
     return [

@@ -75,7 +75,7 @@ def test_every_cli_option_appears_in_the_command_line_page(page):
 
 
 def test_every_detdshap_subcommand_appears_in_the_command_line_page(page):
-    from pruning.job.console import COMMANDS
+    from pruning.console import COMMANDS
 
     section = page.split("### `detdshap`", 1)[1]
     assert all(re.search(rf"\b{name}\b", section) for name in COMMANDS)
