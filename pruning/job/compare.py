@@ -159,7 +159,8 @@ def _sweep(settings: Settings, out: Path, rank: int, world: int) -> list[dict[st
     distributed.barrier()
     rows = sweep_rows(settings)
     sweep: SeedSweep | None = None
-    for row in progress(distributed.shard(rows, rank, world), f"compare, {len(rows)} rows on {world} rank(s)"):
+    mine = distributed.shard(rows, rank, world)
+    for row in progress(mine, "compare" if world == 1 else f"compare, rank 0's {len(mine)} of {len(rows)} rows"):
         if sweep is None or sweep.seed != row.seed:  # rows come seed after seed: one seed's sweep held at a time
             sweep = SeedSweep(settings.replace(seed=row.seed), out)
         with distributed.alone():  # a row is this rank's alone: its scoring all-reduces nothing
