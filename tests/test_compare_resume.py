@@ -7,54 +7,19 @@ own loop, cache and resume code run for real."""
 from __future__ import annotations
 
 import json
-from types import SimpleNamespace
 
 import pytest
 
+import compare_fakes
 from pruning.errors import PruningError
 from pruning.job import compare as cmp
 from pruning.job.config import load_config
 
 
-class Interrupted(Exception):
-    pass
-
-
 @pytest.fixture
 def fake_work(monkeypatch):
     """Fake per-row work; `calls` records what was computed, `fail_at` interrupts the sweep at that row's tag."""
-    calls: list[str] = []
-    state = {"fail_at": None}
-
-    def measure(weights, settings, data, out, step, criterion, reference=None):
-        tag = f"s{settings.seed}-{step}"
-        if tag == state["fail_at"]:
-            raise Interrupted(tag)
-        calls.append(tag)
-        h = sum(map(ord, tag))
-        return {"step": step, "criterion": criterion, "weights": weights.name, "params": 1000 + h,
-                "gflops": 1.0 + h / 1000, "latency_ms": 1.0, "map50": (h % 97) / 100, "map50_95": (h % 89) / 100,
-                "recall": 0.5, "precision": 0.5}
-
-    def weights_file(path):
-        path.write_text("w")
-        return path
-
-    plan = SimpleNamespace(settings={"ratio": 0.25})
-    monkeypatch.setattr(cmp, "_check_reachable", lambda s: None)
-    monkeypatch.setattr(cmp, "check_inputs", lambda s: None, raising=False)
-    monkeypatch.setattr(cmp, "dataset", lambda s: s.project)
-    monkeypatch.setattr(cmp, "initial_weights", lambda s, d, out, wd: weights_file(wd / "step0.pt"))
-    monkeypatch.setattr(cmp, "measure", measure)
-    monkeypatch.setattr(cmp, "finetune_to", lambda w, s, d, out, name, e, target: weights_file(target))
-    monkeypatch.setattr(cmp, "traced", lambda w, imgsz: "graph")
-    monkeypatch.setattr(cmp, "lazy_calibration", lambda s, d, w: None)
-    monkeypatch.setattr(cmp, "analyze", lambda g: None)
-    monkeypatch.setattr(cmp, "build_criterion", lambda name, s, c: lambda g, cp: {})
-    monkeypatch.setattr(cmp, "Precomputed", lambda scores, name: name)
-    monkeypatch.setattr(cmp, "plan_for_target", lambda *a, **k: (plan, "report"))
-    monkeypatch.setattr(cmp, "prune", lambda g, p: SimpleNamespace(save=lambda path, **k: weights_file(path)))
-    return calls, state
+    return compare_fakes.install(monkeypatch.setattr)
 
 
 def _settings(tmp_path, name, **kw):
@@ -71,7 +36,7 @@ def test_an_interrupted_then_resumed_sweep_equals_the_sweep_in_one_go(tmp_path, 
 
     calls.clear()
     state["fail_at"] = "s1-random-0.3"
-    with pytest.raises(Interrupted):
+    with pytest.raises(compare_fakes.Interrupted):
         cmp.compare(_settings(tmp_path, "cut"))
     assert sorted(p.stem for p in (tmp_path / "cut" / cmp.ROWS).glob("*.json")) == sorted(
         [f"s0-{t}" for t in ("unpruned", "unpruned-ft", "l1-0.3", "l1-0.5", "random-0.3", "random-0.5")]
@@ -110,7 +75,7 @@ def test_a_resumed_sweep_keeps_its_settings_but_may_add_seeds(tmp_path, fake_wor
 
     calls, state = fake_work
     state["fail_at"] = "s0-l1-0.5"
-    with pytest.raises(Interrupted):
+    with pytest.raises(compare_fakes.Interrupted):
         cmp.compare(_settings(tmp_path, "cut"))
     before = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "cut").rglob("*")}
     state["fail_at"] = None

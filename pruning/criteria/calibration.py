@@ -15,6 +15,7 @@ from typing import Any, Iterator
 import torch
 
 from ..errors import PruningError
+from .distributed import shard
 
 
 @dataclass
@@ -31,8 +32,8 @@ class Calibration:
         return sum(b["img"].shape[0] for b in self.batches)
 
     def shard(self, rank: int, world: int) -> "Calibration":
-        """This rank's share of the batches (round robin), so that every image is scored exactly once."""
-        return Calibration(self.batches[rank::world], self.task, self.imgsz, self.args)
+        """This rank's share of the batches (distributed.shard), so that every image is scored exactly once."""
+        return Calibration(shard(self.batches, rank, world), self.task, self.imgsz, self.args)
 
     def images(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         """(image (3, H, W) RGB float in [0, 1], boxes (n, 4) xyxy input pixels, classes (n,)) per image."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 import fxgraph
@@ -57,7 +58,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m pruning") -> int:
             from .compare import compare
 
             out = compare(settings)
-            print(f"comparison written to {out}/compare.md and compare.png")
+            if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 wrote it
+                print(f"comparison written to {out}/compare.md and compare.png")
             return 0
         from .pipeline import PruningJob
 

@@ -7,22 +7,33 @@ the unpruned model for the same epochs, so the gain of extra training alone is v
 for each seed of `compare_seeds`; compare.md gives mean ± std over seeds per cell and each criterion's paired
 difference to DetDSHAP.  Every finished row is cached in `rows/` of the run directory and `resume=true` continues
 an interrupted sweep.  The table and a plot (mAP50-95 against the fraction removed, one curve per criterion) go to
-the run directory as compare.json, compare.md and compare.png.
+the run directory as compare.json, compare.md and compare.png once every row is cached.
+
+Under `torchrun --nproc_per_node N -m pruning compare ...` the rows are sharded over the N ranks
+(criteria.distributed.shard), each rank computing its rows alone on the GPU of its LOCAL_RANK (or the CPU); rank 0
+writes the table once every rank has finished.  A row depends only on its seed, criterion and target, never on
+which rank computes it or after which other rows, so the rows equal a single-process sweep's.
 """
 
 from __future__ import annotations
 
+import datetime
 import json
+import logging
+import sys
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
 from fxgraph.outputs import write_text
 
 from ..api import analyze, plan_for_target, prune
-from ..criteria import Precomputed, build_criterion
+from ..criteria import Precomputed, build_criterion, distributed
 from ..criteria.progress import progress
+from ..devices import torch_device
 from ..errors import OutputError, PruningError
 from .config import Settings
 from .preflight import check_inputs
@@ -38,76 +49,201 @@ from .tracecache import traced
 
 COMPARE_COLUMNS = (("seed", "seed", "{}"), ("criterion", "criterion", "{}"), ("target", "target", "{:.2f}"),
                    ("channel_ratio", "channels removed", "{:.3f}")) + COLUMNS[2:]
+# ranks wait at a barrier for the slowest one, whose rows may take hours; a rank that dies is noticed at once (gloo
+# sees its connection close, and torchrun stops the others), so the timeout only bounds a rank that hangs
+SWEEP_TIMEOUT = datetime.timedelta(days=7)
 
 
 def compare(settings: Settings) -> Path:
     """Run the sweep once per seed of `compare_seeds`; returns the run directory.  Every finished row is cached in
     `rows/`; with `resume=true` the sweep continues in the existing `project/name`, reading the finished rows
-    instead of computing them again."""
-    check_inputs(settings)  # weights, data, project: before the run directory exists
-    _check_reachable(settings)
-    out = _compare_dir(settings)
-    with RunLock(out):  # one process per sweep: two would compute and cache the same rows twice
-        weights_dir = out / "weights"
-        weights_dir.mkdir(exist_ok=True)
-        rows: list[dict[str, Any]] = []
-        for seed in settings.compare_seeds:
-            _sweep_seed(settings.replace(seed=seed), out, weights_dir, rows)
-        write_compare(out, rows, settings.to_dict())
+    instead of computing them again.  Under torchrun each rank computes its shard of the rows and rank 0 writes
+    compare.json/md/png after all of them finished; a rank that fails leaves the table unwritten."""
+    with distributed.group(settings.device, backend="gloo", timeout=SWEEP_TIMEOUT) as (rank, world), \
+            ExitStack() as held:
+        if world > 1:
+            held.enter_context(_train_alone(rank))
+        out = distributed.from_rank0(lambda: _open_sweep(settings, held))
+        rows = _sweep(_on_my_device(settings, world), out, rank, world)
+        if rank == 0:
+            write_compare(out, rows, settings.to_dict())
+        distributed.barrier()  # every rank returns once the table exists
     return out
 
 
-def _sweep_seed(settings: Settings, out: Path, weights_dir: Path, rows: list[dict[str, Any]]) -> None:
-    """One seed's rows (the unpruned model, its fine-tuned control, every criterion at every target) appended to
-    `rows`; the seed drives the data of the synthetic set, training, calibration sampling and random scores."""
-    seed = settings.seed
-    data = dataset(settings)
-    epochs = settings.compare_epochs
-    step0 = weights_dir / f"s{seed}-step0.pt"
+def _open_sweep(settings: Settings, held: ExitStack) -> Path:
+    """Rank 0's preparation: check the inputs, make (or, resuming, check) the run directory and lock it for the
+    sweep (one sweep per directory: two would compute and cache the same rows twice)."""
+    check_inputs(settings)  # weights, data, project: before the run directory exists
+    _check_reachable(settings)
+    out = _compare_dir(settings)
+    held.enter_context(RunLock(out))
+    return out
+
+
+@contextmanager
+def _train_alone(rank: int) -> Iterator[None]:
+    """Within the block each rank trains as a single process.  ultralytics reads torchrun's WORLD_SIZE, RANK and
+    LOCAL_RANK once, at import, into module constants, and then acts as one rank of a DDP training (seeds offset by
+    the rank, checkpoints saved and validation metrics gathered on rank 0 only, barriers with the other ranks), so
+    its modules' constants say one process here (restored after).  Ranks other than 0 keep ultralytics's output to
+    errors, as ultralytics's own DDP workers do."""
+    import ultralytics.utils as utils
+
+    single = {"WORLD_SIZE": 1, "RANK": -1, "LOCAL_RANK": -1}
+    saved = []
+    for name, module in list(sys.modules.items()):
+        if module is not None and (name == "ultralytics" or name.startswith("ultralytics.")):
+            for attr, value in single.items():
+                if isinstance(vars(module).get(attr), int):  # the module's own copy of the constant
+                    saved.append((module, attr, vars(module)[attr]))
+                    setattr(module, attr, value)
+    level = utils.LOGGER.level
+    if rank != 0:
+        utils.LOGGER.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        utils.LOGGER.setLevel(level)
+        for module, attr, value in saved:
+            setattr(module, attr, value)
+
+
+def _on_my_device(settings: Settings, world: int) -> Settings:
+    """Under torchrun: the settings with `device` narrowed to this rank's (the GPU of its LOCAL_RANK, or the CPU),
+    so that ultralytics trains on it alone instead of starting a DDP training over all the listed GPUs."""
+    if world == 1:
+        return settings
+    dev = torch_device(settings.device)
+    return settings.replace(device="cpu" if dev.type == "cpu" else str(dev.index) if dev.type == "cuda" else
+                            dev.type)
+
+
+@dataclass(frozen=True)
+class Row:
+    """One row of the sweep: `criterion` at `target`, or the controls ("unpruned" and its fine-tuned copy
+    "unpruned-ft", target 0)."""
+
+    seed: int
+    criterion: str
+    target: float = 0.0
+
+    @property
+    def tag(self) -> str:
+        """'unpruned', 'unpruned-ft' or '<criterion>-<target>' (its weights and training runs are named after it)."""
+        return self.criterion if self.criterion in ("unpruned", "unpruned-ft") else f"{self.criterion}-{self.target:g}"
+
+    @property
+    def key(self) -> str:
+        """Its file name in `rows/` (without .json): 's<seed>-<tag>'."""
+        return f"s{self.seed}-{self.tag}"
+
+
+def sweep_rows(settings: Settings) -> list[Row]:
+    """Every row of the sweep, in the order of the table: per seed the unpruned model, its fine-tuned control
+    (when compare_epochs > 0), then each criterion at each target."""
+    controls = ["unpruned"] + (["unpruned-ft"] if settings.compare_epochs > 0 else [])
+    return [row for seed in settings.compare_seeds
+            for row in [Row(seed, c) for c in controls] + [Row(seed, name, target) for name in settings.compare_criteria
+                                                          for target in settings.compare_targets]]
+
+
+def _sweep(settings: Settings, out: Path, rank: int, world: int) -> list[dict[str, Any]]:
+    """This rank's shard of the rows computed (or read from `rows/`); on rank 0, every row of the sweep once all
+    ranks finished theirs (others: [])."""
+    weights_dir = out / "weights"
+    seeds = settings.compare_seeds
+    if rank == 0:
+        weights_dir.mkdir(exist_ok=True)
+        for seed in seeds:  # each seed's data written once, before any rank reads it
+            dataset(settings.replace(seed=seed))
+    distributed.barrier()
+    for seed in distributed.shard(seeds, rank, world):  # the seeds' starting models, in parallel
+        start_weights(settings.replace(seed=seed), out)
+    distributed.barrier()
+    rows = sweep_rows(settings)
+    sweep: SeedSweep | None = None
+    mine = distributed.shard(rows, rank, world)
+    for row in progress(mine, "compare" if world == 1 else f"compare, rank 0's {len(mine)} of {len(rows)} rows"):
+        if sweep is None or sweep.seed != row.seed:  # rows come seed after seed: one seed's sweep held at a time
+            sweep = SeedSweep(settings.replace(seed=row.seed), out)
+        with distributed.alone():  # a row is this rank's alone: its scoring all-reduces nothing
+            cached_row(out, row.key, lambda: sweep.compute(row))
+    del sweep
+    try:
+        distributed.barrier()  # every row is cached (a rank that failed raises here, or torchrun stops this one)
+    except distributed.RankFailedError as exc:
+        raise distributed.RankFailedError(f"compare: {exc}; no compare.md is written. The rows finished so far are "
+                                          f"cached in {out / ROWS}: run the same command with resume=true "
+                                          f"name={out.name} to compute only the missing ones") from exc
+    return [{**read_row(out, row.key), "seed": row.seed} for row in rows] if rank == 0 else []
+
+
+def start_weights(settings: Settings, out: Path) -> Path:
+    """`weights/s<seed>-step0.pt`, the seed's starting model (`pretrained` copied, or trained `pretrain_epochs`),
+    made in `out/s<seed>/` so that ranks making several seeds' at once do not share a training directory; with
+    resume, the one already there."""
+    step0 = out / "weights" / f"s{settings.seed}-step0.pt"
     if not (settings.resume and step0.is_file()):
-        initial_weights(settings, data, out, weights_dir).replace(step0)
-    start = step0
+        scratch = out / f"s{settings.seed}"
+        scratch.mkdir(exist_ok=True)
+        initial_weights(settings, dataset(settings), scratch, scratch).replace(step0)
+    return step0
 
-    def add(key: str, work: Callable[[], dict[str, Any]]) -> None:
-        rows.append({**cached_row(out, f"s{seed}-{key}", work), "seed": seed})
 
-    add("unpruned", lambda: {**measure(start, settings, data, out, 0, "-"), "criterion": "unpruned", "target": 0.0,
-                             "channel_ratio": 0.0})
-    graph = traced(start, settings.imgsz)  # the trace measure() just made
-    if epochs > 0:  # control: the same fine-tuning budget without pruning
-        def control() -> dict[str, Any]:
-            weights = finetune_to(start, settings, data, out, f"s{seed}-unpruned-ft", epochs,
-                                  weights_dir / f"s{seed}-unpruned-ft.pt")
-            return {**measure(weights, settings, data, out, "ft", "unpruned+ft", reference=start), "target": 0.0,
+class SeedSweep:
+    """What one seed's rows share, made on first use: its data, its starting model's trace, coupling and
+    calibration, and each criterion's scores (scored once, reused for every target)."""
+
+    def __init__(self, settings: Settings, out: Path) -> None:
+        self.settings, self.out, self.seed = settings, out, settings.seed
+        self.data = dataset(settings)
+        self.start = out / "weights" / f"s{self.seed}-step0.pt"
+        self.scored: dict[str, Precomputed] = {}
+        self._graph: Any = None  # the start's trace, coupling and calibration (_prepare)
+        self._coupling: Any = None
+        self._calibration: Any = None
+
+    def compute(self, row: Row) -> dict[str, Any]:
+        """The row's measured fields (the cache adds nothing; the caller adds the seed)."""
+        s, start, weights_dir = self.settings, self.start, self.out / "weights"
+        if row.criterion == "unpruned":
+            measured = measure(start, s, self.data, self.out, 0, "-")
+            self._prepare()  # on the CPU, the trace measure() just made (traced keeps the last one)
+            return {**measured, "criterion": "unpruned", "target": 0.0, "channel_ratio": 0.0}
+        if row.criterion == "unpruned-ft":  # control: the same fine-tuning budget without pruning
+            weights = finetune_to(start, s, self.data, self.out, row.key, s.compare_epochs,
+                                  weights_dir / f"{row.key}.pt")
+            return {**measure(weights, s, self.data, self.out, "ft", "unpruned+ft", reference=start), "target": 0.0,
                     "channel_ratio": 0.0}
+        return self._pruned(row)
 
-        add("unpruned-ft", control)
-    calibration = lazy_calibration(settings, data, start)
-    coupling = analyze(graph)
-    jobs = [(name, target) for name in settings.compare_criteria for target in settings.compare_targets]
-    scored: dict[str, Precomputed] = {}
+    def _prepare(self) -> None:
+        """The start's trace (scored and pruned on the device, as the pipeline does), coupling and calibration."""
+        if self._graph is None:
+            self._graph = traced(self.start, self.settings.imgsz, torch_device(self.settings.device))
+            self._coupling = analyze(self._graph)
+            self._calibration = lazy_calibration(self.settings, self.data, self.start)
 
-    def pruned_row(name: str, target: float, tag: str) -> dict[str, Any]:
-        if name not in scored:  # scored once per criterion, reused for every target
-            scored[name] = Precomputed(build_criterion(name, settings, calibration)(graph, coupling), name)
-        latency = settings.compare_metric == "latency"  # each bisection step is measured: a coarser resolution
-        plan, report = plan_for_target(graph, target, metric=settings.compare_metric,
-                                       scope=settings.compare_scope, criterion=scored[name],
-                                       min_channels=settings.min_channels, round_to=settings.round_to,
-                                       coupling=coupling, latency=latency_options(settings),
+    def _pruned(self, row: Row) -> dict[str, Any]:
+        s, name, target, tag = self.settings, row.criterion, row.target, row.tag
+        self._prepare()
+        graph, coupling = self._graph, self._coupling
+        if name not in self.scored:
+            self.scored[name] = Precomputed(build_criterion(name, s, self._calibration)(graph, coupling), name)
+        latency = s.compare_metric == "latency"  # each bisection step is measured: a coarser resolution
+        plan, report = plan_for_target(graph, target, metric=s.compare_metric, scope=s.compare_scope,
+                                       criterion=self.scored[name], min_channels=s.min_channels,
+                                       round_to=s.round_to, coupling=coupling, latency=latency_options(s),
                                        resolution=0.01 if latency else 1e-3)
-        log(f"seed {seed}, {tag}: {plan.settings['ratio']:.3f} of the channels in scope; {report}")
-        weights = prune(graph, plan).save(weights_dir / f"s{seed}-{tag}-pruned.pt", overwrite=True, half=False)
-        if epochs > 0:
-            weights = finetune_to(weights, settings, data, out, f"s{seed}-{tag}", epochs,
-                                  weights_dir / f"s{seed}-{tag}.pt")
-        return {**measure(weights, settings, data, out, tag, name, reference=start), "target": target,
+        log(f"seed {self.seed}, {tag}: {plan.settings['ratio']:.3f} of the channels in scope; {report}")
+        weights_dir = self.out / "weights"
+        weights = prune(graph, plan).save(weights_dir / f"{row.key}-pruned.pt", overwrite=True, half=False)
+        if s.compare_epochs > 0:
+            weights = finetune_to(weights, s, self.data, self.out, row.key, s.compare_epochs,
+                                  weights_dir / f"{row.key}.pt")
+        return {**measure(weights, s, self.data, self.out, tag, name, reference=self.start), "target": target,
                 "channel_ratio": plan.settings["ratio"]}
-
-    for name, target in progress(jobs, f"compare, seed {seed}"):
-        tag = f"{name}-{target:g}"
-        add(tag, lambda: pruned_row(name, target, tag))
-        write_compare(out, rows, settings.to_dict())
 
 
 ROWS = "rows"  # the run directory's cache of finished rows, one json file per row
@@ -144,6 +280,15 @@ def cached_row(out: Path, key: str, work: Callable[[], dict[str, Any]]) -> dict[
         return json.loads(path.read_text())
     write_text(path, json.dumps(work(), default=str), error=OutputError)
     return json.loads(path.read_text())  # the same values a resumed run reads
+
+
+def read_row(out: Path, key: str) -> dict[str, Any]:
+    """The finished row `key` from `out/rows/key.json` (PruningError when no rank wrote it)."""
+    path = out / ROWS / f"{key}.json"
+    if not path.is_file():
+        raise PruningError(f"{path} is missing although every rank finished its rows; run the sweep again with "
+                           f"resume=true to compute it")
+    return json.loads(path.read_text())
 
 
 def _check_reachable(settings: Settings) -> None:
