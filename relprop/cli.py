@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import fxgraph
+from fxgraph.argparsing import OneLineParser
 from fxgraph.outputs import atomic_dir, check_new_dir, default_mode
 
 from .composites import PRESETS
@@ -86,7 +87,7 @@ def _out_dir(out: str | None) -> Path:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m relprop", description="DeepSHAP relevance for YOLOv8 boxes")
+    parser = OneLineParser(prog="python -m relprop", description="DeepSHAP relevance for YOLOv8 boxes")
     sub = parser.add_subparsers(dest="command", required=True)
     ex = sub.add_parser("explain", help="explain boxes of one image; writes PNGs and explanations.json")
     ex.add_argument("paths", nargs="*", metavar="WEIGHTS/IMAGE",
@@ -141,6 +142,10 @@ def _say(text: str) -> None:
     print(text, flush=True)
 
 
+class NoDetection(RelpropError):
+    """The model found no box to explain (exit status 1, as grep finding nothing; bad input is 2)."""
+
+
 def run_explain(args: argparse.Namespace) -> Path:
     """Compute every explanation, then write them (a line per file as it is written); returns the output folder."""
     from .explainer import explain
@@ -160,6 +165,9 @@ def run_explain(args: argparse.Namespace) -> Path:
     start = time.perf_counter()
     result = explain(weights, image, args.box, options)
     explanations = [result] if args.box else list(result)
+    if not explanations:
+        raise NoDetection(f"no detection at conf {args.conf:g} on {shown_path(image)}: nothing explained, nothing "
+                          "written; lower --conf (or give --box)")
     _say(f"{len(explanations)} box(es) explained in {time.perf_counter() - start:.0f} s; writing to {out}")
     records = []
 
@@ -248,6 +256,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "explain":
             run_explain(args)
+    except NoDetection as exc:
+        print("error: " + " ".join(str(exc).split()), file=sys.stderr)
+        return 1
     except (RelpropError, fxgraph.FxGraphError, OSError) as exc:
         print("error: " + " ".join(str(exc).split()), file=sys.stderr)
         return 2

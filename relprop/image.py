@@ -85,9 +85,12 @@ class Letterbox:
 def read_image(image: Any) -> np.ndarray:
     """A path, numpy HWC BGR(A) or HW grey array (uint8, or float in [0, 255]), 8-bit PIL image, or float tensor (CHW
     or 1CHW RGB in [0, 1], as ultralytics takes tensors) → float32 HWC BGR array in [0, 255]; ImageError for any other
-    dtype, shape or mode, and for NaN, infinite or out-of-range values."""
+    dtype, shape or mode, for NaN, infinite or out-of-range values, and for a float array with every value in [0, 1]
+    (ambiguous: normalised or nearly black; pass uint8, float in [0, 255] or a tensor)."""
     if isinstance(image, (str, Path)):
         path = Path(image)
+        if path.is_dir():
+            raise ImageError(f"{path} is a directory, not an image file; give one image file")
         if not path.is_file():
             raise ImageError(f"{path}: no such image file")
         array = cv2.imread(str(path), cv2.IMREAD_COLOR)
@@ -114,6 +117,7 @@ def read_image(image: Any) -> np.ndarray:
                 raise ImageError(f"a numpy image must be uint8 or float in [0, 255]; got dtype {image.dtype} "
                                  "(convert it to uint8 first)")
             _check_range("a numpy image", image, 255.0, "BGR in [0, 255]")
+            _check_not_unit_range(image)
         return np.ascontiguousarray(image[..., :3], dtype=np.float32)
     raise ImageError(f"cannot read an image from {type(image).__name__}; give a path, numpy array, PIL image or tensor")
 
@@ -177,6 +181,15 @@ def tensor_reference_inputs(baseline: Any, t: torch.Tensor, box: Letterbox, dtyp
     if isinstance(baseline, torch.Tensor):
         return reference_inputs(baseline, np.empty((0, 0, 3), np.float32), box, dtype, device)
     return None
+
+
+def _check_not_unit_range(image: np.ndarray) -> None:
+    """ImageError for a float array whose values all lie in [0, 1]: a normalised image and a nearly black [0, 255]
+    one look the same, and reading it as [0, 255] would explain a black image and find no box, without a word."""
+    if float(np.max(image)) <= 1.0:
+        raise ImageError(f"a float numpy image {image.shape} with every value in [0, 1] is ambiguous (normalised, or "
+                         "[0, 255] and nearly black?); pass it as uint8 ((image * 255).round().astype(np.uint8)), "
+                         "as a float array in [0, 255] (image * 255), or as a (3, H, W) RGB tensor in [0, 1]")
 
 
 def _check_complete(path: Path) -> None:

@@ -17,6 +17,7 @@ import sys
 import fxgraph
 import relprop
 
+from fxgraph.argparsing import OneLineParser
 from fxgraph.outputs import check_new_file, write_text
 
 from ..errors import OutputError, PruningError
@@ -24,7 +25,7 @@ from .config import Settings, load_config
 
 
 def _parser(prog: str = "python -m pruning") -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog, description=__doc__,
+    p = OneLineParser(prog=prog, description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("command", nargs="?", default="run", help="run (default), score or compare")
     p.add_argument("--pretrained", default=None, help="weights to prune (default: train `model` on `data` first)")

@@ -9,11 +9,11 @@ before anything is written (the run's copy `weights/step0.pt` would otherwise be
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import fxgraph
+from fxgraph.outputs import probe_writable
 
 from .config import ConfigError, Settings
 from .synthetic import CLASSES as SHAPES_CLASSES
@@ -36,12 +36,7 @@ def check_project(project: str | Path) -> None:
         existing = existing.parent
     if not existing.is_dir():
         raise ConfigError(f"project={project}: {existing} is a file, not a folder; choose another project=")
-    try:  # a real probe: os.access says yes to root on a read-only mount
-        with tempfile.TemporaryFile(dir=existing):
-            pass
-    except OSError as exc:
-        raise ConfigError(f"project={project}: cannot create run directories under {existing} "
-                          f"({exc.strerror or exc}); choose a writable project=") from None
+    probe_writable(existing, what=f"project={project}", error=ConfigError)  # a real write, not os.access
 
 
 def data_classes(settings: Settings) -> int:
