@@ -82,11 +82,22 @@ class Letterbox:
         return out * (h * w) / (self.orig_shape[0] * self.orig_shape[1])
 
 
-def read_image(image: Any) -> np.ndarray:
+class ImageArray(np.ndarray):
+    """What `read_image` returns: a float32 HWC BGR array known to be in [0, 255], so reading it again (the explainer
+    reads what `relprop.explain` checked) never takes a black image for a normalised one."""
+
+
+def read_image(image: Any) -> ImageArray:
     """A path, numpy HWC BGR(A) or HW grey array (uint8, or float in [0, 255]), 8-bit PIL image, or float tensor (CHW
     or 1CHW RGB in [0, 1], as ultralytics takes tensors) → float32 HWC BGR array in [0, 255]; ImageError for any other
     dtype, shape or mode, for NaN, infinite or out-of-range values, and for a float array with every value in [0, 1]
-    (ambiguous: normalised or nearly black; pass uint8, float in [0, 255] or a tensor)."""
+    (ambiguous: normalised or nearly black; pass uint8, float in [0, 255] or a tensor).  The result is an
+    `ImageArray`, which is read again as it is."""
+    return _read(image).view(ImageArray)
+
+
+def _read(image: Any) -> np.ndarray:
+    """`read_image` before marking."""
     if isinstance(image, (str, Path)):
         path = Path(image)
         if path.is_dir():
@@ -117,7 +128,8 @@ def read_image(image: Any) -> np.ndarray:
                 raise ImageError(f"a numpy image must be uint8 or float in [0, 255]; got dtype {image.dtype} "
                                  "(convert it to uint8 first)")
             _check_range("a numpy image", image, 255.0, "BGR in [0, 255]")
-            _check_not_unit_range(image)
+            if not isinstance(image, ImageArray):  # read_image's own output is [0, 255] already
+                _check_not_unit_range(image)
         return np.ascontiguousarray(image[..., :3], dtype=np.float32)
     raise ImageError(f"cannot read an image from {type(image).__name__}; give a path, numpy array, PIL image or tensor")
 

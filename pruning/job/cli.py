@@ -18,7 +18,7 @@ import fxgraph
 import relprop
 
 from fxgraph.argparsing import OneLineParser
-from fxgraph.outputs import check_new_file, write_text
+from fxgraph.outputs import write_text
 
 from ..errors import OutputError, PruningError
 from .config import Settings, load_config
@@ -75,12 +75,12 @@ def _score(settings: Settings, out: str | None, force: bool = False) -> int:
     from ..api import analyze
     from ..criteria import distributed
     from ..devices import torch_device
+    from .preflight import check_score_inputs
     from .workspace import build_criterion, dataset, lazy_calibration, traced
 
     if settings.pretrained is None:
         raise PruningError("score needs --pretrained WEIGHTS")
-    if out:
-        check_new_file(out, overwrite=force, error=OutputError)  # before any scoring
+    check_score_inputs(settings, out, force)  # --out, dataset folder, classes: before any dataset or scoring
     rank, world = distributed.init(settings.device)
     try:
         data = dataset(settings)
