@@ -24,7 +24,7 @@ from .importance import Criterion
 class CriterionPruner:
     """Base: prunes with `self.criterion(graph)`; subclasses say which criterion and what data it needs."""
 
-    def __init__(self, *, imgsz: int = 640, scope: str | Iterable[int] = "all", min_channels: int = 1,
+    def __init__(self, *, imgsz: int = 640, scope: str | Iterable[int] = "all", min_channels: int | None = None,
                  round_to: int = 1) -> None:
         self.imgsz, self.scope, self.min_channels, self.round_to = imgsz, scope, min_channels, round_to
 

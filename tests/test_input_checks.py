@@ -169,3 +169,51 @@ def test_a_refused_score_run_leaves_the_folder_byte_identical(tmp_path, monkeypa
     assert rc == 2
     assert __import__("re").search(message, line), line
     assert listing(tmp_path) == before  # no dataset, no --out parents, no runs/
+
+
+# -- 6. a plan that destroys the model -------------------------------------------------------------------------------
+
+def test_a_plan_that_leaves_one_channel_convs_warns_unless_asked_for():
+    import warnings
+
+    import pruning
+    from conftest import cached_trace
+    from pruning.plan_warnings import ThinPlanWarning
+
+    g = cached_trace("yolov8n.yaml", 64)
+    with pytest.warns(ThinPlanWarning, match=r"the plan leaves \d+ layer\(s\) with fewer than 8 channels \(\S+ keeps "
+                                             r"1 of \d+.*pass min_channels=8 to keep them"):
+        pruning.plan_for_target(g, 0.99, resolution=0.1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pruning.plan(g, ratio=0.95, min_channels=1)  # the caller lowered the floor: meant, no warning
+        pruning.plan(g, ratio=0.95, min_channels=8)
+        pruning.plan(g, ratio=0.2)  # nothing thin
+
+
+def letterboxed(image, imgsz: int = 320) -> torch.Tensor:
+    """A uint8 (1, 3, imgsz, imgsz) RGB calibration batch image, letterboxed like ultralytics's loader."""
+    from relprop.image import Letterbox
+
+    array = read_image(image)
+    rgb = Letterbox.fit(array.shape[:2], (imgsz, imgsz)).apply(array)[..., ::-1]
+    return torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1))).round().to(torch.uint8)[None]
+
+
+def test_a_model_that_detects_nothing_on_its_calibration_images_is_reported(tmp_path, fall_weights):
+    from pruning.job.blind import BlindModelWarning, warn_if_blind
+    from pruning.job.report import write_report
+
+    bus = relprop.cli.default_image()
+    seeing = {"step": 0}
+    assert warn_if_blind(seeing, fall_weights, [{"img": letterboxed(bus)}]) is None
+    assert seeing["calib_detections"] > 0 and "warning" not in seeing
+    blind = {"step": 1}
+    with pytest.warns(BlindModelWarning, match=r"step 1: best\.pt detects nothing at conf 0\.25 on its 2 calibration "
+                                               r"image\(s\); the plan may have cut too much"):
+        warn_if_blind(blind, fall_weights, [{"img": torch.zeros(2, 3, 320, 320, dtype=torch.uint8)}])
+    assert blind["calib_detections"] == 0
+    rows = [{**seeing, "params": 10, "gflops": 1.0}, {**blind, "params": 5, "gflops": 0.5}]
+    write_report(tmp_path, rows, {"criterion": "l1", "pretrained": fall_weights})
+    report = (tmp_path / "report.md").read_text()
+    assert "**Warning:** step 1: best.pt detects nothing at conf 0.25" in report and "step 0:" not in report
