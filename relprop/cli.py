@@ -7,7 +7,8 @@ computed before anything is written, so a bad box or a missing image writes noth
 (one line ``error: ...`` on stderr).  An existing DIR with files in it is refused before any work unless
 ``--force``; the folder is written whole (a temporary folder renamed into place) or not at all.  It says
 what it explains before it starts and prints each file's line as it is written.  Paths in the JSON are relative to
-the current directory when inside it, else file names (the embedded model: a label).
+the current directory when inside it, else file names (the embedded model: a label).  An image with no detection
+at --conf writes nothing and exits with status 1 (`error: no detection at conf 0.25 ...: lower --conf`).
 """
 
 from __future__ import annotations

@@ -5,6 +5,7 @@ they name: the project folder must take new folders, the data yaml must read and
 load as an ultralytics detector or segmenter, trace at `imgsz`, and predict as many classes as the data has when
 they are pruned as they are.  Each failure is a `ConfigError` naming the setting and the user's own path, raised
 before anything is written (the run's copy `weights/step0.pt` would otherwise be what a later error names).
+`check_score_inputs` does the same for `score`: its --out, the dataset folder and the classes of the weights.
 """
 
 from __future__ import annotations
