@@ -36,9 +36,10 @@ def calibration_detections(weights: str | Path, batches: Sequence[Mapping[str, A
 
 def blind_message(step: Any, weights: str | Path, n_images: int, conf: float = CONF) -> str:
     """The warning for a model of step `step` that detects nothing on its `n_images` calibration images."""
+    why = ("the unpruned model: train it longer (pretrain_epochs) or give data with the model's classes"
+           if step == 0 else "the plan may have cut too much (raise min_channels, lower step_ratio or target)")
     return (f"step {step}: {Path(weights).name} detects nothing at conf {conf} on its {n_images} calibration "
-            f"image(s); the plan may have cut too much (raise min_channels, lower step_ratio or target), or the "
-            f"data does not show the model's classes")
+            f"image(s); {why}")
 
 
 def warn_if_blind(row: dict[str, Any], weights: str | Path, batches: Sequence[Mapping[str, Any]],
