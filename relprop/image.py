@@ -84,7 +84,12 @@ class Letterbox:
 
 class ImageArray(np.ndarray):
     """What `read_image` returns: a float32 HWC BGR array known to be in [0, 255], so reading it again (the explainer
-    reads what `relprop.explain` checked) never takes a black image for a normalised one."""
+    reads what `relprop.explain` checked) never takes a black image for a normalised one.  Slices keep the mark;
+    arithmetic (`image / 255`) gives a plain array, whose scale is no longer known, so it is checked again."""
+
+    def __array_wrap__(self, array, context=None, return_scalar=False):
+        result = np.asarray(array)
+        return result[()] if return_scalar else result
 
 
 def read_image(image: Any) -> ImageArray:

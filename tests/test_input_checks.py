@@ -57,6 +57,18 @@ def test_a_float_array_in_unit_range_is_refused_naming_the_ways_to_pass_it():
     assert read_image(torch.from_numpy(image[..., ::-1].copy()).permute(2, 0, 1)).max() > 1
 
 
+def test_what_read_image_returned_is_read_again_as_it_is_but_not_after_arithmetic(tmp_path):
+    import cv2
+
+    black = tmp_path / "black.png"
+    cv2.imwrite(str(black), np.zeros((8, 8, 3), np.uint8))
+    assert read_image(read_image(black)).max() == 0  # a black image file is [0, 255]: explained, not refused
+    bus = read_image(relprop.cli.default_image())
+    assert read_image(bus[:100]).shape == (100, *bus.shape[1:])
+    with pytest.raises(relprop.ImageError, match=r"ambiguous"):
+        read_image(bus / 255)  # normalised by the caller: the scale is no longer known
+
+
 def test_explain_and_the_explainer_refuse_it_before_any_work(monkeypatch):
     from conftest import random_model
 
