@@ -6,13 +6,13 @@ Bad input (weights, imgsz, device, an existing --dot file without --force, an un
 
 from __future__ import annotations
 
-import argparse
 import io
 import sys
 from pathlib import Path
 
 import torch
 
+from .argparsing import OneLineParser
 from .errors import FxGraphError
 from .outputs import check_new_file, write_text
 from .summary import format_summary, write_dot
@@ -33,8 +33,8 @@ def _device(text: str | None) -> torch.device | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fxgraph",
-                                     description="Flat torch.fx graphs of ultralytics YOLO v5u-26, every task")
+    parser = OneLineParser(prog="python -m fxgraph",
+                           description="Flat torch.fx graphs of ultralytics YOLO v5u-26, every task")
     sub = parser.add_subparsers(dest="command", required=True)
     summary = sub.add_parser("summary", help="trace a model and print one row per ultralytics layer")
     summary.add_argument("weights", nargs="?", default=None, help=".pt or .yaml (default: the embedded YOLOv8s)")

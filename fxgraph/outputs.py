@@ -5,6 +5,11 @@ A write goes to a temporary file in the target's own folder and is renamed over 
 one file system), so a crash or an error leaves either the old file or the new one, never half of one.  The temporary
 file is made readable the way `open(path, "w")` would make it (0666 minus the umask, typically 0644; `mkstemp`
 alone gives 0600), or keeps the mode of the file it replaces.  Errors name the target, not the temporary file.
+
+One rule for every output path (`--out`, `--dot`, `project`): missing parent folders are created, as ultralytics
+creates `project/name`, but only when the output is written, after the work; the check before the work creates and
+removes a temporary file in the nearest existing folder (`probe_writable`), which, unlike `os.access`, also refuses
+root on a read-only mount or a pseudo file system such as /proc.  A refused command leaves no folder behind.
 """
 
 from __future__ import annotations
@@ -42,8 +47,19 @@ def _check_writable_folder(path: Path, error: ErrorType) -> None:
         probe = probe.parent
     if not probe.is_dir():
         raise error(f"{path}: cannot write here, {probe} is a file, not a folder")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise error(f"{path}: cannot write here, folder {probe} is not writable; choose another location")
+    probe_writable(probe, what=str(path), error=error)
+
+
+def probe_writable(folder: str | os.PathLike, *, what: str | None = None, error: ErrorType = OutputError) -> None:
+    """`error` unless a file can be created (and removed) in the existing `folder`: a real write, since os.access says
+    yes to root on a read-only mount or /proc.  `what` names the user's output in the message (default: `folder`)."""
+    folder = Path(folder)
+    try:
+        with tempfile.TemporaryFile(prefix=".write-probe-", dir=folder):
+            pass
+    except OSError as exc:
+        raise error(f"{what or folder}: cannot write in folder {folder}, creating a file there failed "
+                    f"({exc.strerror or exc}); choose a writable location") from None
 
 
 def check_new_file(path: str | os.PathLike, *, overwrite: bool = False, flag: str = "--force",

@@ -29,6 +29,7 @@ from .coupling import analyze as analyze_graph
 from .criterion import Criterion, Precomputed, criterion_name, get_criterion
 from .errors import PlanError, RatioError
 from .latency import LatencyOptions, measure_latency
+from .plan_warnings import warn_if_thin
 from .plans import Plan, check_ratio, make_plan
 from .policy import attention_heads, mirror_branches, protector, sync_modules
 from .progress import bisection_steps, ticker
@@ -134,20 +135,25 @@ def plan(
     layer_ratios: Mapping[int | str, float] | None = None,
     scope: str | Iterable[int] = "all",
     criterion: str | Criterion = "l2",
-    min_channels: int = 1,
+    min_channels: int | None = None,
     round_to: int = 1,
     global_ranking: bool = True,
     threshold: float | None = None,
     imgsz: int | tuple[int, int] = 640,
     coupling: Coupling | None = None,
 ) -> Plan:
-    """Make a pruning plan for `model` (see pruning.plans.make_plan for the options)."""
+    """Make a pruning plan for `model` (see pruning.plans.make_plan for the options).  `min_channels` not given: 1,
+    with a `ThinPlanWarning` when a layer is left below 8 channels (pruning.plan_warnings)."""
     _check_options({"ratio": ratio, "layer_ratios": layer_ratios})
     criterion = get_criterion(criterion)  # an unknown name, or one that needs data, fails before any tracing
     g = _graph(model, imgsz)
     coupling = coupling or analyze(g)
-    return make_plan(g, coupling, ratio=ratio, layer_ratios=layer_ratios, scope=scope, criterion=criterion,
-                     min_channels=min_channels, round_to=round_to, global_ranking=global_ranking, threshold=threshold)
+    chosen = make_plan(g, coupling, ratio=ratio, layer_ratios=layer_ratios, scope=scope, criterion=criterion,
+                       min_channels=1 if min_channels is None else min_channels, round_to=round_to,
+                       global_ranking=global_ranking, threshold=threshold)
+    if min_channels is None:
+        warn_if_thin(chosen)
+    return chosen
 
 
 def dry_run(model: Any, plan: Plan | None = None, *, imgsz: int | tuple[int, int] = 640, **options) -> Report:
@@ -180,7 +186,7 @@ def plan_for_target(
     metric: str = "gflops",
     scope: str | Iterable[int] = "all",
     criterion: str | Criterion = "l2",
-    min_channels: int = 1,
+    min_channels: int | None = None,
     round_to: int = 1,
     imgsz: int | tuple[int, int] = 640,
     coupling: Coupling | None = None,
@@ -201,8 +207,9 @@ def plan_for_target(
     The criterion is scored once; the channel ratio is then bisected in [0, `max_ratio`] to `resolution` with dry
     runs (surgery on a copy, well under a second each at small image sizes).  Raises PlanError when even
     `max_ratio` of the channels, within `scope` and `min_channels`, cannot remove `target`.  Returns the plan and
-    its dry-run report.
+    its dry-run report.  `min_channels` not given: 1, with a `ThinPlanWarning` when the plan leaves a layer below 8.
     """
+    floor_given, min_channels = min_channels is not None, 1 if min_channels is None else min_channels
     if not isinstance(target, (int, float)) or isinstance(target, bool) or not 0.0 < float(target) < 1.0:
         raise RatioError(f"target must be a fraction of {metric} to remove in (0, 1); got {target!r}")
     if metric not in TARGET_METRICS:
@@ -236,6 +243,8 @@ def plan_for_target(
         else:
             lo = mid
         tick()
+    if not floor_given:
+        warn_if_thin(best[0])
     return best[0], best[1]
 
 

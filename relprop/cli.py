@@ -8,7 +8,8 @@ computed before anything is written, so a bad box or a missing image writes noth
 (one line ``error: ...`` on stderr).  An existing DIR with files in it is refused before any work unless
 ``--force``; the folder is written whole (a temporary folder renamed into place) or not at all.  It says
 what it explains before it starts and prints each file's line as it is written.  Paths in the JSON are relative to
-the current directory when inside it, else file names (the embedded model: a label).
+the current directory when inside it, else file names (the embedded model: a label).  An image with no detection
+at --conf writes nothing and exits with status 1 (`error: no detection at conf 0.25 ...: lower --conf`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import fxgraph
+from fxgraph.argparsing import OneLineParser
 from fxgraph.outputs import atomic_dir, check_new_dir, default_mode
 
 from .composites import PRESETS
@@ -88,8 +90,8 @@ def _out_dir(out: str | None) -> Path:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m relprop",
-                                     description="DeepSHAP relevance for ultralytics YOLO v5u-26, every task")
+    parser = OneLineParser(prog="python -m relprop",
+                           description="DeepSHAP relevance for ultralytics YOLO v5u-26, every task")
     sub = parser.add_subparsers(dest="command", required=True)
     ex = sub.add_parser("explain", help="explain boxes of one image; writes PNGs, explanations.json "
                         "and index.html")
@@ -145,6 +147,10 @@ def _say(text: str) -> None:
     print(text, flush=True)
 
 
+class NoDetection(RelpropError):
+    """The model found no box to explain (exit status 1, as grep finding nothing; bad input is 2)."""
+
+
 def run_explain(args: argparse.Namespace) -> Path:
     """Compute every explanation, then write them (a line per file as it is written); returns the output folder."""
     from .explainer import explain
@@ -164,6 +170,9 @@ def run_explain(args: argparse.Namespace) -> Path:
     start = time.perf_counter()
     result = explain(weights, image, args.box, options)
     explanations = [result] if args.box else list(result)
+    if not explanations:
+        raise NoDetection(f"no detection at conf {args.conf:g} on {shown_path(image)}: nothing explained, nothing "
+                          "written; lower --conf (or give --box)")
     _say(f"{len(explanations)} box(es) explained in {time.perf_counter() - start:.0f} s; writing to {out}")
     records = []
 
@@ -253,6 +262,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "explain":
             run_explain(args)
+    except NoDetection as exc:
+        print("error: " + " ".join(str(exc).split()), file=sys.stderr)
+        return 1
     except (RelpropError, fxgraph.FxGraphError, OSError) as exc:
         print("error: " + " ".join(str(exc).split()), file=sys.stderr)
         return 2

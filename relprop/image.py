@@ -82,12 +82,31 @@ class Letterbox:
         return out * (h * w) / (self.orig_shape[0] * self.orig_shape[1])
 
 
-def read_image(image: Any) -> np.ndarray:
+class ImageArray(np.ndarray):
+    """What `read_image` returns: a float32 HWC BGR array known to be in [0, 255], so reading it again (the explainer
+    reads what `relprop.explain` checked) never takes a black image for a normalised one.  Slices keep the mark;
+    arithmetic (`image / 255`) gives a plain array, whose scale is no longer known, so it is checked again."""
+
+    def __array_wrap__(self, array, context=None, return_scalar=False):
+        result = np.asarray(array)
+        return result[()] if return_scalar else result
+
+
+def read_image(image: Any) -> ImageArray:
     """A path, numpy HWC BGR(A) or HW grey array (uint8, or float in [0, 255]), 8-bit PIL image, or float tensor (CHW
     or 1CHW RGB in [0, 1], as ultralytics takes tensors) → float32 HWC BGR array in [0, 255]; ImageError for any other
-    dtype, shape or mode, and for NaN, infinite or out-of-range values."""
+    dtype, shape or mode, for NaN, infinite or out-of-range values, and for a float array with every value in [0, 1]
+    (ambiguous: normalised or nearly black; pass uint8, float in [0, 255] or a tensor).  The result is an
+    `ImageArray`, which is read again as it is."""
+    return _read(image).view(ImageArray)
+
+
+def _read(image: Any) -> np.ndarray:
+    """`read_image` before marking."""
     if isinstance(image, (str, Path)):
         path = Path(image)
+        if path.is_dir():
+            raise ImageError(f"{path} is a directory, not an image file; give one image file")
         if not path.is_file():
             raise ImageError(f"{path}: no such image file")
         array = cv2.imread(str(path), cv2.IMREAD_COLOR)
@@ -114,6 +133,8 @@ def read_image(image: Any) -> np.ndarray:
                 raise ImageError(f"a numpy image must be uint8 or float in [0, 255]; got dtype {image.dtype} "
                                  "(convert it to uint8 first)")
             _check_range("a numpy image", image, 255.0, "BGR in [0, 255]")
+            if not isinstance(image, ImageArray):  # read_image's own output is [0, 255] already
+                _check_not_unit_range(image)
         return np.ascontiguousarray(image[..., :3], dtype=np.float32)
     raise ImageError(f"cannot read an image from {type(image).__name__}; give a path, numpy array, PIL image or tensor")
 
@@ -177,6 +198,15 @@ def tensor_reference_inputs(baseline: Any, t: torch.Tensor, box: Letterbox, dtyp
     if isinstance(baseline, torch.Tensor):
         return reference_inputs(baseline, np.empty((0, 0, 3), np.float32), box, dtype, device)
     return None
+
+
+def _check_not_unit_range(image: np.ndarray) -> None:
+    """ImageError for a float array whose values all lie in [0, 1]: a normalised image and a nearly black [0, 255]
+    one look the same, and reading it as [0, 255] would explain a black image and find no box, without a word."""
+    if float(np.max(image)) <= 1.0:
+        raise ImageError(f"a float numpy image {image.shape} with every value in [0, 1] is ambiguous (normalised, or "
+                         "[0, 255] and nearly black?); pass it as uint8 ((image * 255).round().astype(np.uint8)), "
+                         "as a float array in [0, 255] (image * 255), or as a (3, H, W) RGB tensor in [0, 1]")
 
 
 def _check_complete(path: Path) -> None:

@@ -377,7 +377,12 @@ SHAPES = st.tuples(st.integers(1, 80), st.integers(1, 80), st.just(3))
 def test_fuzz_accepted_images_explain_with_completeness(explainer64, pixels, form, target):
     from conftest import completeness_ok
 
-    found = explainer64.explain(accepted_form(pixels, form), conf=0.0, max_det=1, target=target)
+    image = accepted_form(pixels, form)
+    if form.endswith("HWC [0, 255]") and pixels.max() <= 1:  # all in [0, 1]: ambiguous, refused (issue 30)
+        with pytest.raises(relprop.ImageError, match=r"every value in \[0, 1\] is ambiguous"):
+            explainer64.explain(image, conf=0.0, max_det=1, target=target)
+        return
+    found = explainer64.explain(image, conf=0.0, max_det=1, target=target)
     assert len(found) == 1
     e = found[0]
     assert e.heatmap.shape == pixels.shape[:2] and np.isfinite(e.heatmap).all()

@@ -255,7 +255,7 @@ def test_cli_branch_reaches_explain_and_summary(monkeypatch, capsys, tmp_path):
         return []
 
     monkeypatch.setattr(explainer_module, "explain", fake_explain)
-    assert cli.main(["explain", "yolo26n.yaml", "--branch", "one2one", "--out", str(tmp_path / "out")]) == 0
+    assert cli.main(["explain", "yolo26n.yaml", "--branch", "one2one", "--out", str(tmp_path / "out")]) == 1  # no box
     assert seen == {"weights": "yolo26n.yaml", "branch": "one2one"}
     with pytest.raises(SystemExit):
         cli.build_parser().parse_args(["explain", "--branch", "both"])

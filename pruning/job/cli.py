@@ -18,14 +18,15 @@ import sys
 import fxgraph
 import relprop
 
-from fxgraph.outputs import check_new_file, write_text
+from fxgraph.argparsing import OneLineParser
+from fxgraph.outputs import write_text
 
 from ..errors import OutputError, PruningError
 from .config import Settings, load_config
 
 
 def _parser(prog: str = "python -m pruning") -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog, description=__doc__,
+    p = OneLineParser(prog=prog, description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("command", nargs="?", default="run", help="run (default), score or compare")
     p.add_argument("--pretrained", default=None, help="weights to prune (default: train `model` on `data` first)")
@@ -77,12 +78,12 @@ def _score(settings: Settings, out: str | None, force: bool = False) -> int:
     from ..criteria import build_criterion, criterion_spec, distributed
     from ..devices import torch_device
     from .datasets import dataset, lazy_calibration
+    from .preflight import check_score_inputs
     from .tracecache import traced
 
     if settings.pretrained is None:
         raise PruningError("score needs --pretrained WEIGHTS")
-    if out:
-        check_new_file(out, overwrite=force, error=OutputError)  # before any scoring
+    check_score_inputs(settings, out, force)  # --out, dataset folder, classes: before any dataset or scoring
     rank, world = distributed.init(settings.device)
     try:
         graph = traced(settings.pretrained, settings.imgsz, torch_device(settings.device))

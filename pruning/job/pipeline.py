@@ -28,6 +28,7 @@ from ..criterion import Scores
 from ..plans import Plan
 from ..devices import torch_device
 from .config import Settings, load_config
+from .blind import warn_if_blind
 from .preflight import check_inputs
 from .report import removed_fraction, write_report
 from .resume import check_same_settings, read_state
@@ -118,7 +119,11 @@ class PruningJob:
         """One report row for `weights`: params, GFLOPs (at `imgsz`), latency (at `latency_imgsz`) and the speed-up
         against step 0, box mAP50/mAP50-95, recall, F1."""
         reference = None if step == 0 else self.weights_dir / "step0.pt"
-        return measure(weights, self.settings, self.data, self.out, step, criterion, reference=reference)
+        row = measure(weights, self.settings, self.data, self.out, step, criterion, reference=reference)
+        blind = warn_if_blind(row, weights, self.calibration().batches, self.settings.device)
+        if blind is not None:  # a model that detects nothing on its calibration images: log, warnings, report.md
+            log(f"warning: {blind}")
+        return row
 
     def export(self, weights: Path) -> str | None:
         """Export the final weights (`export=onnx`); returns the exported file, or None for `export=none`."""

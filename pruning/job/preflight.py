@@ -5,15 +5,18 @@ they name: the project folder must take new folders, the data yaml must read and
 load as an ultralytics detector or segmenter, trace at `imgsz`, and predict as many classes as the data has when
 they are pruned as they are.  Each failure is a `ConfigError` naming the setting and the user's own path, raised
 before anything is written (the run's copy `weights/step0.pt` would otherwise be what a later error names).
+`check_score_inputs` does the same for `score`: its --out, the dataset folder and the classes of the weights.
 """
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import fxgraph
+from fxgraph.outputs import check_new_file, probe_writable
+
+from ..errors import OutputError
 
 from .config import ConfigError, Settings
 from .synthetic import CLASSES as SHAPES_CLASSES
@@ -30,18 +33,32 @@ def check_inputs(settings: Settings) -> None:
 
 def check_project(project: str | Path) -> None:
     """`project` is (or can become) a folder this process can create run directories in."""
-    path = Path(project)
-    existing = path
+    check_folder(project, f"project={project}", "choose another project=")
+
+
+def check_folder(folder: str | Path, what: str, fix: str) -> None:
+    """`folder` is (or can become: missing parents are created when written) a folder this process can write in;
+    ConfigError naming `what` and the `fix` otherwise.  Probed by a real write, since os.access says yes to root."""
+    existing = Path(folder)
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
     if not existing.is_dir():
-        raise ConfigError(f"project={project}: {existing} is a file, not a folder; choose another project=")
-    try:  # a real probe: os.access says yes to root on a read-only mount
-        with tempfile.TemporaryFile(dir=existing):
-            pass
-    except OSError as exc:
-        raise ConfigError(f"project={project}: cannot create run directories under {existing} "
-                          f"({exc.strerror or exc}); choose a writable project=") from None
+        raise ConfigError(f"{what}: {existing} is a file, not a folder; {fix}")
+    probe_writable(existing, what=what, error=ConfigError)
+
+
+def check_score_inputs(settings: Settings, out: str | Path | None, force: bool = False) -> None:
+    """`score`'s inputs, before any dataset is written or any work starts: the --out file (not there unless `force`,
+    its folder writable), the folder the synthetic or trees dataset would be written to, and the weights (load,
+    trace, and predict every class of the data: the calibration labels must be classes of the model)."""
+    if out:
+        check_new_file(out, overwrite=force, error=OutputError)
+    if settings.data is None or settings.data == TREES:
+        root = Path(settings.project).parent / "datasets"
+        check_folder(root, f"the dataset folder {root} (next to project={settings.project})",
+                     "choose another project= or give data=")
+    classes = data_classes(settings)
+    check_weights(settings, classes, trained_head=False)
 
 
 def data_classes(settings: Settings) -> int:
@@ -87,9 +104,10 @@ def count_images(split: str | list[str]) -> int:
     return total
 
 
-def check_weights(settings: Settings, data_classes: int) -> None:
+def check_weights(settings: Settings, data_classes: int, trained_head: bool | None = None) -> None:
     """The model the job starts from (`pretrained`, else the `model` yaml) loads, has a stride that divides
-    `imgsz`, traces, and (when pruned as it is, without training first) predicts the data's number of classes."""
+    `imgsz`, traces, and (when pruned as it is, without training first) predicts the data's number of classes.
+    `trained_head=False` (score: the weights are used as they are): the data must have no class the model lacks."""
     key, source = ("pretrained", settings.pretrained) if settings.pretrained is not None else ("model", settings.model)
     try:
         model = fxgraph.load_ultralytics(source)
@@ -108,9 +126,15 @@ def check_weights(settings: Settings, data_classes: int) -> None:
         graph = fxgraph.trace(model, settings.imgsz)
     except fxgraph.FxGraphError as exc:
         raise ConfigError(f"{key}={source} cannot be pruned: {exc}") from None
+    nc = graph.nc
+    if trained_head is False:
+        if data_classes > nc:
+            raise ConfigError(f"pretrained={source} predicts {nc} classes (0..{nc - 1}) but data="
+                              f"{settings.data or 'the synthetic shapes'} has {data_classes}: its labels would "
+                              f"name classes the model lacks; score on data with the model's classes (data=...)")
+        return
     if settings.trains_first:
         return  # ultralytics's trainer gives the model a head for the data's classes
-    nc = graph.nc
     if nc != data_classes:
         raise ConfigError(f"pretrained={source} predicts {nc} classes but data={settings.data or 'the synthetic shapes'} "
                           f"has {data_classes}: a pruned head cannot be re-sized, so use data with the model's "

@@ -9,6 +9,7 @@ from typing import Any, Mapping, Sequence
 from fxgraph.outputs import write_text
 
 from ..errors import OutputError
+from .blind import report_warnings
 
 COLUMNS = (
     ("step", "step", "{}"),
@@ -93,6 +94,8 @@ def write_report(run_dir: Path, rows: Sequence[dict[str, Any]], settings: Mappin
             + (f"; {last['speedup']:.2f}× faster than the unpruned model ({last['latency_ms']:.1f} ms against "
                f"{last['latency_ms'] * last['speedup']:.1f} ms)." if last.get("speedup") else ".")
         )
+    for warning in report_warnings(rows):  # steps whose model detects nothing on its calibration images
+        lines += ["", warning]
     if settings.get("latency_imgsz") is not None:
         lines += ["", latency_note(settings)]
     if imgsz is not None:
