@@ -160,13 +160,14 @@ def label_lines(shapes: list[Shape], task: str, size: int) -> list[str]:
                 continue  # drawn, unlabelled: a distractor the detector must learn to ignore
             lo, hi = np.clip(s.polygon.min(0), 0, size) / size, np.clip(s.polygon.max(0), 0, size) / size
             box = np.concatenate([(lo + hi) / 2, hi - lo])
-            lines.append(f"{POSE_CLASSES.index(s.name)} {_numbers(box)} {_numbers(keypoint_rows(star_tips(s.polygon), size))}")
+            kpts = keypoint_rows(star_tips(s.polygon), size)
+            lines.append(f"{POSE_CLASSES.index(s.name)} {_numbers(box)} {_numbers(kpts)}")
         return lines
     raise PruningError(f"no synthetic labels for task {task!r}; tasks: {', '.join(TASKS)}")
 
 
 def crop_box(shape: Shape, size: int) -> tuple[int, int, int, int]:
-    """x0, y0, x1, y1 (pixels, x1/y1 exclusive) of a shape's classification crop: its box plus a margin, in the image."""
+    """x0, y0, x1, y1 (pixels, x1 and y1 exclusive) of a shape's classification crop: its box and a margin."""
     radius = float(np.max(np.linalg.norm(shape.polygon - shape.polygon.mean(0), axis=1)))
     lo = np.floor(shape.polygon.min(0) - CROP_MARGIN * radius).clip(0, size).astype(int)
     hi = np.ceil(shape.polygon.max(0) + CROP_MARGIN * radius).clip(0, size).astype(int)
@@ -216,7 +217,8 @@ def make_shapes_dataset(root: str | Path, cfg: ShapesConfig = ShapesConfig(), ta
 
 def _data_yaml(cfg: ShapesConfig, task: str, target: Path) -> str:
     names = POSE_CLASSES if task == "pose" else CLASSES
-    text = (f"# synthetic shapes for {task}, {asdict(cfg)}\npath: {target.resolve()}\ntrain: images/train\n"
+    purpose = "detect and segment" if task in ("detect", "segment") else task
+    text = (f"# synthetic shapes for {purpose}, {asdict(cfg)}\npath: {target.resolve()}\ntrain: images/train\n"
             f"val: images/val\nnames:\n" + "".join(f"  {i}: {n}\n" for i, n in enumerate(names)))
     if task == "pose":
         text += f"kpt_shape: {list(KPT_SHAPE)}\nflip_idx: {list(FLIP_IDX)}\n"
