@@ -143,6 +143,11 @@ def keypoint_rows(tips: np.ndarray, size: int) -> np.ndarray:
     return np.concatenate([np.where(inside[:, None], tips / size, 0.0), np.where(inside, 2.0, 0.0)[:, None]], 1)
 
 
+def task_classes(task: str) -> tuple[str, ...]:
+    """The class names of the synthetic data of `task` (pose labels stars only)."""
+    return POSE_CLASSES if task == "pose" else CLASSES
+
+
 def _numbers(values: np.ndarray) -> str:
     return " ".join(f"{v:.5f}" for v in np.asarray(values).reshape(-1))
 
@@ -216,7 +221,7 @@ def make_shapes_dataset(root: str | Path, cfg: ShapesConfig = ShapesConfig(), ta
 
 
 def _data_yaml(cfg: ShapesConfig, task: str, target: Path) -> str:
-    names = POSE_CLASSES if task == "pose" else CLASSES
+    names = task_classes(task)
     purpose = "detect and segment" if task in ("detect", "segment") else task
     text = (f"# synthetic shapes for {purpose}, {asdict(cfg)}\npath: {target.resolve()}\ntrain: images/train\n"
             f"val: images/val\nnames:\n" + "".join(f"  {i}: {n}\n" for i, n in enumerate(names)))
