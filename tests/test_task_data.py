@@ -3,8 +3,10 @@ refused before anything is written (issue 28, item 3)."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from pruning import PruningError, PruningJob
@@ -21,7 +23,17 @@ TINY = ShapesConfig(n_train=3, n_val=2, imgsz=64, seed=2)
 def data(tmp_path_factory) -> dict[str, Path]:
     """The synthetic data of each task (a data yaml; the folder for classify)."""
     root = tmp_path_factory.mktemp("data")
-    return {task: make_shapes_dataset(root, TINY, task) for task in ("detect", "obb", "pose", "classify")}
+    made = {task: make_shapes_dataset(root, TINY, task) for task in ("detect", "obb", "pose", "classify")}
+    boxes = root / "boxes"  # the detect data with each polygon replaced by its box: 5 numbers a row
+    shutil.copytree(made["detect"].parent, boxes)
+    for label in (boxes / "labels").rglob("*.txt"):
+        rows = [np.array(r.split()[1:], float).reshape(-1, 2) for r in label.read_text().splitlines() if r.strip()]
+        cls = [r.split()[0] for r in label.read_text().splitlines() if r.strip()]
+        label.write_text("".join(f"{c} {(p.min(0) + p.max(0))[0] / 2} {(p.min(0) + p.max(0))[1] / 2} "
+                                 f"{np.ptp(p[:, 0])} {np.ptp(p[:, 1])}\n" for c, p in zip(cls, rows)))
+    (boxes / "data.yaml").write_text((boxes / "data.yaml").read_text().replace(str(made["detect"].parent), str(boxes)))
+    made["boxes"] = boxes / "data.yaml"
+    return made
 
 
 def _listing(root: Path) -> dict[str, tuple[int, int]]:
@@ -66,6 +78,8 @@ REFUSED = [  # model, data task, what the data is said to hold
     ("yolo11n-cls.yaml", "detect", "segment/detect"),  # a classifier needs class folders
     ("yolo11n.yaml", "classify", "classify"),  # a detector needs boxes
     ("yolo11n-seg.yaml", "pose", "pose/detect"),  # pose labels hold boxes, no outlines
+    ("yolo11n-seg.yaml", "boxes", "detect"),  # boxes hold no outlines
+    ("yolo11n-obb.yaml", "boxes", "detect"),  # nor angles
 ]
 
 
@@ -89,7 +103,7 @@ def test_data_of_another_task_is_refused_before_anything_is_written(tmp_path, mo
 @pytest.mark.parametrize("yaml, data_task", [("yolo11n.yaml", "detect"), ("yolo11n-seg.yaml", "detect"),
                                              ("yolo11n-obb.yaml", "obb"), ("yolo11n.yaml", "obb"),
                                              ("yolo11n-pose.yaml", "pose"), ("yolo11n.yaml", "pose"),
-                                             ("yolo11n-cls.yaml", "classify")])
+                                             ("yolo11n-cls.yaml", "classify"), ("yolo11n.yaml", "boxes")])
 def test_data_that_serves_the_models_task_passes(tmp_path, data, yaml, data_task):
     """What ultralytics's own trainers accept: detect trains on polygons, rotated rectangles and pose boxes."""
     settings = load_config(None, [f"model={yaml}", "pretrained=null", "pretrain_epochs=1", "imgsz=64",
