@@ -1,5 +1,6 @@
 """Each task's pruned-model trainer fine-tunes the architecture it is given (a conv narrowed by hand) on the synthetic
-data of its task, where ultralytics's own trainer would rebuild the unpruned one from the yaml (issue 28, item 3)."""
+data of its task, where ultralytics's own trainer would rebuild the unpruned one from the yaml, and the job reads each
+task's validation metrics (issue 28, item 3)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import torch
 from torch import nn
 
 from pruning import PruningError, save_checkpoint
+from pruning.job.metrics import val_metrics
 from pruning.job.synthetic import ShapesConfig, make_shapes_dataset
 from pruning.job.train import (PrunedClassificationTrainer, PrunedDetectionTrainer, PrunedOBBTrainer,
                                PrunedPoseTrainer, PrunedSegmentationTrainer, check_head_fits, finetune, trainer_for)
@@ -68,6 +70,18 @@ def test_each_tasks_trainer_keeps_a_hand_pruned_architecture_through_an_epoch(tm
     changed = [k for k, v in trained.state_dict().items() if v.dtype.is_floating_point
                and not torch.equal(v.float(), before[k].float())]
     assert any(k.endswith("weight") for k in changed)  # it was trained, not just copied
+    # the job's report row reads the task's metrics as ultralytics's trainer reported them after its final val
+    row, reported = val_metrics(yolo.trainer.validator.metrics), yolo.trainer.metrics
+    assert set(row) == set(ROW_METRICS[task])
+    for ours, theirs in ROW_METRICS[task].items():
+        if theirs is not None:
+            assert row[ours] == pytest.approx(reported[theirs], abs=1e-6), (ours, theirs)
+
+
+BOX = {"map50": "metrics/mAP50(B)", "map50_95": "metrics/mAP50-95(B)", "precision": "metrics/precision(B)",
+       "recall": "metrics/recall(B)", "f1": None}
+ROW_METRICS = {"pose": {**BOX, "map50_pose": "metrics/mAP50(P)", "map50_95_pose": "metrics/mAP50-95(P)"},
+               "obb": BOX, "classify": {"top1": "metrics/accuracy_top1", "top5": "metrics/accuracy_top5"}}
 
 
 @pytest.mark.parametrize("task, trainer", [("detect", PrunedDetectionTrainer), ("segment", PrunedSegmentationTrainer),
