@@ -109,3 +109,23 @@ def test_data_that_serves_the_models_task_passes(tmp_path, data, yaml, data_task
     settings = load_config(None, [f"model={yaml}", "pretrained=null", "pretrain_epochs=1", "imgsz=64",
                                   f"project={tmp_path / 'runs'}", f"data={data[data_task]}"])
     assert check_data_task(settings) == model_task(yaml)
+
+
+def test_a_pose_model_pruned_as_it_is_needs_the_datas_keypoints(tmp_path, monkeypatch, data):
+    """A 17-keypoint checkpoint with pretrain_epochs=0 cannot take the shapes' 5 tips: refused, nothing written;
+    with pretrain_epochs > 0 ultralytics's trainer gives it a head for them, so it passes."""
+    import fxgraph
+    from pruning import save_checkpoint
+
+    weights = save_checkpoint(fxgraph.load_ultralytics("yolov8n-pose.yaml"), tmp_path / "coco-pose.pt", half=False)
+    monkeypatch.chdir(tmp_path)
+    before = _listing(tmp_path)
+    for source, shown in ((None, "the synthetic shapes"), (data["pose"], data["pose"])):
+        settings = dict(pretrained=str(weights), pretrain_epochs=0, imgsz=64, export="none",
+                        project=str(tmp_path / "runs"), data=None if source is None else str(source))
+        with pytest.raises(DataTaskError, match=rf"^pretrained={weights} predicts keypoints of shape \[17, 3\] "
+                                                rf"but data={shown} has kpt_shape \[5, 3\]: a pruned head cannot"):
+            PruningJob(cfg=settings).run()
+        assert _listing(tmp_path) == before
+        assert check_data_task(load_config(None, [f"{k}={v}" for k, v in {**settings, "pretrain_epochs": 1}.items()
+                                                  if v is not None])) == "pose"

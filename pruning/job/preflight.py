@@ -16,6 +16,7 @@ from typing import Any
 import fxgraph
 
 from .config import ConfigError, Settings
+from .synthetic import KPT_SHAPE as SHAPES_KPT_SHAPE
 from .synthetic import task_classes
 from .tasks import DataTaskError, class_folders, data_tasks, describe_tasks, model_source, model_task
 from .trees import CLASSES as TREES_CLASSES
@@ -39,12 +40,21 @@ def check_data_task(settings: Settings) -> str | None:
         return None
     data = settings.data
     if data is None or not (data == TREES or Path(data).exists()):
-        return task  # the synthetic shapes are written for the model's task; a missing file is data_classes's
-    tasks = data_tasks(data, check_data_yaml(data) if Path(data).is_file() else None)
-    if task not in tasks:
-        raise DataTaskError(f"data={data} holds {describe_tasks(tasks)} labels but {key}={source} is a model "
-                            f"for {task}: give data labelled for {task}, or leave data unset for the synthetic "
-                            f"shapes of the model's task")
+        info = {"kpt_shape": list(SHAPES_KPT_SHAPE)}  # the synthetic shapes are written for the model's task
+    else:  # (a missing file is data_classes's to report)
+        info = check_data_yaml(data) if Path(data).is_file() else {}
+        tasks = data_tasks(data, info or None)
+        if task not in tasks:
+            raise DataTaskError(f"data={data} holds {describe_tasks(tasks)} labels but {key}={source} is a model "
+                                f"for {task}: give data labelled for {task}, or leave data unset for the synthetic "
+                                f"shapes of the model's task")
+    if task == "pose" and not settings.trains_first:  # pruned as it is: its keypoints must be the data's
+        shape = list(fxgraph.load_ultralytics(source).model[-1].kpt_shape)
+        if shape != list(info.get("kpt_shape") or []):
+            raise DataTaskError(f"{key}={source} predicts keypoints of shape {shape} but data="
+                                f"{data or 'the synthetic shapes'} has kpt_shape {info.get('kpt_shape')}: a pruned "
+                                f"head cannot be re-sized, so use data with the model's keypoints, or set "
+                                f"pretrain_epochs > 0 to train a head for these first")
     return task
 
 
