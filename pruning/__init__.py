@@ -60,7 +60,8 @@ from .pruners import CriterionPruner, DetDSHAPPruner, HsicLassoPruner, Magnitude
 
 _JOB = {  # name -> module of pruning.job that defines it; imported on first access (ultralytics trainers)
     "finetune": "train", "trainer_for": "train", "PrunedDetectionTrainer": "train",
-    "PrunedSegmentationTrainer": "train", "PruningJob": "pipeline", "Settings": "config", "load_config": "config",
+    "PrunedSegmentationTrainer": "train", "PrunedPoseTrainer": "train", "PrunedOBBTrainer": "train",
+    "PrunedClassificationTrainer": "train", "PruningJob": "pipeline", "Settings": "config", "load_config": "config",
 }
 _DEPRECATED = {"Pruner": "PruningJob", "CRITERIA": "REGISTRY"}  # old name -> new name, for one release
 

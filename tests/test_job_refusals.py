@@ -76,11 +76,11 @@ def _bad_inputs(inputs: dict[str, Path], tmp: Path) -> dict[str, tuple[dict, str
     return {
         "garbage": (dict(pretrained=inputs["garbage"]), f"pretrained={inputs['garbage']}: not a readable "
                                                         f"ultralytics checkpoint"),
-        "classifier": (dict(pretrained=inputs["classify"]), f"pretrained={inputs['classify']} cannot be pruned: "
-                                                            f"ClassificationModel ends in Classify"),
-        "pose": (dict(pretrained=inputs["pose"]), f"pretrained={inputs['pose']} cannot be pruned: PoseModel ends in "
-                                                  f"Pose"),
-        "classifier_yaml": (dict(pretrained=None, model="yolov8n-cls.yaml", pretrain_epochs=1),
+        "classifier": (dict(pretrained=inputs["classify"], data=None), f"pretrained={inputs['classify']} cannot be "
+                                                                       f"pruned: ClassificationModel ends in Classify"),
+        "pose": (dict(pretrained=inputs["pose"], data=None, pretrain_epochs=1),
+                 f"pretrained={inputs['pose']} cannot be pruned: PoseModel ends in Pose"),
+        "classifier_yaml": (dict(pretrained=None, model="yolov8n-cls.yaml", pretrain_epochs=1, data=None),
                             "model=yolov8n-cls.yaml cannot be pruned: ClassificationModel"),
         "imgsz": (dict(pretrained=det, imgsz=100), f"imgsz=100 is not a multiple of the largest stride 32 of "
                                                    f"pretrained={det}; use imgsz=96 or 128"),

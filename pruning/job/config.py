@@ -227,8 +227,9 @@ def validate(s: dict[str, Any]) -> None:
         raise ConfigError("with pretrained=null the model is trained from its yaml: pretrain_epochs must be > 0")
     if s["pretrained"] is not None and not Path(str(s["pretrained"])).is_file():
         raise ConfigError(f"pretrained={s['pretrained']}: no such weights file")
-    if s["data"] is not None and s["data"] != TREES and not Path(str(s["data"])).is_file():
-        raise ConfigError(f"data={s['data']}: no such dataset yaml (or `trees`, the tiled deepforest images)")
+    if s["data"] is not None and s["data"] != TREES and not Path(str(s["data"])).exists():
+        raise ConfigError(f"data={s['data']}: no such dataset yaml or classification folder (or `trees`, the tiled "
+                          f"deepforest images)")
     if s["export"] == "onnx":
         check_export_available()
 

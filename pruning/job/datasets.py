@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Callable
 from ..criteria import Calibration, load_calibration
 from .rundir import log
 from .synthetic import ShapesConfig, make_shapes_dataset, shapes_dataset_path
+from .tasks import model_source, model_task
 from .tracecache import traced
 from .trees import TREES, make_trees_dataset, trees_dataset_path
 
@@ -17,8 +18,9 @@ if TYPE_CHECKING:
 
 
 def dataset(settings: Settings) -> Path:
-    """The data yaml of the run: the user's, `trees` (deepforest's tiled aerial images) or the synthetic shapes,
-    both written once under `<project>/../datasets`."""
+    """The data of the run: the user's, `trees` (deepforest's tiled aerial images) or the synthetic shapes labelled
+    for the model's task (a data yaml, or a folder of class folders for classify), written once under
+    `<project>/../datasets`."""
     root = Path(settings.project).parent / "datasets"
     if settings.data == TREES:
         if not trees_dataset_path(root).is_file():
@@ -27,9 +29,10 @@ def dataset(settings: Settings) -> Path:
     if settings.data is not None:
         return Path(settings.data)
     cfg = ShapesConfig(imgsz=settings.imgsz, seed=settings.seed)
-    if not shapes_dataset_path(root, cfg).is_file():
-        log(f"writing the synthetic dataset ({cfg.n_train} train, {cfg.n_val} val images) under {root} ...")
-    return make_shapes_dataset(root, cfg)
+    task = model_task(model_source(settings)[1])  # the synthetic labels of the model's task
+    if not shapes_dataset_path(root, cfg, task).exists():
+        log(f"writing the synthetic {task} dataset ({cfg.n_train} train, {cfg.n_val} val images) under {root} ...")
+    return make_shapes_dataset(root, cfg, task)
 
 
 def lazy_calibration(settings: Settings, data: Path | Callable[[], Path], weights: str | Path, rank: int = 0,

@@ -17,8 +17,17 @@ if TYPE_CHECKING:
 
 
 def val_metrics(results: Any) -> dict[str, float]:
-    """mAP50, mAP50-95, precision, recall and F1 of the boxes from an ultralytics validation result."""
-    box = results.box
+    """mAP50, mAP50-95, precision, recall and F1 of the boxes from an ultralytics validation result (rotated boxes
+    for OBB), with the keypoints' mAP50 and mAP50-95 for pose; top-1 and top-5 accuracy for classify."""
+    if hasattr(results, "top1"):  # ClassifyMetrics: no boxes
+        return {"top1": float(results.top1), "top5": float(results.top5)}
+    pose = getattr(results, "pose", None)
+    extra = {"map50_pose": float(pose.map50), "map50_95_pose": float(pose.map)} if pose is not None else {}
+    return {**box_metrics(results.box), **extra}
+
+
+def box_metrics(box: Any) -> dict[str, float]:
+    """mAP50, mAP50-95, precision, recall and F1 of ultralytics's box `Metric`."""
     p, r = float(box.mp), float(box.mr)
     return {
         "map50": float(box.map50),

@@ -19,7 +19,9 @@ from fxgraph.outputs import check_new_file, probe_writable
 from ..errors import OutputError
 
 from .config import ConfigError, Settings
-from .synthetic import CLASSES as SHAPES_CLASSES
+from .synthetic import KPT_SHAPE as SHAPES_KPT_SHAPE
+from .synthetic import task_classes
+from .tasks import DataTaskError, class_folders, data_tasks, describe_tasks, model_source, model_task
 from .trees import CLASSES as TREES_CLASSES
 from .trees import TREES, deepforest_data_dir
 
@@ -27,8 +29,36 @@ from .trees import TREES, deepforest_data_dir
 def check_inputs(settings: Settings) -> None:
     """Raise ConfigError naming the first input the job could not use; writes nothing."""
     check_project(settings.project)
-    classes = data_classes(settings)
+    classes = data_classes(settings, check_data_task(settings))
     check_weights(settings, classes)
+
+
+def check_data_task(settings: Settings) -> str | None:
+    """The model's task, once the data is known to serve it; DataTaskError naming the data, its task and the
+    model's otherwise.  None when the model does not load (`check_weights` then says why)."""
+    key, source = model_source(settings)
+    try:
+        task = model_task(source)
+    except Exception:
+        return None
+    data = settings.data
+    if data is None or not (data == TREES or Path(data).exists()):
+        info = {"kpt_shape": list(SHAPES_KPT_SHAPE)}  # the synthetic shapes are written for the model's task
+    else:  # (a missing file is data_classes's to report)
+        info = check_data_yaml(data) if Path(data).is_file() else {}
+        tasks = data_tasks(data, info or None)
+        if task not in tasks:
+            raise DataTaskError(f"data={data} holds {describe_tasks(tasks)} labels but {key}={source} is a model "
+                                f"for {task}: give data labelled for {task}, or leave data unset for the synthetic "
+                                f"shapes of the model's task")
+    if task == "pose" and not settings.trains_first:  # pruned as it is: its keypoints must be the data's
+        shape = list(fxgraph.load_ultralytics(source).model[-1].kpt_shape)
+        if shape != list(info.get("kpt_shape") or []):
+            raise DataTaskError(f"{key}={source} predicts keypoints of shape {shape} but data="
+                                f"{data or 'the synthetic shapes'} has kpt_shape {info.get('kpt_shape')}: a pruned "
+                                f"head cannot be re-sized, so use data with the model's keypoints, or set "
+                                f"pretrain_epochs > 0 to train a head for these first")
+    return task
 
 
 def check_project(project: str | Path) -> None:
@@ -61,10 +91,12 @@ def check_score_inputs(settings: Settings, out: str | Path | None, force: bool =
     check_weights(settings, classes, trained_head=False)
 
 
-def data_classes(settings: Settings) -> int:
+def data_classes(settings: Settings, task: str | None = None) -> int:
     """The number of classes of the job's data; a user's yaml must parse and find images in train and val."""
     if settings.data is None:
-        return len(SHAPES_CLASSES)
+        return len(task_classes(task or "detect"))
+    if Path(settings.data).is_dir():
+        return len(class_folders(settings.data))
     if settings.data == TREES:
         deepforest_data_dir()  # PruningError saying how to install deepforest's images when they are missing
         return len(TREES_CLASSES)

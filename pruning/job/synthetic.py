@@ -1,7 +1,9 @@
-"""An offline synthetic dataset in ultralytics format: filled shapes with polygon masks on cluttered backgrounds.
+"""An offline synthetic dataset in ultralytics format: filled shapes on cluttered backgrounds, labelled for every task.
 
-Both detection and segmentation train on it (labels are polygons; ultralytics derives boxes from them), it is
-fully determined by its seed and size, and it is written once: a second call with the same settings reuses it.
+The images are the same for every task (fully determined by the seed and size); the labels differ: polygons for
+detect and segment (ultralytics derives boxes from them), each shape's minimum-area rotated rectangle for OBB, the
+five tips of each star as keypoints for pose, and one crop per shape in class folders for classify.  A dataset is
+written once, atomically, in a folder named by its task and settings: a second call reuses it.
 """
 
 from __future__ import annotations
@@ -11,15 +13,21 @@ import json
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Iterator
 
 import cv2
 import numpy as np
 
 from fxgraph.outputs import atomic_dir
 
-from ..errors import OutputError
+from ..errors import OutputError, PruningError
 
 CLASSES = ("circle", "triangle", "square", "star")
+TASKS = ("detect", "segment", "obb", "pose", "classify")
+POSE_CLASSES = ("star",)  # pose data labels stars only: every label line needs the five keypoints
+KPT_SHAPE = (5, 3)  # a star's five tips, (x, y, visibility)
+FLIP_IDX = (0, 4, 3, 2, 1)  # tips run from the topmost clockwise, so a mirror image reverses all but the first
+CROP_MARGIN = 0.1  # of the shape's radius, around its axis-aligned box, in a classification crop
 
 
 @dataclass(frozen=True)
@@ -34,6 +42,19 @@ class ShapesConfig:
 
     def key(self) -> str:
         return hashlib.sha1(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:10]
+
+
+@dataclass(frozen=True)
+class Shape:
+    """One drawn shape, in pixels: its class index in CLASSES, outline (as filled) and the angle it was drawn at."""
+
+    cls: int
+    polygon: np.ndarray  # (n, 2) x, y
+    angle: float
+
+    @property
+    def name(self) -> str:
+        return CLASSES[self.cls]
 
 
 def _polygon(kind: str, cx: float, cy: float, r: float, angle: float) -> np.ndarray:
@@ -69,10 +90,11 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     return img
 
 
-def _sample(rng: np.random.Generator, cfg: ShapesConfig) -> tuple[np.ndarray, list[str]]:
+def draw_sample(rng: np.random.Generator, cfg: ShapesConfig) -> tuple[np.ndarray, list[Shape]]:
+    """One image and the record of the shapes drawn on it (the next draw of `rng`)."""
     size = cfg.imgsz
     img = _background(rng, size)
-    lines: list[str] = []
+    shapes: list[Shape] = []
     placed: list[tuple[float, float, float]] = []
     for _ in range(int(rng.integers(1, cfg.max_objects + 1))):
         for _attempt in range(20):
@@ -84,40 +106,125 @@ def _sample(rng: np.random.Generator, cfg: ShapesConfig) -> tuple[np.ndarray, li
             continue
         placed.append((cx, cy, r))
         cls = int(rng.integers(len(CLASSES)))
-        pts = _polygon(CLASSES[cls], cx, cy, r, rng.uniform(0, 2 * math.pi))
+        angle = rng.uniform(0, 2 * math.pi)
+        pts = _polygon(CLASSES[cls], cx, cy, r, angle)
         colour = tuple(int(c) for c in rng.integers(0, 256, 3))
         cv2.fillPoly(img, [np.round(pts).astype(np.int32)], colour)
         cv2.polylines(img, [np.round(pts).astype(np.int32)], True, (0, 0, 0), 1)
-        norm = np.clip(pts / size, 0, 1).reshape(-1)
-        lines.append(f"{cls} " + " ".join(f"{v:.5f}" for v in norm))
-    return img, lines
+        shapes.append(Shape(cls, pts, angle))
+    return img, shapes
 
 
-def shapes_dataset_path(root: str | Path, cfg: ShapesConfig = ShapesConfig()) -> Path:
-    """Where `make_shapes_dataset(root, cfg)` writes its data.yaml (it exists once the dataset is complete)."""
-    return Path(root) / f"shapes-{cfg.key()}" / "data.yaml"
+def samples(cfg: ShapesConfig) -> Iterator[tuple[str, int, np.ndarray, list[Shape]]]:
+    """Every image of the dataset in order, as (split, index, image, shapes drawn): the record its labels come from."""
+    rng = np.random.default_rng(cfg.seed)
+    for split, count in (("train", cfg.n_train), ("val", cfg.n_val)):
+        for i in range(count):
+            yield (split, i, *draw_sample(rng, cfg))
 
 
-def make_shapes_dataset(root: str | Path, cfg: ShapesConfig = ShapesConfig()) -> Path:
-    """Write (or reuse) the dataset under `root/shapes-<hash>/` and return the path of its `data.yaml`."""
+def min_area_rect(polygon: np.ndarray) -> np.ndarray:
+    """The four corners (4, 2) of the smallest rotated rectangle around `polygon`, in order around it."""
+    return cv2.boxPoints(cv2.minAreaRect(polygon.astype(np.float32))).astype(np.float64)
+
+
+def star_tips(polygon: np.ndarray) -> np.ndarray:
+    """A star's five tips (5, 2): the topmost first (smallest y), then clockwise as seen on screen."""
+    tips = polygon[::2]
+    centre = polygon.mean(0)
+    order = np.argsort(np.arctan2(tips[:, 1] - centre[1], tips[:, 0] - centre[0]))  # y down: increasing = clockwise
+    tips = tips[order]
+    return np.roll(tips, -int(np.argmin(tips[:, 1])), axis=0)
+
+
+def keypoint_rows(tips: np.ndarray, size: int) -> np.ndarray:
+    """(5, 3) normalised keypoints: visibility 2 for a tip inside the image, 0 (and x = y = 0) outside it."""
+    inside = np.all((tips >= 0) & (tips <= size), axis=1)
+    return np.concatenate([np.where(inside[:, None], tips / size, 0.0), np.where(inside, 2.0, 0.0)[:, None]], 1)
+
+
+def task_classes(task: str) -> tuple[str, ...]:
+    """The class names of the synthetic data of `task` (pose labels stars only)."""
+    return POSE_CLASSES if task == "pose" else CLASSES
+
+
+def _numbers(values: np.ndarray) -> str:
+    return " ".join(f"{v:.5f}" for v in np.asarray(values).reshape(-1))
+
+
+def label_lines(shapes: list[Shape], task: str, size: int) -> list[str]:
+    """The ultralytics label lines of one image for `task` (detect, segment, obb or pose)."""
+    if task in ("detect", "segment"):  # polygons: ultralytics derives the boxes
+        return [f"{s.cls} {_numbers(np.clip(s.polygon / size, 0, 1))}" for s in shapes]
+    if task == "obb":  # class x1 y1 ... x4 y4, the exact rectangle (a corner may lie just outside the image)
+        return [f"{s.cls} {_numbers(min_area_rect(s.polygon) / size)}" for s in shapes]
+    if task == "pose":  # class xc yc w h, then x y v per keypoint
+        lines = []
+        for s in shapes:
+            if s.name not in POSE_CLASSES:
+                continue  # drawn, unlabelled: a distractor the detector must learn to ignore
+            lo, hi = np.clip(s.polygon.min(0), 0, size) / size, np.clip(s.polygon.max(0), 0, size) / size
+            box = np.concatenate([(lo + hi) / 2, hi - lo])
+            kpts = keypoint_rows(star_tips(s.polygon), size)
+            lines.append(f"{POSE_CLASSES.index(s.name)} {_numbers(box)} {_numbers(kpts)}")
+        return lines
+    raise PruningError(f"no synthetic labels for task {task!r}; tasks: {', '.join(TASKS)}")
+
+
+def crop_box(shape: Shape, size: int) -> tuple[int, int, int, int]:
+    """x0, y0, x1, y1 (pixels, x1 and y1 exclusive) of a shape's classification crop: its box and a margin."""
+    radius = float(np.max(np.linalg.norm(shape.polygon - shape.polygon.mean(0), axis=1)))
+    lo = np.floor(shape.polygon.min(0) - CROP_MARGIN * radius).clip(0, size).astype(int)
+    hi = np.ceil(shape.polygon.max(0) + CROP_MARGIN * radius).clip(0, size).astype(int)
+    return int(lo[0]), int(lo[1]), int(hi[0]), int(hi[1])
+
+
+def _folder(task: str) -> str:
+    if task not in TASKS:
+        raise PruningError(f"no synthetic shapes dataset for task {task!r}; tasks: {', '.join(TASKS)}")
+    return "shapes" if task in ("detect", "segment") else f"shapes-{task}"  # detect and segment share polygons
+
+
+def shapes_dataset_path(root: str | Path, cfg: ShapesConfig = ShapesConfig(), task: str = "detect") -> Path:
+    """What `make_shapes_dataset(root, cfg, task)` returns (it exists once the dataset is complete): the data.yaml,
+    or for classify the folder holding train/<class>/ and val/<class>/ (ultralytics's `data=` for each task)."""
+    folder = Path(root) / f"{_folder(task)}-{cfg.key()}"
+    return folder if task == "classify" else folder / "data.yaml"
+
+
+def make_shapes_dataset(root: str | Path, cfg: ShapesConfig = ShapesConfig(), task: str = "detect") -> Path:
+    """Write (or reuse) the dataset of `task` under `root/shapes[-task]-<hash>/`; return its data.yaml (the folder
+    for classify)."""
     root = Path(root)
-    data_yaml = shapes_dataset_path(root, cfg)
-    target = data_yaml.parent
-    if data_yaml.is_file():
-        return data_yaml
+    data = shapes_dataset_path(root, cfg, task)
+    target = data if task == "classify" else data.parent
+    if data.exists():
+        return data
     root.mkdir(parents=True, exist_ok=True)
     with atomic_dir(target, error=OutputError, keep_existing=True) as tmp:  # never half a dataset
-        rng = np.random.default_rng(cfg.seed)
-        for split, count in (("train", cfg.n_train), ("val", cfg.n_val)):
-            (tmp / "images" / split).mkdir(parents=True)
-            (tmp / "labels" / split).mkdir(parents=True)
-            for i in range(count):
-                img, lines = _sample(rng, cfg)
-                cv2.imwrite(str(tmp / "images" / split / f"{i:05d}.png"), img)
-                (tmp / "labels" / split / f"{i:05d}.txt").write_text("\n".join(lines) + "\n")
-        names = "\n".join(f"  {i}: {n}" for i, n in enumerate(CLASSES))
-        (tmp / "data.yaml").write_text(
-            f"# synthetic shapes, {asdict(cfg)}\npath: {target.resolve()}\ntrain: images/train\nval: images/val\n"
-            f"names:\n{names}\n"
-        )
-    return data_yaml
+        for split in ("train", "val"):
+            for folder in ([tmp / split / name for name in CLASSES] if task == "classify" else
+                           [tmp / "images" / split, tmp / "labels" / split]):
+                folder.mkdir(parents=True)
+        for split, i, img, shapes in samples(cfg):
+            if task == "classify":
+                for k, s in enumerate(shapes):
+                    x0, y0, x1, y1 = crop_box(s, cfg.imgsz)
+                    cv2.imwrite(str(tmp / split / s.name / f"{i:05d}_{k}.png"), img[y0:y1, x0:x1])
+                continue
+            cv2.imwrite(str(tmp / "images" / split / f"{i:05d}.png"), img)
+            lines = label_lines(shapes, task, cfg.imgsz)
+            (tmp / "labels" / split / f"{i:05d}.txt").write_text("\n".join(lines) + "\n")
+        if task != "classify":
+            (tmp / "data.yaml").write_text(_data_yaml(cfg, task, target))
+    return data
+
+
+def _data_yaml(cfg: ShapesConfig, task: str, target: Path) -> str:
+    names = task_classes(task)
+    purpose = "detect and segment" if task in ("detect", "segment") else task
+    text = (f"# synthetic shapes for {purpose}, {asdict(cfg)}\npath: {target.resolve()}\ntrain: images/train\n"
+            f"val: images/val\nnames:\n" + "".join(f"  {i}: {n}\n" for i, n in enumerate(names)))
+    if task == "pose":
+        text += f"kpt_shape: {list(KPT_SHAPE)}\nflip_idx: {list(FLIP_IDX)}\n"
+    return text

@@ -16,7 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from torch import nn
+from ultralytics.models.yolo.classify import ClassificationTrainer
 from ultralytics.models.yolo.detect import DetectionTrainer
+from ultralytics.models.yolo.obb import OBBTrainer
+from ultralytics.models.yolo.pose import PoseTrainer
 from ultralytics.models.yolo.segment import SegmentationTrainer
 
 from ..checkpoint import save_checkpoint
@@ -24,7 +27,8 @@ from ..errors import PruningError
 
 
 class PrunedModelMixin:
-    """`get_model` hands back the (pruned) model it was given instead of building one from the yaml."""
+    """`get_model` hands back the (pruned) model it was given instead of building one from the yaml; mixed into
+    each task's ultralytics trainer, in front of it."""
 
     def get_model(self, cfg: Any = None, weights: nn.Module | None = None, verbose: bool = True) -> nn.Module:
         if not isinstance(weights, nn.Module):
@@ -33,17 +37,27 @@ class PrunedModelMixin:
                 "train it, e.g. YOLO('pruned.pt').train(trainer=PrunedDetectionTrainer, ...), with pretrained "
                 "left at True"
             )
-        head = weights.model[-1]
-        nc = self.data["nc"]
-        if int(head.nc) != int(nc):
-            raise PruningError(
-                f"the pruned model predicts {head.nc} classes but the dataset {self.args.data} has {nc}; "
-                "a pruned head cannot be re-sized, fine-tune on data with the same classes"
-            )
-        model = self.set_model_names_for_load(weights)
+        check_head_fits(weights.model[-1], self.data, self.args.data)
+        model = self.set_model_names_for_load(weights) if hasattr(self, "set_model_names_for_load") else weights
         for p in model.parameters():
             p.requires_grad_(True)
         return model
+
+
+def check_head_fits(head: nn.Module, data: dict[str, Any], name: Any) -> None:
+    """A pruned head cannot be re-sized: its classes (a classifier's Linear outputs) and keypoints must be the
+    data's, or ultralytics's trainer would replace it (classify) or fail mid-epoch."""
+    classes = head.nc if hasattr(head, "nc") else head.linear.out_features
+    if int(classes) != int(data["nc"]):
+        raise PruningError(
+            f"the pruned model predicts {classes} classes but the dataset {name} has {data['nc']}; "
+            "a pruned head cannot be re-sized, fine-tune on data with the same classes"
+        )
+    if hasattr(head, "kpt_shape") and tuple(head.kpt_shape) != tuple(data.get("kpt_shape") or ()):
+        raise PruningError(
+            f"the pruned model predicts keypoints of shape {list(head.kpt_shape)} but the dataset {name} has "
+            f"kpt_shape {data.get('kpt_shape')}; fine-tune on data with the model's keypoints"
+        )
 
 
 class PrunedDetectionTrainer(PrunedModelMixin, DetectionTrainer):
@@ -54,11 +68,24 @@ class PrunedSegmentationTrainer(PrunedModelMixin, SegmentationTrainer):
     """ultralytics SegmentationTrainer that trains the pruned architecture it is given."""
 
 
-TRAINERS = {"detect": PrunedDetectionTrainer, "segment": PrunedSegmentationTrainer}
+class PrunedPoseTrainer(PrunedModelMixin, PoseTrainer):
+    """ultralytics PoseTrainer that trains the pruned architecture it is given."""
+
+
+class PrunedOBBTrainer(PrunedModelMixin, OBBTrainer):
+    """ultralytics OBBTrainer that trains the pruned architecture it is given."""
+
+
+class PrunedClassificationTrainer(PrunedModelMixin, ClassificationTrainer):
+    """ultralytics ClassificationTrainer that trains the pruned architecture it is given."""
+
+
+TRAINERS = {"detect": PrunedDetectionTrainer, "segment": PrunedSegmentationTrainer, "pose": PrunedPoseTrainer,
+            "obb": PrunedOBBTrainer, "classify": PrunedClassificationTrainer}
 
 
 def trainer_for(task: str) -> type:
-    """The pruned-model trainer class of an ultralytics task ('detect' or 'segment')."""
+    """The pruned-model trainer class of an ultralytics task (detect, segment, pose, obb, classify)."""
     try:
         return TRAINERS[task]
     except KeyError:
