@@ -33,7 +33,6 @@ from fxgraph import info, nodeinfo, ops
 
 from .composites import RulesSpec, resolve
 from .errors import RelpropError, RuleError
-from .functions import TapFn
 from .rules import Bound
 
 PLAIN, RECORD, EXPLAIN = "plain", "record", "explain"
@@ -84,6 +83,28 @@ class Relevance:
     delta: torch.Tensor
     channels: dict[str, torch.Tensor]
     outputs: tuple[torch.Tensor, ...]
+
+
+class TapFn(torch.autograd.Function):
+    """Identity on a tensor y that also sends its relevance per channel, Σ m_y·Δy over every dim but batch and
+    `channel_dim`, into the gradient of `sink` (a zero (B, C) leaf): how per-filter relevance is read off the one
+    backward pass without hooks.
+    """
+
+    @staticmethod
+    def forward(ctx, y, y0, sink, channel_dim):  # noqa: D102
+        ctx.save_for_backward(y - y0)
+        ctx.channel_dim = channel_dim
+        return y.view_as(y)
+
+    @staticmethod
+    def backward(ctx, grad):  # noqa: D102
+        (dy,) = ctx.saved_tensors
+        rel = grad * dy
+        if rel.dim() > 2:
+            cd = ctx.channel_dim % rel.dim()
+            rel = rel.sum(dim=tuple(d for d in range(1, rel.dim()) if d != cd))
+        return grad, None, rel, None
 
 
 @dataclass

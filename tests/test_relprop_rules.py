@@ -18,7 +18,7 @@ from torch.nn import functional as F  # noqa: E402
 
 import fxgraph  # noqa: E402
 import relprop  # noqa: E402
-from relprop import functions as fn  # noqa: E402
+from relprop.rules.base import sum_to  # noqa: E402
 
 D = torch.float64
 
@@ -191,7 +191,7 @@ def test_softmax_exp_never_leaves_the_normal_range(dtype):
     """The rule's exp clamps its argument where exp would be subnormal (CPU's exp is ~100x slower there, and a
     random yolov8n's DFL softmax sees z down to -1670): values within e·tiny of exp, never subnormal, never 0;
     other dtypes untouched."""
-    from relprop.functions import exp_normal
+    from relprop.rules.softmax import exp_normal
 
     z = torch.cat([torch.linspace(-2000.0, 0.0, 4001, dtype=dtype), torch.tensor([-87.5, -708.5], dtype=dtype)])
     tiny = torch.finfo(dtype).tiny
@@ -472,8 +472,8 @@ def test_channels_per_filter_sum_to_total(toy_gm):
 
 def test_function_sum_to_reduces_broadcast():
     t = torch.ones(2, 3, 4)
-    assert fn._sum_to(t, (3, 1)).shape == (3, 1)
-    assert float(fn._sum_to(t, (3, 1)).sum()) == 24
+    assert sum_to(t, (3, 1)).shape == (3, 1)
+    assert float(sum_to(t, (3, 1)).sum()) == 24
 
 
 class EveryRule(nn.Module):
