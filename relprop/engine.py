@@ -376,6 +376,12 @@ class Pass:
         for start, stop in _chunks(n, chunk):
             seeds = eye[start:stop].unsqueeze(1).expand(stop - start, *t.shape)  # one-hot on target d, every example
             retain = stop < n
+            if n == 1:  # one target: (B, 1, ...) directly, one view per input instead of unsqueeze, cat and movedim
+                grads = torch.autograd.grad(t, inputs, seeds[0], allow_unused=True)
+                self._live = self._sinks = None
+                return [g.unsqueeze(1) if g is not None else torch.zeros(inp.shape[0], 1, *inp.shape[1:],
+                                                                         dtype=inp.dtype, device=inp.device)
+                        for g, inp in zip(grads, inputs)]
             if stop - start == 1:
                 grads = torch.autograd.grad(t, inputs, seeds[0], retain_graph=retain, allow_unused=True)
                 grads = [g.unsqueeze(0) if g is not None else None for g in grads]
