@@ -8,7 +8,7 @@ How: the flat fx graph of `fxgraph` is rewritten so that each nonlinear op runs 
 backward is its DeepLIFT/DeepSHAP rule (`relprop.rules`, chosen per op kind or node by a `Composite`); one ordinary
 backward pass then yields multipliers whose product with (x − x0) sums exactly to f(x) − f(x0).
 
-Modules: `explainer` (YOLO boxes), `attribute` (any traced net), `engine`, `rules` (a module per rule family), `composites`, `target`,
+Modules: `explainer` (YOLO boxes), `attribute` (any traced net), `engine`, `compiled` (the pass under torch.compile), `rules` (a module per rule family), `composites`, `target`,
 `image`, `explanation`, `cli`.  The package attributes `relprop.explainer` and `relprop.attribute` are the functions
 of those names; reach the modules with ``from relprop.explainer import ...``.
 

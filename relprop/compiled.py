@@ -197,8 +197,7 @@ def compile_by_default(device: str | torch.device) -> bool:
     for yolov8n and 90 s for yolo11n with aot_eager, and inductor had not finished yolov8n after 11 minutes, while an
     eager box costs well under a second there, so compiling would pay only after thousands of boxes of one size.
     CUDA: not measured yet (no GPU in the session that wrote this); `benchmarks/gpu_suite.py` times eager, compiled
-    and CUDA-graph passes side by side, and
-    this default should follow its figures.
+    and CUDA-graph passes side by side, and this default should follow its figures.
     """
     return False
 

@@ -144,3 +144,26 @@ def test_cuda_compiled_and_graph_captured_pass_equals_eager(mode):
     assert compiled.failed is None
     torch.testing.assert_close(got.attribution, want.attribution, rtol=1e-4, atol=1e-6)
     torch.testing.assert_close(got.delta, want.delta, rtol=0, atol=1e-3)
+
+
+def test_cli_compile_flag_builds_a_compiled_explainer(tmp_path, monkeypatch):
+    """`python -m relprop explain ... --compile` explains through a CompiledRelevance (here with a compiler that
+    fails, so the run also shows the eager fallback end to end: one warning, the explanation written)."""
+    from relprop import cli, compiled
+
+    built = []
+
+    def broken_compile(*args, **kwargs):
+        raise RuntimeError("inductor unavailable")
+
+    real = compiled.compile_relevance
+    monkeypatch.setattr(compiled, "compile_relevance", lambda engine, **kw: built.append(real(engine, **kw)) or built[-1])
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    from ultralytics.utils import ASSETS
+
+    out = tmp_path / "run"
+    with pytest.warns(RuntimeWarning, match="inductor unavailable"):
+        assert cli.main(["explain", str(ASSETS / "bus.jpg"), "--imgsz", "160", "--box", "50,400,250,900",
+                         "--iou", "0.05", "--compile", "--out", str(out)]) == 0
+    assert len(built) == 1 and built[0].failed is not None
+    assert (out / "explanations.json").is_file()
