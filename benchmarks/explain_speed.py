@@ -87,9 +87,14 @@ class NoDetection(Exception):
 RANDOM = ("yolov8n", "yolo26n")  # random-weight models: no detection passes NMS, explain the best candidates
 
 
+MODES = ("eager", "compiled", "cudagraph")  # relevance pass: eager, torch.compile (inductor), + CUDA-graph capture
+
+
 def measure(name: str, model, imgsz: int, repeats: int, boxes: int, device: str, path: Path = BUS,
-            conf: float = 0.25) -> dict:
-    ex = relprop.Explainer(model, imgsz, device=device)
+            conf: float = 0.25, mode: str = "eager") -> dict:
+    ex = relprop.Explainer(model, imgsz, device=device, compile=mode != "eager")
+    if mode == "cudagraph":
+        ex.engine.mode = "reduce-overhead"
     g = ex.graph
     image = read_image(path)
     x = to_input(image, Letterbox.fit(image.shape[:2], g.imgsz), g.dtype, g.device)
@@ -151,6 +156,8 @@ def measure(name: str, model, imgsz: int, repeats: int, boxes: int, device: str,
     del held
     return {
         "model": name,
+        "mode": mode,
+        "compile_failed": getattr(ex.engine, "failed", None),  # a compiled mode that fell back to eager says why
         "image": path.name,
         "imgsz": imgsz,
         "device": str(g.device),
@@ -246,16 +253,18 @@ def main(argv=None) -> int:
                         help="keep the rows of explain_speed.json (same model and size: replaced) and add these")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--out", default=str(RESULTS))
+    parser.add_argument("--modes", nargs="+", default=["eager"], choices=MODES,
+                        help="relevance pass: eager, compiled (torch.compile) and/or cudagraph (compiled + CUDA graphs)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     load_before = os.getloadavg()
     rows = []
     for imgsz in args.imgsz:
-        for name in args.models:
+        for name, mode in [(n, m) for n in args.models for m in args.modes]:
             model, image = model_and_image(name)
             try:
-                row = measure(name, model, imgsz, args.repeats, args.boxes, args.device, image, args.conf)
+                row = measure(name, model, imgsz, args.repeats, args.boxes, args.device, image, args.conf, mode)
             except NoDetection as exc:
                 print(exc, flush=True)
                 continue
@@ -275,8 +284,8 @@ def main(argv=None) -> int:
     if args.append and (out / "explain_speed.json").is_file():
         old = json.loads((out / "explain_speed.json").read_text())
         runs = old.get("runs") or [old["meta"]]
-        new_keys = {(r["model"], r["imgsz"]) for r in rows}
-        old_rows = [r for r in old["rows"] if (r["model"], r["imgsz"]) not in new_keys]
+        new_keys = {(r["model"], r["imgsz"], r.get("mode", "eager")) for r in rows}
+        old_rows = [r for r in old["rows"] if (r["model"], r["imgsz"], r.get("mode", "eager")) not in new_keys]
     runs.append(meta)
     rows = old_rows + [{**r, "run": len(runs)} for r in rows]
     out.mkdir(parents=True, exist_ok=True)

@@ -8,10 +8,11 @@ How: the flat fx graph of `fxgraph` is rewritten so that each nonlinear op runs 
 backward is its DeepLIFT/DeepSHAP rule (`relprop.rules`, chosen per op kind or node by a `Composite`); one ordinary
 backward pass then yields multipliers whose product with (x − x0) sums exactly to f(x) − f(x0).
 
-Modules: `explainer` (YOLO boxes), `attribute` (any traced net), `engine`, `rules`/`functions`, `composites`, `target`,
-`image`, `explanation`, `layercam` (LayerCAM maps), `options` (ExplainOptions), `cli`.  The package attributes
-`relprop.explainer` and `relprop.attribute` are the functions of those names; reach the modules with
-``from relprop.explainer import ...``.
+Modules: `explainer` (YOLO boxes), `attribute` (any traced net), `engine`, `compiled` (the pass under
+torch.compile), `rules` (a module per rule family), `composites`, `target`, `image`, `explanation`, `display` and
+`page` (notebook rendering, the browsable index.html), `layercam` (LayerCAM maps), `options` (ExplainOptions), `cli`.
+The package attributes `relprop.explainer` and `relprop.attribute` are the functions of those names; reach the
+modules with ``from relprop.explainer import ...``.
 
 Owns the relevance rules, the two-phase engine and explaining boxes.  Imports fxgraph; must not import pruning
 (tests/test_layers.py).

@@ -33,7 +33,6 @@ from fxgraph import info, nodeinfo, ops
 
 from .composites import RulesSpec, resolve
 from .errors import RelpropError, RuleError
-from .functions import TapFn
 from .rules import Bound
 
 PLAIN, RECORD, EXPLAIN = "plain", "record", "explain"
@@ -86,12 +85,81 @@ class Relevance:
     outputs: tuple[torch.Tensor, ...]
 
 
+class TapFn(torch.autograd.Function):
+    """Identity on a tensor y that also sends its relevance per channel, Σ m_y·Δy over every dim but batch and
+    `channel_dim`, into the gradient of `sink` (a zero (B, C) leaf): how per-filter relevance is read off the one
+    backward pass without hooks.
+    """
+
+    @staticmethod
+    def forward(ctx, y, y0, sink, channel_dim):  # noqa: D102
+        ctx.save_for_backward(y - y0)
+        ctx.channel_dim = channel_dim
+        return y.view_as(y)
+
+    @staticmethod
+    def backward(ctx, grad):  # noqa: D102
+        (dy,) = ctx.saved_tensors
+        rel = grad * dy
+        if rel.dim() > 2:
+            cd = ctx.channel_dim % rel.dim()
+            rel = rel.sum(dim=tuple(d for d in range(1, rel.dim()) if d != cd))
+        return grad, None, rel, None
+
+
 @dataclass
 class _Tape:
     mode: str = PLAIN
     saved: dict[str, tuple] = field(default_factory=dict)
     sinks: dict[int, torch.Tensor] = field(default_factory=dict)
     eps: float = 1e-5
+
+
+class RuleCall:
+    """The target of a rewritten node: the original op (plain), its rule's `record` (on the reference) or `explain`
+    (on the input), as the tape's mode says.  `relprop.compiled` reads `bound` to build a tape-free graph."""
+
+    def __init__(self, bound: Bound, tape: _Tape):
+        self.bound, self.tape = bound, tape
+        self.__name__ = self.__qualname__ = f"relprop_{type(bound.rule).__name__.lower()}"
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        tape, bound = self.tape, self.bound
+        if tape.mode == EXPLAIN:
+            try:
+                saved = tape.saved[bound.name]
+            except KeyError:
+                raise RelpropError(f"no reference recorded for node {bound.name}; run reference() first") from None
+            return bound.explain(args, kwargs, saved, tape.eps)
+        if tape.mode == RECORD:
+            out, tape.saved[bound.name] = bound.record(args, kwargs)
+            return out
+        return bound.target(*args, **kwargs)
+
+
+class TapCall:
+    """The target of a tap node after filter op number `index`: identity, recording y0 on the reference and sending
+    per-channel relevance into a fresh sink (see `TapFn`) on the input."""
+
+    __name__ = __qualname__ = "relprop_tap"
+
+    def __init__(self, index: int, channel_dim: int, tape: _Tape):
+        self.index, self.channel_dim, self.tape = index, channel_dim, tape
+
+    @property
+    def key(self) -> str:
+        return f"tap:{self.index}"
+
+    def __call__(self, y: torch.Tensor) -> torch.Tensor:
+        tape = self.tape
+        if tape.mode == EXPLAIN:
+            sink = torch.zeros(y.shape[0], y.shape[self.channel_dim], dtype=y.dtype, device=y.device,
+                               requires_grad=True)
+            tape.sinks[self.index] = sink
+            return TapFn.apply(y, tape.saved[self.key][0], sink, self.channel_dim)
+        if tape.mode == RECORD:
+            tape.saved[self.key] = (y,)
+        return y
 
 
 class RelevanceGraph:
@@ -141,43 +209,13 @@ class RelevanceGraph:
                 raise RuleError(f"rule override '{key}' matches no node name or module path of this graph "
                                 f"(e.g. {sorted(names)[:3]} or {sorted(paths)[:3]})")
 
-    def _caller(self, bound: Bound) -> Callable:
-        tape = self._tape
-
-        def call(*args: Any, **kwargs: Any) -> Any:
-            if tape.mode == EXPLAIN:
-                try:
-                    saved = tape.saved[bound.name]
-                except KeyError:
-                    raise RelpropError(f"no reference recorded for node {bound.name}; run reference() first") from None
-                return bound.explain(args, kwargs, saved, tape.eps)
-            if tape.mode == RECORD:
-                out, saved = bound.record(args, kwargs)
-                tape.saved[bound.name] = saved
-                return out
-            return bound.target(*args, **kwargs)
-
-        call.__name__ = call.__qualname__ = f"relprop_{type(bound.rule).__name__.lower()}"
-        return call
+    def _caller(self, bound: Bound) -> "RuleCall":
+        return RuleCall(bound, self._tape)
 
     def _insert_tap(self, graph: fx.Graph, node: fx.Node) -> None:
-        index = len(self.tap_keys)
         key = info(node).module_path or node.name
+        tap = TapCall(len(self.tap_keys), -1 if info(node).kind == "linear" else 1, self._tape)
         self.tap_keys.append(key)
-        channel_dim = -1 if info(node).kind == "linear" else 1
-        tape = self._tape
-
-        def tap(y: torch.Tensor) -> torch.Tensor:
-            if tape.mode == EXPLAIN:
-                sink = torch.zeros(y.shape[0], y.shape[channel_dim], dtype=y.dtype, device=y.device,
-                                   requires_grad=True)
-                tape.sinks[index] = sink
-                return TapFn.apply(y, tape.saved[f"tap:{index}"][0], sink, channel_dim)
-            if tape.mode == RECORD:
-                tape.saved[f"tap:{index}"] = (y,)
-            return y
-
-        tap.__name__ = tap.__qualname__ = "relprop_tap"
         with graph.inserting_after(node):
             new = graph.call_function(tap, (node,))
         new.meta.update(node.meta)
@@ -338,6 +376,12 @@ class Pass:
         for start, stop in _chunks(n, chunk):
             seeds = eye[start:stop].unsqueeze(1).expand(stop - start, *t.shape)  # one-hot on target d, every example
             retain = stop < n
+            if n == 1:  # one target: (B, 1, ...) directly, one view per input instead of unsqueeze, cat and movedim
+                grads = torch.autograd.grad(t, inputs, seeds[0], allow_unused=True)
+                self._live = self._sinks = None
+                return [g.unsqueeze(1) if g is not None else torch.zeros(inp.shape[0], 1, *inp.shape[1:],
+                                                                         dtype=inp.dtype, device=inp.device)
+                        for g, inp in zip(grads, inputs)]
             if stop - start == 1:
                 grads = torch.autograd.grad(t, inputs, seeds[0], retain_graph=retain, allow_unused=True)
                 grads = [g.unsqueeze(0) if g is not None else None for g in grads]

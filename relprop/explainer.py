@@ -21,6 +21,7 @@ import torch
 
 import fxgraph
 
+from . import compiled
 from .composites import RulesSpec
 from .engine import References, Relevance, RelevanceGraph
 from .errors import BoxError, OptionsError
@@ -38,11 +39,12 @@ class Explainer:
     (used as is, and moved / cast in place when `device` / `dtype` are given).
     BatchNorm is folded into the convolutions (`fold_bn`, exact up to rounding; channel keys are the conv paths),
     which makes both the forward and the backward cheaper.  `dtype=torch.float64` gives exact completeness checks.
+    `compile=True` runs the relevance pass under torch.compile (`relprop.compiled`; None: the measured default).
     """
 
     def __init__(self, model: Any = None, imgsz: int | tuple[int, int] = 640, *, rules: RulesSpec = None,
                  device: str | torch.device | None = None, dtype: torch.dtype | None = None, fold_bn: bool = True,
-                 cache_size: int = 4, branch: str | None = None):
+                 cache_size: int = 4, branch: str | None = None, compile: bool | None = None):
         if isinstance(model, fxgraph.FlatGraph):
             graph = model
             if device is not None or dtype is not None:
@@ -52,6 +54,8 @@ class Explainer:
         self.graph = graph
         self.rules = rules
         self.engine = RelevanceGraph(graph.module, rules)
+        if compile or (compile is None and compiled.compile_by_default(graph.device)):  # see relprop.compiled
+            self.engine = compiled.compile_relevance(self.engine)
         self.cache_size = cache_size
         self._refs: OrderedDict[tuple, References] = OrderedDict()
         self._blurred: OrderedDict[tuple, tuple[np.ndarray, torch.Tensor]] = OrderedDict()  # image, reference

@@ -18,7 +18,7 @@ from torch.nn import functional as F  # noqa: E402
 
 import fxgraph  # noqa: E402
 import relprop  # noqa: E402
-from relprop import functions as fn  # noqa: E402
+from relprop.rules.base import sum_to  # noqa: E402
 
 D = torch.float64
 
@@ -61,7 +61,7 @@ def test_silu_rescale_is_closed_form(silu_graph):
     assert abs(float(delta)) < 1e-14
 
 
-def test_rescale_uses_midpoint_derivative_below_eps(silu_graph):
+def test_rescale_uses_the_derivative_below_eps(silu_graph):
     x = torch.tensor([[0.3] * 6], dtype=D)
     dx = torch.tensor([[0.0, 1e-12, -1e-12, 5e-10, 2e-9, -2e-9]], dtype=D)
     x0 = x - dx
@@ -74,6 +74,32 @@ def test_rescale_uses_midpoint_derivative_below_eps(silu_graph):
     torch.testing.assert_close(mult[:3], silu_prime.expand(3), rtol=1e-9, atol=0)
     torch.testing.assert_close(mult[3:], silu_prime.expand(2), rtol=1e-6, atol=0)  # secant, still close
     assert result.attribution[0, 0] == 0 and torch.isfinite(result.attribution).all()
+
+
+def silu_prime(z):
+    s = torch.sigmoid(z)
+    return s * (1 + z * (1 - s))
+
+
+@pytest.mark.parametrize("f, tangent_at", [(F.silu, "x0"), (torch.relu, "midpoint")])
+def test_rescale_tangent_point_below_eps(monkeypatch, f, tangent_at):
+    """Where |Δx| ≤ eps·(1 + |x|) a smooth f takes f'(x0) (from the reference pass), ReLU f' at the midpoint.
+    With a real eps the two points cannot be told apart (they differ by f''·Δx/2), so eps is widened to 0.5 here:
+    x = 0.3 against x0 = -0.1 is then "small", and f'(x0), f'(midpoint) and the secant all differ."""
+    from relprop import engine
+
+    monkeypatch.setitem(engine._EPS, D, 0.5)
+    g = graph_of(f, (3,))
+    x = torch.tensor([[0.3, 0.3, 2.0]], dtype=D)
+    x0 = torch.tensor([[-0.1, 0.5, 3.9]], dtype=D)  # |Δx| 0.4, 0.2 ≤ 0.65; 1.9 > 1.5: a secant
+    result = g.relevance(x, g.reference(x0), lambda y: y[0].sum(1))
+    mult = result.attribution[0] / (x - x0)[0]
+    fprime = silu_prime if f is F.silu else (lambda z: (z > 0).to(z.dtype))
+    at = x0 if tangent_at == "x0" else (x + x0) / 2
+    other = (x + x0) / 2 if tangent_at == "x0" else x0
+    assert not torch.allclose(fprime(at[0, :2]), fprime(other[0, :2]))  # the check below can tell them apart
+    torch.testing.assert_close(mult[:2], fprime(at[0, :2]), rtol=1e-12, atol=1e-15)
+    torch.testing.assert_close(mult[2], ((f(x) - f(x0)) / (x - x0))[0, 2], rtol=1e-12, atol=0)  # the secant above eps
 
 
 @settings(max_examples=40, deadline=None)
@@ -191,7 +217,7 @@ def test_softmax_exp_never_leaves_the_normal_range(dtype):
     """The rule's exp clamps its argument where exp would be subnormal (CPU's exp is ~100x slower there, and a
     random yolov8n's DFL softmax sees z down to -1670): values within e·tiny of exp, never subnormal, never 0;
     other dtypes untouched."""
-    from relprop.functions import exp_normal
+    from relprop.rules.softmax import exp_normal
 
     z = torch.cat([torch.linspace(-2000.0, 0.0, 4001, dtype=dtype), torch.tensor([-87.5, -708.5], dtype=dtype)])
     tiny = torch.finfo(dtype).tiny
@@ -472,8 +498,8 @@ def test_channels_per_filter_sum_to_total(toy_gm):
 
 def test_function_sum_to_reduces_broadcast():
     t = torch.ones(2, 3, 4)
-    assert fn._sum_to(t, (3, 1)).shape == (3, 1)
-    assert float(fn._sum_to(t, (3, 1)).sum()) == 24
+    assert sum_to(t, (3, 1)).shape == (3, 1)
+    assert float(sum_to(t, (3, 1)).sum()) == 24
 
 
 class EveryRule(nn.Module):

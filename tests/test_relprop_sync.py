@@ -2,8 +2,9 @@
 
 Checked on CPU by recording every aten op the pass dispatches: a host sync shows up as `_local_scalar_dense`
 (`.item()`, `bool(tensor)`, `float(tensor)`), a data-dependent shape (`nonzero`, `masked_select`, `masked_scatter`)
-or a copy to the CPU (`_to_copy`/`copy_` with a cpu result from a tensor on another device; on a CPU-only run any
-`_to_copy` to cpu of a tensor is counted too, since the pass has no reason to copy at all).
+or a copy to the host: `_to_copy` naming the cpu as its device (`.cpu()`, `.to("cpu")`; the pass has no reason to name
+a device, so on a CPU-only run a cpu-to-cpu one is counted too), and `copy_` into a cpu tensor from another device's
+tensor (on a CPU-only run, any `copy_` into a cpu tensor: the pass copies nothing in place).
 """
 
 from __future__ import annotations
@@ -34,6 +35,9 @@ class _Recorder(TorchDispatchMode):
         elif func is aten._to_copy.default and kwargs.get("device") is not None \
                 and torch.device(kwargs["device"]).type == "cpu":
             self.bad.append(f"{func} to cpu")
+        elif func is aten.copy_.default and args[0].device.type == "cpu" \
+                and (args[1].device.type != "cpu" or not torch.cuda.is_available()):
+            self.bad.append(f"{func} into cpu")
         return func(*args, **kwargs)
 
 
@@ -55,16 +59,26 @@ def test_relevance_pass_is_sync_free():
 
 
 def test_recorder_catches_a_sync():
-    """The recorder itself: `.item()`, `bool()` and `nonzero` are seen (the check above can fail)."""
+    """The recorder itself: `.item()`, `bool()`, `nonzero`, a copy to the host by `.to("cpu")` and one by `copy_` into
+    a host tensor are seen (the check above can fail); a dtype cast on the same device is not a sync."""
     rec = _Recorder()
     t = torch.ones(3)
+    host = torch.empty(3)
     with rec:
         t.sum().item()
         bool(t.any())
         t.nonzero()
         t.masked_select(t > 0)
-    assert {str(aten._local_scalar_dense.default), str(aten.nonzero.default),
-            str(aten.masked_select.default)} <= set(rec.bad)
+        t.to("cpu", copy=True)
+        host.copy_(t)
+    assert {str(aten._local_scalar_dense.default), str(aten.nonzero.default), str(aten.masked_select.default),
+            f"{aten._to_copy.default} to cpu"} <= set(rec.bad)
+    expected_copy = f"{aten.copy_.default} into cpu"
+    assert expected_copy in rec.bad or torch.cuda.is_available()  # on a GPU machine a cpu-to-cpu copy_ is no sync
+    cast = _Recorder()
+    with cast:
+        t.to(torch.float64)
+    assert not cast.bad
 
 
 def test_reference_cache_matches_by_value_without_host_copies():
