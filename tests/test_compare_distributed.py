@@ -70,7 +70,7 @@ from pruning.job import compare as cmp
 from pruning.job.cli import main
 
 compare_fakes.install(setattr)
-if os.environ["RANK"] == "1":  # rank 1 dies (no exception, no clean-up) right after caching its first row
+if os.environ["RANK"] == "1" and "--no-death" not in sys.argv:  # rank 1 dies (no exception, no clean-up) right after caching its first row
     cached_row = cmp.cached_row
 
     def cache_then_die(out, key, work):
@@ -78,7 +78,7 @@ if os.environ["RANK"] == "1":  # rank 1 dies (no exception, no clean-up) right a
         os._exit(3)
 
     cmp.cached_row = cache_then_die
-sys.exit(main(sys.argv[1:]))
+sys.exit(main([a for a in sys.argv[1:] if a != "--no-death"]))
 """
 
 
@@ -154,3 +154,15 @@ def test_a_sweep_sharded_over_two_ranks_equals_the_single_process_sweep(tmp_path
         assert results_a == results_b, tag  # the training losses too
     start, tuned = (_checkpoint(runs / "multi" / "weights" / f"s0-{t}.pt")[0] for t in ("step0", "unpruned-ft"))
     assert not all(torch.equal(start[k], tuned[k]) for k in start)  # the epoch did train: equal is not vacuous
+
+
+def test_a_refusal_on_rank_0_stops_every_rank_with_its_message(tmp_path):
+    """Rank 0 alone opens (or, resuming, checks) and locks the run directory; its refusal is handed to every rank,
+    so all of them exit with the same one-line error instead of waiting for rows that will never come."""
+    (tmp_path / "dying.py").write_text(DYING)
+    res = _torchrun(["dying.py", "--no-death", "compare", "device=cpu", f"project={tmp_path}", "name=never",
+                     "resume=true"], tmp_path, timeout=300)
+    assert res.returncode != 0
+    assert res.stderr.count("error: resume: ") == 2 and "has no rows/ of a compare sweep to continue" in res.stderr
+    assert str(REPO / "pruning") not in res.stderr  # one line each, no traceback from our code (torchrun adds its own)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dying.py"]
