@@ -64,8 +64,8 @@ def assert_onnx_equals_torch(onnx: Path, weights: Path, imgsz: int) -> None:
     with torch.no_grad():
         want = [t.numpy() for t in fxgraph.trace(weights, imgsz).module(x)]
     assert [a.shape for a in got] == [b.shape for b in want]
-    for a, b in zip(got, want):
-        assert np.abs(a - b).max() <= 1e-4 * np.abs(b).max() + 1e-6
+    for a, b in zip(got, want):  # elementwise: box pixels (~100s) would hide class scores (< 1) in one scale
+        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)
 
 
 def test_threshold_that_no_filter_reaches_stops_the_run_without_pruning(tmp_path, tiny_data, monkeypatch):
