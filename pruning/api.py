@@ -22,7 +22,8 @@ from torch import nn
 import fxgraph
 from fxgraph import stats
 
-from . import surgery
+from . import depth, surgery
+from .blocks import find_blocks
 from .checkpoint import save_checkpoint
 from .coupling import Coupling, gc_paused
 from .coupling import analyze as analyze_graph
@@ -43,6 +44,7 @@ class Report:
     gflops_after: float
     units_removed: int
     imgsz: tuple[int, int]
+    blocks_removed: int = 0
 
     @property
     def params_ratio(self) -> float:
@@ -58,7 +60,8 @@ class Report:
     def __str__(self) -> str:
         return (f"params {self.params_before:,} -> {self.params_after:,} ({self.params_ratio:.1%}), "
                 f"GFLOPs@{self.imgsz[0]}x{self.imgsz[1]} {self.gflops_before:.2f} -> {self.gflops_after:.2f} "
-                f"({self.gflops_ratio:.1%}), {self.units_removed} channel units removed")
+                f"({self.gflops_ratio:.1%}), {self.units_removed} channel units removed"
+                + (f", {self.blocks_removed} residual blocks removed" if self.blocks_removed else ""))
 
 
 @dataclass
@@ -123,18 +126,39 @@ def plan(
     scope: str | Iterable[int] = "all",
     criterion: str | Criterion = "l2",
     min_channels: int = 1,
-    round_to: int = 1,
+    round_to: int = 8,
     global_ranking: bool = True,
     threshold: float | None = None,
     imgsz: int | tuple[int, int] = 640,
     coupling: Coupling | None = None,
+    blocks: int | Iterable[str] | None = None,
+    depth_ratio: float | None = None,
 ) -> Plan:
-    """Make a pruning plan for `model` (see pruning.plans.make_plan for the options)."""
+    """Make a pruning plan for `model` (see pruning.plans.make_plan for the channel options).
+
+    Depth: `blocks` (a count of the weakest removable residual blocks, or their names such as 'model.4.m.0') or
+    `depth_ratio` (that fraction of the removable blocks), ranked by the criterion's block score
+    (pruning.depth_plan); combinable with `ratio` / `layer_ratios`, which are scored on the same pass."""
     _check_options({"ratio": ratio, "layer_ratios": layer_ratios})
+    depth = blocks is not None or depth_ratio is not None
+    if depth and depth_ratio is not None:
+        check_ratio(depth_ratio, "depth_ratio")
     g = _graph(model, imgsz)
     coupling = coupling or analyze(g)
-    return make_plan(g, coupling, ratio=ratio, layer_ratios=layer_ratios, scope=scope, criterion=criterion,
-                     min_channels=min_channels, round_to=round_to, global_ranking=global_ranking, threshold=threshold)
+    if not depth:
+        return make_plan(g, coupling, ratio=ratio, layer_ratios=layer_ratios, scope=scope, criterion=criterion,
+                         min_channels=min_channels, round_to=round_to, global_ranking=global_ranking,
+                         threshold=threshold)
+    from .depth_plan import choose_blocks, shared_scores
+
+    width_criterion, block_score = shared_scores(g, coupling, criterion)
+    width = make_plan(g, coupling, ratio=ratio if ratio is not None or layer_ratios or threshold is not None else 0.0,
+                      layer_ratios=layer_ratios, scope=scope, criterion=width_criterion, min_channels=min_channels,
+                      round_to=round_to, global_ranking=global_ranking, threshold=threshold)
+    chosen = choose_blocks(g, blocks, depth_ratio, block_score, scope=scope)
+    width.settings.update({"blocks": blocks if blocks is None or isinstance(blocks, int) else list(blocks),
+                           "depth_ratio": depth_ratio})
+    return dataclasses.replace(width, blocks=tuple(chosen))
 
 
 def dry_run(model: Any, plan: Plan | None = None, *, imgsz: int | tuple[int, int] = 640, **options) -> Report:
@@ -153,8 +177,10 @@ def _plan_from(g: fxgraph.FlatGraph, coupling: Coupling, options: Mapping[str, A
 def _dry_report(g: fxgraph.FlatGraph, coupling: Coupling, chosen: Plan) -> Report:
     gm = copy.deepcopy(g.module)
     surgery.apply(gm, None, coupling, chosen, mirror=mirror_branches)
+    if chosen.blocks:
+        depth.remove_blocks(gm, None, find_blocks(dataclasses.replace(g, module=gm)), chosen.blocks)
     return Report(stats.num_params(g), stats.num_params(gm), stats.gflops(g), stats.gflops(gm),
-                  chosen.num_removed, g.imgsz)
+                  chosen.num_removed, g.imgsz, len(chosen.blocks))
 
 
 TARGET_METRICS = ("gflops", "params", "latency")
@@ -168,7 +194,7 @@ def plan_for_target(
     scope: str | Iterable[int] = "all",
     criterion: str | Criterion = "l2",
     min_channels: int = 1,
-    round_to: int = 1,
+    round_to: int = 8,
     imgsz: int | tuple[int, int] = 640,
     coupling: Coupling | None = None,
     resolution: float = 1e-3,
@@ -228,6 +254,8 @@ def _latency_removed(g: fxgraph.FlatGraph, coupling: Coupling, chosen: Plan, opt
     """1 - latency(pruned) / latency(unpruned), both measured interleaved in one call (minimum of the repeats)."""
     gm, model = copy.deepcopy(g.module), copy.deepcopy(g.model)
     surgery.apply(gm, model, coupling, chosen, sync=sync_modules)
+    if chosen.blocks:
+        depth.remove_blocks(gm, model, find_blocks(dataclasses.replace(g, module=gm, model=model)), chosen.blocks)
     base, cut = measure_latency([g.model, model], options)
     return 1 - cut.min_ms / base.min_ms
 
@@ -251,6 +279,11 @@ def prune(model: Any, plan: Plan | None = None, *, imgsz: int | tuple[int, int] 
         chosen = plan or _plan_from(g, coupling, options)
         surgery.apply(g.module, g.model, coupling, chosen, sync=sync_modules, mirror=mirror_branches)
         del coupling
+        if chosen.blocks:  # block lists shrink and renumber: trace the cut model again so names match it
+            depth.remove_blocks(g.module, g.model, find_blocks(g), chosen.blocks)
+            branch = g.facts.branch if g.facts is not None else None
+            g = fxgraph.trace(g.model, imgsz=g.imgsz, fold_bn=g.bn_folded, device=g.device, branch=branch).to(g.dtype)
     seconds = time.perf_counter() - start
-    report = Report(params_before, stats.num_params(g), gflops_before, stats.gflops(g), chosen.num_removed, g.imgsz)
+    report = Report(params_before, stats.num_params(g), gflops_before, stats.gflops(g), chosen.num_removed, g.imgsz,
+                    len(chosen.blocks))
     return Pruned(graph=g, plan=chosen, report=report, source=_source_path(model), seconds=seconds)

@@ -25,7 +25,7 @@ class CriterionPruner:
     """Base: prunes with `self.criterion(graph)`; subclasses say which criterion and what data it needs."""
 
     def __init__(self, *, imgsz: int = 640, scope: str | Iterable[int] = "all", min_channels: int = 1,
-                 round_to: int = 1) -> None:
+                 round_to: int = 8) -> None:
         self.imgsz, self.scope, self.min_channels, self.round_to = imgsz, scope, min_channels, round_to
 
     def criterion(self, graph: fxgraph.FlatGraph) -> Criterion:
