@@ -150,8 +150,8 @@ def test_refusals_name_the_block(v8, y11, tmp_path):
         pruning.plan(y11, blocks=["model.10.m.0.attn.pe"], criterion="l1")
     with pytest.raises(BlockError, match=r"no module model\.99"):
         pruning.plan(v8, blocks=["model.99"], criterion="l1")
-    with pytest.raises(BlockError, match=r"only 4 residual blocks can be removed.*asked for 5"):
-        pruning.plan(v8, blocks=5, criterion="l1")
+    with pytest.raises(BlockError, match=r"only 2 residual blocks can be removed.*asked for 3"):
+        pruning.plan(v8, blocks=3, criterion="l1")
     yaml = tmp_path / "head_input.yaml"
     yaml.write_text(HEAD_INPUT_YAML)
     g = fxgraph.trace(str(yaml), imgsz=IMGSZ)
@@ -163,21 +163,22 @@ def test_refusals_name_the_block(v8, y11, tmp_path):
 def test_block_plans_rank_by_the_criterion_and_combine_with_channels(v8):
     l1 = pruning.plan(v8, ratio=0.2, blocks=2, criterion="l1")
     assert len(l1.blocks) == 2 and l1.num_removed > 0
-    weights = {b: float(v8.model.get_submodule(blk.last_conv).weight.abs().sum())
+    weights = {b: float(v8.model.get_submodule(blk.last_conv).weight.detach().abs().sum())
                for b, blk in find_blocks(v8).items() if blk.removable}
     weakest = min((b for b in weights if b not in ("model.2.m.0", "model.8.m.0")), key=weights.get)
     assert weakest in l1.blocks
     assert pruning.Plan.from_json(l1.to_json()).blocks == l1.blocks
-    assert len(pruning.plan(v8, depth_ratio=0.5, criterion="random").blocks) == 2  # half of the 4 that may go
+    assert len(pruning.plan(v8, depth_ratio=0.5, criterion="random").blocks) == 1  # half of the 2 that may go
     report = pruning.dry_run(v8, l1)
     assert report.blocks_removed == 2 and report.gflops_after < pruning.dry_run(v8, pruning.plan(
         v8, ratio=0.2, criterion="l1")).gflops_after
 
 
 def test_depth_pruned_checkpoint_loads_predicts_and_exports_without_the_project(yaml11, tmp_path):
+    from conftest import e2e_ready_model
     from test_pruning_io import check_in_fresh_process
 
-    model = random_model(yaml11)
+    model = e2e_ready_model(yaml11)  # the plain init, as the other fresh-process tests (1e-4 ONNX tolerance)
     cut = pruning.prune(model, imgsz=IMGSZ, ratio=0.2, criterion="l1",
                         blocks=["model.4.m.1", "model.6.m.0.m.1", "model.10.m.0.attn"])
     assert cut.report.blocks_removed == 3
