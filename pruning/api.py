@@ -200,6 +200,7 @@ def plan_for_target(
     resolution: float = 1e-3,
     latency: LatencyOptions | None = None,
     max_ratio: float = 0.99,
+    depth: str = "never",
 ) -> tuple[Plan, Report]:
     """The smallest globally ranked plan that removes at least `target` of the model's GFLOPs (or params, latency);
     for `GroupwiseScores` (HSIC-Lasso) the same fraction of every group (rounded per group as `make_plan` spreads
@@ -215,13 +216,30 @@ def plan_for_target(
     runs (surgery on a copy, well under a second each at small image sizes).  Raises PlanError when even
     `max_ratio` of the channels, within `scope` and `min_channels`, cannot remove `target`.  Returns the plan and
     its dry-run report.
+
+    depth="auto" searches channels and residual blocks together (pruning.depth_plan.search_target: per step,
+    whichever removes more of `metric` per unit of score lost); depth="only" removes the weakest blocks alone.
     """
     if not isinstance(target, (int, float)) or isinstance(target, bool) or not 0.0 < float(target) < 1.0:
         raise RatioError(f"target must be a fraction of {metric} to remove in (0, 1); got {target!r}")
     if metric not in TARGET_METRICS:
         raise PlanError(f"metric must be one of {', '.join(TARGET_METRICS)}; got {metric!r}")
+    if depth not in ("never", "auto", "only"):
+        raise PlanError(f"depth must be 'never', 'auto' or 'only'; got {depth!r}")
     g = _graph(model, imgsz)
     coupling = coupling or analyze(g)
+    if depth != "never":
+        from .depth_plan import search_target
+
+        def removed(p: Plan) -> float:
+            if metric == "latency":
+                return _latency_removed(g, coupling, p, latency or LatencyOptions())
+            report = _dry_report(g, coupling, p)
+            return 1 - (report.gflops_ratio if metric == "gflops" else report.params_ratio)
+
+        found = search_target(g, coupling, float(target), removed, criterion=criterion, depth=depth, scope=scope,
+                              min_channels=min_channels, round_to=round_to)
+        return found, _dry_report(g, coupling, found)
     crit = get_criterion(criterion)
     scores = crit if isinstance(crit, Precomputed) else Precomputed(crit(g, coupling), criterion_name(crit))
 

@@ -8,6 +8,7 @@ weights or a seeded draw (pruning.blocks.block_scores).
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from typing import Callable, Iterable
 
@@ -18,8 +19,9 @@ from .coupling import Coupling
 from .criteria import distributed
 from .criteria.stats import unit_scores
 from .depth import check_removal
-from .errors import EmptyLayerError
+from .errors import EmptyLayerError, PlanError
 from .importance import Criterion, Precomputed, criterion_name, get_criterion
+from .plans import Plan, make_plan
 from .policy import scope_layers
 
 BlockScore = Callable[[list[ResidualBlock]], dict[str, float]]
@@ -51,26 +53,107 @@ def choose_blocks(graph: fxgraph.FlatGraph, blocks: int | Iterable[str] | None, 
     """Names of the blocks to remove: `blocks` as given (checked), or the `blocks` (count) weakest removable ones by
     `score`, skipping any whose removal would empty its module (n = 0); `depth_ratio` is a fraction of the blocks
     that may go that way."""
-    found = find_blocks(graph)
     if blocks is not None and not isinstance(blocks, int):
         if isinstance(blocks, (str, bool)):
             raise BlockError(f"blocks must be a count or a list of block names; got {blocks!r}")
         names = list(blocks)
-        check_removal(found, names, graph.model)
+        check_removal(find_blocks(graph), names, graph.model)
         return names
-    candidates = removable_blocks(graph, scope)
     if isinstance(blocks, bool) or (blocks is not None and blocks < 0):
         raise BlockError(f"blocks must be a count >= 0 or a list of block names; got {blocks!r}")
+    ranked = rank_blocks(graph, score, scope=scope)
+    k = blocks if blocks is not None else round((depth_ratio or 0.0) * len(ranked))
+    if k > len(ranked):
+        raise BlockError(f"only {len(ranked)} residual blocks can be removed in scope {scope!r} without emptying a "
+                         f"module (asked for {k}); removable: {ranked}")
+    return ranked[:k]
+
+
+def rank_blocks(graph: fxgraph.FlatGraph, score: BlockScore, *, scope: str | Iterable[int] = "all") -> list[str]:
+    """Every removable block in `scope` that may go, weakest first by `score`, skipping any whose removal (after
+    the weaker ones) would empty its module: each module keeps at least one block."""
+    found = find_blocks(graph)
+    candidates = removable_blocks(graph, scope)
     scores = score(candidates) if candidates else {}
-    ranked: list[str] = []  # every block that may go, weakest first; each module keeps at least one block
+    ranked: list[str] = []
     for block in sorted(candidates, key=lambda b: (scores[b.name], b.name)):
         try:
             check_removal(found, [*ranked, block.name], graph.model)
         except EmptyLayerError:
             continue
         ranked.append(block.name)
-    k = blocks if blocks is not None else round((depth_ratio or 0.0) * len(ranked))
-    if k > len(ranked):
-        raise BlockError(f"only {len(ranked)} residual blocks can be removed in scope {scope!r} without emptying a "
-                         f"module (asked for {k}); removable: {ranked}")
-    return ranked[:k]
+    return ranked
+
+
+PRUNE_DEPTH = ("never", "auto", "only")  # the job's `prune_depth`: channels only, channels and blocks, blocks only
+
+
+class BlockScored(dict):
+    """Channel scores (group name -> tensor) that also carry `block_scores` (block name -> score) from the same
+    scoring pass, for a pipeline step that removes blocks too."""
+
+    def __init__(self, scores: dict, block_scores: dict[str, float]) -> None:
+        super().__init__(scores)
+        self.block_scores = block_scores
+        self.global_ranking = getattr(scores, "global_ranking", True)
+
+
+def score_with_blocks(graph: fxgraph.FlatGraph, coupling: Coupling, criterion: str | Criterion,
+                      scope: str | Iterable[int] = "all") -> BlockScored:
+    """Channel scores and the scores of the removable blocks in `scope`, from one pass of `criterion`."""
+    width, block_score = shared_scores(graph, coupling, criterion)
+    return BlockScored(width(graph, coupling), block_score(removable_blocks(graph, scope)))
+
+
+def step_blocks(graph: fxgraph.FlatGraph, scores: dict, step_ratio: float, scope: str | Iterable[int]) -> list[str]:
+    """The blocks one pipeline step removes: `step_ratio` of those that may go (at least one while any may),
+    weakest first by `scores.block_scores` (BlockScored)."""
+    known = getattr(scores, "block_scores", None)
+    if known is None:
+        raise BlockError("these scores carry no block scores: score with pruning.depth_plan.score_with_blocks")
+    ranked = rank_blocks(graph, lambda blocks: {b.name: known.get(b.name, 0.0) for b in blocks}, scope=scope)
+    return ranked[: min(len(ranked), max(1, round(step_ratio * len(ranked))))]
+
+
+def search_target(graph: fxgraph.FlatGraph, coupling: Coupling, target: float, removed: Callable[[Plan], float], *,
+                  criterion: str | Criterion, depth: str, scope: str | Iterable[int], min_channels: int,
+                  round_to: int, step: float = 0.02) -> Plan:
+    """The plan of channels and blocks that removes at least `target` (as `removed(plan)` measures it: GFLOPs,
+    params or measured latency), built greedily.
+
+    depth="only": the weakest blocks, one at a time.  depth="auto": at each step, the next channel step (`step`
+    more of the channels, globally ranked) and the next weakest block are both tried, and the one removing more of
+    the metric per unit of score lost is taken (score lost: the block's score, or the summed scores of the units
+    the channel step adds; both Σ|relevance| for DetDSHAP, from the same pass).  Raises PlanError when everything
+    that may go does not reach `target`."""
+    width, block_score = shared_scores(graph, coupling, criterion)
+    scores = width(graph, coupling)
+    width = Precomputed(scores, criterion_name(width))
+    ranked = rank_blocks(graph, block_score, scope=scope)
+    by_name = block_score(removable_blocks(graph, scope)) if ranked else {}
+
+    def make(ratio: float, k: int) -> Plan:
+        p = make_plan(graph, coupling, ratio=ratio, scope=scope, criterion=width, min_channels=min_channels,
+                      round_to=round_to)
+        p.settings.update({"depth": depth, "blocks": k})
+        return dataclasses.replace(p, blocks=tuple(ranked[:k]))
+
+    def lost(p: Plan) -> float:
+        return sum(float(scores[n][list(ix)].sum()) for n, ix in p.remove.items())
+
+    ratio, k = 0.0, 0
+    current, gained = make(0.0, 0), 0.0
+    while gained < target:
+        options = []
+        if k < len(ranked):
+            p = make(ratio, k + 1)
+            options.append((p, removed(p), by_name.get(ranked[k], 0.0), ratio, k + 1))
+        if depth == "auto" and ratio + step < 0.99:
+            p = make(ratio + step, k)
+            options.append((p, removed(p), lost(p) - lost(current), ratio + step, k))
+        if not options:
+            raise PlanError(f"cannot remove {target:.1%}: at most {gained:.1%} with depth={depth!r} in scope {scope!r}; "
+                            "lower the target or allow channels (depth='auto')")
+        best = max(options, key=lambda o: (o[1] - gained) / max(o[2], 1e-12))
+        current, gained, ratio, k = best[0], best[1], best[3], best[4]
+    return current
