@@ -205,3 +205,31 @@ def test_round_to_defaults_to_8_and_widths_follow_it():
     assert chosen.num_removed > 0 and odd == {}
     exact = pruning.plan(g, ratio=0.4, criterion="l1", coupling=coupling, round_to=1)
     assert any((len(coupling.groups[n]) - len(r)) % 8 for n, r in exact.remove.items())
+
+
+def test_job_setting_and_step_blocks(v8):
+    from pruning.depth_plan import score_with_blocks, step_blocks
+    from pruning.job.config import ConfigError
+
+    assert pruning.load_config(None, {"prune_depth": "auto"}).prune_depth == "auto"
+    with pytest.raises(ConfigError, match=r"prune_depth='sometimes' is not one of never, auto, only"):
+        pruning.load_config(None, {"prune_depth": "sometimes"})
+    coupling = pruning.analyze(v8)
+    scores = score_with_blocks(v8, coupling, "l1")
+    assert sorted(scores.block_scores) == sorted(b for b, blk in find_blocks(v8).items() if blk.removable)
+    chosen = step_blocks(v8, scores, 0.1, "all")
+    assert len(chosen) == 1 and scores.block_scores[chosen[0]] == min(
+        scores.block_scores[b] for b in ("model.4.m.0", "model.4.m.1", "model.6.m.0", "model.6.m.1"))
+    with pytest.raises(BlockError, match=r"carry no block scores"):
+        step_blocks(v8, dict(scores), 0.1, "all")
+
+
+def test_plan_for_target_searches_blocks_and_channels(v8):
+    only, report = pruning.plan_for_target(v8, 0.02, depth="only", criterion="l1")
+    assert only.blocks and only.num_removed == 0 and report.gflops_ratio <= 0.98
+    both, report = pruning.plan_for_target(v8, 0.1, depth="auto", criterion="l1")
+    assert report.gflops_ratio <= 0.9 and report.blocks_removed == len(both.blocks)
+    with pytest.raises(pruning.PlanError, match=r"cannot remove 50.0%.*depth='only'"):
+        pruning.plan_for_target(v8, 0.5, depth="only", criterion="l1")
+    with pytest.raises(pruning.PlanError, match=r"depth must be"):
+        pruning.plan_for_target(v8, 0.5, depth="sometimes")
