@@ -117,14 +117,15 @@ def step_blocks(graph: fxgraph.FlatGraph, scores: dict, step_ratio: float, scope
 
 def search_target(graph: fxgraph.FlatGraph, coupling: Coupling, target: float, removed: Callable[[Plan], float], *,
                   criterion: str | Criterion, depth: str, scope: str | Iterable[int], min_channels: int,
-                  round_to: int, step: float = 0.02) -> Plan:
+                  round_to: int, step: float = 0.02, resolution: float = 1e-3) -> Plan:
     """The plan of channels and blocks that removes at least `target` (as `removed(plan)` measures it: GFLOPs,
     params or measured latency), built greedily.
 
     depth="only": the weakest blocks, one at a time.  depth="auto": at each step, the next channel step (`step`
     more of the channels, globally ranked) and the next weakest block are both tried, and the one removing more of
     the metric per unit of score lost is taken (score lost: the block's score, or the summed scores of the units
-    the channel step adds; both Σ|relevance| for DetDSHAP, from the same pass).  Raises PlanError when everything
+    the channel step adds; both Σ|relevance| for DetDSHAP, from the same pass); a last channel step is bisected to
+    `resolution` so the target is met without overshooting by a whole step.  Raises PlanError when everything
     that may go does not reach `target`."""
     width, block_score = shared_scores(graph, coupling, criterion)
     scores = width(graph, coupling)
@@ -141,7 +142,7 @@ def search_target(graph: fxgraph.FlatGraph, coupling: Coupling, target: float, r
     def lost(p: Plan) -> float:
         return sum(float(scores[n][list(ix)].sum()) for n, ix in p.remove.items())
 
-    ratio, k = 0.0, 0
+    ratio, k, previous = 0.0, 0, 0.0
     current, gained = make(0.0, 0), 0.0
     while gained < target:
         options = []
@@ -155,5 +156,15 @@ def search_target(graph: fxgraph.FlatGraph, coupling: Coupling, target: float, r
             raise PlanError(f"cannot remove {target:.1%}: at most {gained:.1%} with depth={depth!r} in scope {scope!r}; "
                             "lower the target or allow channels (depth='auto')")
         best = max(options, key=lambda o: (o[1] - gained) / max(o[2], 1e-12))
+        previous = ratio
         current, gained, ratio, k = best[0], best[1], best[3], best[4]
+    if ratio > previous:  # the last step was a channel step: bisect it so the target is not overshot by a step
+        lo, hi = previous, ratio
+        while hi - lo > resolution:
+            mid = (lo + hi) / 2
+            p = make(mid, k)
+            if removed(p) >= target:
+                hi, current = mid, p
+            else:
+                lo = mid
     return current
