@@ -20,11 +20,9 @@ from torch import fx, nn
 import fxgraph
 from fxgraph import info, ops
 
-from .errors import PlanError
+from .errors import BlockError
 
-
-class BlockError(PlanError):
-    """A depth plan names a block that is not removable (no shortcut, head input, the last of its module...)."""
+__all__ = ["BlockError", "ResidualBlock", "block_scores", "branch_nodes", "find_blocks", "reader_conv"]
 
 
 @dataclass(frozen=True)
