@@ -101,10 +101,6 @@ def branch_nodes(add: fx.Node, x: fx.Node, out: fx.Node) -> list[fx.Node] | None
     return nodes
 
 
-def _params(nodes: Iterable[fx.Node]) -> list[fx.Node]:
-    return [a for n in nodes for a in n.all_input_nodes if a.op == "get_attr"]
-
-
 def find_blocks(graph: fxgraph.FlatGraph) -> dict[str, ResidualBlock]:
     """Every residual branch of `graph`, by branch name, removable or not (`reason` says why not)."""
     gm, model = graph.module, graph.model
@@ -204,14 +200,6 @@ def reader_conv(cat: fx.Node) -> fx.Node | None:
     if groups != 1 or not isinstance(weight, fx.Node) or weight.op != "get_attr":
         return None
     return conv
-
-
-def branch_params(graph: fxgraph.FlatGraph, block: ResidualBlock) -> list[str]:
-    """The parameter names of a block's branch (to score or count it)."""
-    nodes = {n.name: n for n in graph.module.graph.nodes}
-    add, out = nodes[block.add], nodes[block.output]
-    x = add.args[0] if add.args[1] is out else add.args[1]
-    return [p.target for p in _params(branch_nodes(add, x, out) or [])]
 
 
 def block_scores(graph: fxgraph.FlatGraph, blocks: Iterable[ResidualBlock], criterion: object,
