@@ -13,7 +13,8 @@ Three layers, one direction of import (tests/test_layers.py enforces it):
 
 - the engine, this package's top-level modules: `coupling` (channel labels through the fx graph, tied in a
   networkx graph whose connected components are the units removed together), `criterion` (the criterion
-  interface), `plans`, `surgery`, `checkpoint`, `errors`, `latency` and `policy` (what is YOLO-specific:
+  interface), `plans`, `surgery`, `blocks` and `depth` (residual blocks found from the graph and their removal),
+  `checkpoint`, `errors`, `latency` and `policy` (what is YOLO-specific:
   protected head outputs, scopes, module attributes to resync), handed to coupling and surgery as callbacks.
   The engine imports fxgraph only: neither the criteria nor the job.
 - `pruning.criteria`: magnitude, random, DetDSHAP (imports relprop), Taylor, HSIC-Lasso, calibration data,
@@ -38,11 +39,13 @@ from typing import Any
 
 from . import criteria  # registers the built-in criteria by name
 from .api import Pruned, Report, analyze, dry_run, plan, plan_for_target, prune
+from .blocks import ResidualBlock, find_blocks
 from .checkpoint import save_checkpoint
 from .coupling import Coupling, Group, Touch, Unit
 from .criteria import (REGISTRY, Criterion, CriterionSpec, Magnitude, RandomCriterion, criterion_names,
                        get_criterion, register_criterion)
 from .errors import (
+    BlockError,
     EmptyLayerError,
     OutputError,
     OverwriteError,
@@ -85,7 +88,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
-    "REGISTRY", "Coupling", "Criterion", "CriterionPruner", "CriterionSpec", "criterion_names", "register_criterion", "DetDSHAPPruner", "EmptyLayerError", "GroupwiseScores",
+    "BlockError", "ResidualBlock", "find_blocks", "REGISTRY", "Coupling", "Criterion", "CriterionPruner", "CriterionSpec", "criterion_names", "register_criterion", "DetDSHAPPruner", "EmptyLayerError", "GroupwiseScores",
     "HsicLassoPruner", "MagnitudePruner", "Group", "Magnitude", "OutputError", "OverwriteError", "Plan",
     "PlanError", "ProtectedChannelError", "Pruned", "PruningError", "RandomCriterion", "RatioError", "Report",
     "SplitConstraintError", "StalePlanError", "Touch", "Unit", "UnknownLayerError", "analyze", "check_plan",

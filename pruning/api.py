@@ -22,7 +22,8 @@ from torch import nn
 import fxgraph
 from fxgraph import stats
 
-from . import surgery
+from . import depth, surgery
+from .blocks import find_blocks
 from .checkpoint import save_checkpoint
 from .coupling import Coupling, gc_paused
 from .coupling import analyze as analyze_graph
@@ -45,6 +46,7 @@ class Report:
     gflops_after: float
     units_removed: int
     imgsz: tuple[int, int]
+    blocks_removed: int = 0
 
     @property
     def params_ratio(self) -> float:
@@ -65,7 +67,8 @@ class Report:
     def __str__(self) -> str:
         return (f"params {self.params_before:,} -> {self.params_after:,} ({self.params_ratio:.1%}), "
                 f"GFLOPs@{self.imgsz[0]}x{self.imgsz[1]} {self.gflops_before:.2f} -> {self.gflops_after:.2f} "
-                f"({self.gflops_ratio:.1%}), {self.units_removed} channel units removed")
+                f"({self.gflops_ratio:.1%}), {self.units_removed} channel units removed"
+                + (f", {self.blocks_removed} residual blocks removed" if self.blocks_removed else ""))
 
 
 @dataclass
@@ -136,21 +139,44 @@ def plan(
     scope: str | Iterable[int] = "all",
     criterion: str | Criterion = "l2",
     min_channels: int | None = None,
-    round_to: int = 1,
+    round_to: int = 8,
     global_ranking: bool = True,
     threshold: float | None = None,
     imgsz: int | tuple[int, int] = 640,
     coupling: Coupling | None = None,
+    blocks: int | Iterable[str] | None = None,
+    depth_ratio: float | None = None,
 ) -> Plan:
-    """Make a pruning plan for `model` (see pruning.plans.make_plan for the options).  `min_channels` not given: 1,
-    with a `ThinPlanWarning` when a layer is left below 8 channels (pruning.plan_warnings)."""
+    """Make a pruning plan for `model` (see pruning.plans.make_plan for the channel options).  `min_channels` not
+    given: 1, with a `ThinPlanWarning` when a layer is left below 8 channels (pruning.plan_warnings).
+
+    Depth: `blocks` (a count of the weakest removable residual blocks, or their names such as 'model.4.m.0') or
+    `depth_ratio` (that fraction of the removable blocks), ranked by the criterion's block score
+    (pruning.depth_plan); combinable with `ratio` / `layer_ratios`, which are scored on the same pass."""
     _check_options({"ratio": ratio, "layer_ratios": layer_ratios})
+    depth = blocks is not None or depth_ratio is not None
+    if depth and depth_ratio is not None:
+        check_ratio(depth_ratio, "depth_ratio")
     criterion = get_criterion(criterion)  # an unknown name, or one that needs data, fails before any tracing
     g = _graph(model, imgsz)
     coupling = coupling or analyze(g)
-    chosen = make_plan(g, coupling, ratio=ratio, layer_ratios=layer_ratios, scope=scope, criterion=criterion,
-                       min_channels=1 if min_channels is None else min_channels, round_to=round_to,
-                       global_ranking=global_ranking, threshold=threshold)
+    floor = 1 if min_channels is None else min_channels
+    if not depth:
+        chosen = make_plan(g, coupling, ratio=ratio, layer_ratios=layer_ratios, scope=scope, criterion=criterion,
+                           min_channels=floor, round_to=round_to, global_ranking=global_ranking,
+                           threshold=threshold)
+    else:
+        from .depth_plan import choose_blocks, shared_scores
+
+        width_criterion, block_score = shared_scores(g, coupling, criterion)
+        width = make_plan(g, coupling,
+                          ratio=ratio if ratio is not None or layer_ratios or threshold is not None else 0.0,
+                          layer_ratios=layer_ratios, scope=scope, criterion=width_criterion, min_channels=floor,
+                          round_to=round_to, global_ranking=global_ranking, threshold=threshold)
+        picked = choose_blocks(g, blocks, depth_ratio, block_score, scope=scope)
+        width.settings.update({"blocks": blocks if blocks is None or isinstance(blocks, int) else list(blocks),
+                               "depth_ratio": depth_ratio})
+        chosen = dataclasses.replace(width, blocks=tuple(picked))
     if min_channels is None:
         warn_if_thin(chosen)
     return chosen
@@ -172,8 +198,10 @@ def _plan_from(g: fxgraph.FlatGraph, coupling: Coupling, options: Mapping[str, A
 def _dry_report(g: fxgraph.FlatGraph, coupling: Coupling, chosen: Plan) -> Report:
     gm = copy.deepcopy(g.module)
     surgery.apply(gm, None, coupling, chosen, mirror=mirror_branches)
+    if chosen.blocks:
+        depth.remove_blocks(gm, None, find_blocks(dataclasses.replace(g, module=gm)), chosen.blocks)
     return Report(stats.num_params(g), stats.num_params(gm), stats.gflops(g), stats.gflops(gm),
-                  chosen.num_removed, g.imgsz)
+                  chosen.num_removed, g.imgsz, len(chosen.blocks))
 
 
 TARGET_METRICS = ("gflops", "params", "latency")
@@ -187,12 +215,13 @@ def plan_for_target(
     scope: str | Iterable[int] = "all",
     criterion: str | Criterion = "l2",
     min_channels: int | None = None,
-    round_to: int = 1,
+    round_to: int = 8,
     imgsz: int | tuple[int, int] = 640,
     coupling: Coupling | None = None,
     resolution: float = 1e-3,
     latency: LatencyOptions | None = None,
     max_ratio: float = 0.99,
+    depth: str = "never",
 ) -> tuple[Plan, Report]:
     """The smallest globally ranked plan that removes at least `target` of the model's GFLOPs (or params, latency);
     for `GroupwiseScores` (HSIC-Lasso) the same fraction of every group (rounded per group as `make_plan` spreads
@@ -208,15 +237,34 @@ def plan_for_target(
     runs (surgery on a copy, well under a second each at small image sizes).  Raises PlanError when even
     `max_ratio` of the channels, within `scope` and `min_channels`, cannot remove `target`.  Returns the plan and
     its dry-run report.  `min_channels` not given: 1, with a `ThinPlanWarning` when the plan leaves a layer below 8.
+
+    depth="auto" searches channels and residual blocks together (pruning.depth_plan.search_target: per step,
+    whichever removes more of `metric` per unit of score lost); depth="only" removes the weakest blocks alone.
     """
     floor_given, min_channels = min_channels is not None, 1 if min_channels is None else min_channels
     if not isinstance(target, (int, float)) or isinstance(target, bool) or not 0.0 < float(target) < 1.0:
         raise RatioError(f"target must be a fraction of {metric} to remove in (0, 1); got {target!r}")
     if metric not in TARGET_METRICS:
         raise PlanError(f"metric must be one of {', '.join(TARGET_METRICS)}; got {metric!r}")
+    if depth not in ("never", "auto", "only"):
+        raise PlanError(f"depth must be 'never', 'auto' or 'only'; got {depth!r}")
     crit = get_criterion(criterion)  # before any tracing
     g = _graph(model, imgsz)
     coupling = coupling or analyze(g)
+    if depth != "never":
+        from .depth_plan import search_target
+
+        def removed(p: Plan) -> float:
+            if metric == "latency":
+                return _latency_removed(g, coupling, p, latency or LatencyOptions())
+            report = _dry_report(g, coupling, p)
+            return 1 - (report.gflops_ratio if metric == "gflops" else report.params_ratio)
+
+        found = search_target(g, coupling, float(target), removed, criterion=crit, depth=depth, scope=scope,
+                              min_channels=min_channels, round_to=round_to)
+        if not floor_given:
+            warn_if_thin(found)
+        return found, _dry_report(g, coupling, found)
     scores = crit if isinstance(crit, Precomputed) else Precomputed(crit(g, coupling), criterion_name(crit))
 
     def attempt(ratio: float) -> tuple[Plan, Report, float]:
@@ -252,6 +300,8 @@ def _latency_removed(g: fxgraph.FlatGraph, coupling: Coupling, chosen: Plan, opt
     """1 - latency(pruned) / latency(unpruned), both measured interleaved in one call (minimum of the repeats)."""
     gm, model = copy.deepcopy(g.module), copy.deepcopy(g.model)
     surgery.apply(gm, model, coupling, chosen, sync=sync_modules)
+    if chosen.blocks:
+        depth.remove_blocks(gm, model, find_blocks(dataclasses.replace(g, module=gm, model=model)), chosen.blocks)
     base, cut = measure_latency([g.model, model], options)
     return 1 - cut.min_ms / base.min_ms
 
@@ -275,6 +325,11 @@ def prune(model: Any, plan: Plan | None = None, *, imgsz: int | tuple[int, int] 
         chosen = plan or _plan_from(g, coupling, options)
         surgery.apply(g.module, g.model, coupling, chosen, sync=sync_modules, mirror=mirror_branches)
         del coupling
+        if chosen.blocks:  # block lists shrink and renumber: trace the cut model again so names match it
+            depth.remove_blocks(g.module, g.model, find_blocks(g), chosen.blocks)
+            branch = g.facts.branch if g.facts is not None else None
+            g = fxgraph.trace(g.model, imgsz=g.imgsz, fold_bn=g.bn_folded, device=g.device, branch=branch).to(g.dtype)
     seconds = time.perf_counter() - start
-    report = Report(params_before, stats.num_params(g), gflops_before, stats.gflops(g), chosen.num_removed, g.imgsz)
+    report = Report(params_before, stats.num_params(g), gflops_before, stats.gflops(g), chosen.num_removed, g.imgsz,
+                    len(chosen.blocks))
     return Pruned(graph=g, plan=chosen, report=report, source=_source_path(model), seconds=seconds)

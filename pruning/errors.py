@@ -31,6 +31,10 @@ class SplitConstraintError(PlanError):
     """The plan breaks a relation that a block's own forward code needs (C2f's `chunk(2)`: equal halves)."""
 
 
+class BlockError(PlanError):
+    """A depth plan names a residual block that cannot be removed (no shortcut, a head input, unknown)."""
+
+
 class StalePlanError(PlanError):
     """The plan was made for a different architecture (group sizes differ from the model's)."""
 

@@ -32,7 +32,7 @@ class CriterionPruner:
 
     def __init__(self, criterion: str = "l2", data: str | Path | Calibration | None = None, *,
                  options: dict[str, Any] | None = None, imgsz: int = 640, scope: str | Iterable[int] = "all",
-                 min_channels: int | None = None, round_to: int = 1, calib_images: int = 32, split: str = "train",
+                 min_channels: int | None = None, round_to: int = 8, calib_images: int = 32, split: str = "train",
                  batch: int = 8) -> None:
         spec = criterion_spec(criterion)
         if spec.needs_data and data is None:

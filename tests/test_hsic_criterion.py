@@ -12,7 +12,7 @@ import pruning
 from pruning.criteria import HSIC, Precomputed
 from pruning.criteria.calibration import Calibration, load_calibration
 from pruning.criteria.hsic import targets
-from pruning.importance import GroupwiseScores
+from pruning.criterion import GroupwiseScores
 from pruning.job.synthetic import ShapesConfig, make_shapes_dataset
 
 IMGSZ, HALF = 64, 32
@@ -56,7 +56,7 @@ def test_scores_repeat_on_other_images(halves):
 
 def test_plans_give_every_group_the_same_fraction_and_hsic_picks_within_it(halves):
     graph, coupling, (scores, _) = halves
-    plan = pruning.plan(graph, ratio=0.25, criterion=Precomputed(scores, "hsic"), coupling=coupling)
+    plan = pruning.plan(graph, ratio=0.25, criterion=Precomputed(scores, "hsic"), coupling=coupling, round_to=1)
     assert plan.settings["global_ranking"] is False
     for block in coupling.all_blocks():
         if not all(coupling.groups[n].prunable for n in block):
@@ -73,7 +73,8 @@ def test_threshold_keeps_each_groups_support_at_that_lambda(halves):
     """threshold=t removes the units outside each group's Lasso support at λ = t (one λ for every layer)."""
     graph, coupling, (scores, _) = halves
     lam = 0.05
-    plan = pruning.plan(graph, threshold=lam, criterion=Precomputed(scores, "hsic"), coupling=coupling)
+    plan = pruning.plan(graph, threshold=lam, criterion=Precomputed(scores, "hsic"), coupling=coupling,
+                        round_to=1)
     name = "model.8.cv2.conv"
     assert set(plan.remove.get(name, ())) == set((scores[name] <= lam).nonzero().flatten().tolist())
     assert plan.num_removed > 0

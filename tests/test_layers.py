@@ -12,7 +12,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 ENGINE = ("pruning.coupling", "pruning.criterion", "pruning.plans", "pruning.surgery", "pruning.checkpoint",
-          "pruning.errors", "pruning.policy", "pruning.latency")
+          "pruning.errors", "pruning.policy", "pruning.latency", "pruning.blocks", "pruning.depth")
 
 
 def module_name(path: Path) -> str:

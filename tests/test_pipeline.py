@@ -172,10 +172,10 @@ def test_plan_for_target_finds_the_smallest_plan_and_refuses_an_unreachable_targ
 
     g = fxgraph.trace(fxgraph.load_ultralytics("yolov8n.yaml"), imgsz=64)
     coupling = pruning.analyze(g)
-    plan, report = pruning.plan_for_target(g, 0.25, criterion="l1", coupling=coupling)
+    plan, report = pruning.plan_for_target(g, 0.25, criterion="l1", coupling=coupling, round_to=1)
     assert 1 - report.gflops_ratio >= 0.25
     assert plan.settings["criterion"] == "l1"  # scored once, replayed under its own name
-    smaller = pruning.make_plan(g, coupling, ratio=plan.settings["ratio"] - 2e-3, criterion="l1")
+    smaller = pruning.make_plan(g, coupling, ratio=plan.settings["ratio"] - 2e-3, criterion="l1", round_to=1)
     assert 1 - pruning.dry_run(g, smaller).gflops_ratio < 0.25  # a slightly smaller ratio misses the target
     with pytest.raises(pruning.PlanError, match="cannot remove 90.0% of gflops"):
         pruning.plan_for_target(g, 0.9, scope="backbone", coupling=coupling)

@@ -253,7 +253,7 @@ def test_global_plan_respects_min_channels_round_to_and_blocks():
         assert kept >= 8 and kept % 8 == 0, (name, kept)
     for block in coupling.blocks:
         assert len({len(plan.remove.get(n, ())) for n in block}) == 1
-    plan_all = pruning.make_plan(g, coupling, ratio=0.6)
+    plan_all = pruning.make_plan(g, coupling, ratio=0.6, round_to=1)
     prunable = sum(len(coupling.groups[n]) for b in coupling.all_blocks() for n in b
                    if all(coupling.groups[m].prunable for m in b))
     assert plan_all.num_removed == pytest.approx(0.6 * prunable, abs=4)
@@ -337,7 +337,8 @@ def test_threshold_removes_exactly_the_units_scoring_at_or_below_it():
     # a sparse score as HSIC-Lasso gives: about a third of every group exactly zero
     scores = {n: torch.rand(len(grp), generator=gen, dtype=torch.float64) * (torch.rand(len(grp), generator=gen) > 0.33)
               for n, grp in coupling.groups.items()}
-    plan = pruning.make_plan(g, coupling, threshold=0.0, criterion=lambda *_: scores, min_channels=4)
+    plan = pruning.make_plan(g, coupling, threshold=0.0, criterion=lambda *_: scores, min_channels=4,
+                             round_to=1)
     assert plan.num_removed > 0 and plan.settings["threshold"] == 0.0
     for block in coupling.all_blocks():
         if not all(coupling.groups[n].prunable for n in block):
@@ -361,7 +362,7 @@ def test_magnitude_keeps_strong_filters():
     coupling = pruning.analyze(g)
     with torch.no_grad():
         g.module.get_parameter("model.3.conv.weight")[:10] *= 1e-3  # ten weak filters
-    plan = pruning.make_plan(g, coupling, layer_ratios={3: 10 / 64}, criterion="l1")
+    plan = pruning.make_plan(g, coupling, layer_ratios={3: 10 / 64}, criterion="l1", round_to=1)
     assert plan.remove == {"model.3.conv": tuple(range(10))}
 
 
@@ -370,7 +371,7 @@ def test_backbone_scope_and_layer_ratios():
     coupling = coupling_of("yolov8n.yaml")
     plan = pruning.make_plan(g, coupling, ratio=0.5, scope="backbone")
     assert plan.remove and all(coupling.groups[n].layer <= 9 for n in plan.remove)
-    plan = pruning.make_plan(g, coupling, layer_ratios={4: 0.5, "model.22.cv3.0.0": 0.25})
+    plan = pruning.make_plan(g, coupling, layer_ratios={4: 0.5, "model.22.cv3.0.0": 0.25}, round_to=1)
     assert {coupling.groups[n].layer for n in plan.remove} == {4, 22}
     assert plan.remove.keys() >= {"model.4.cv1.conv[0:32]", "model.4.cv1.conv[32:64]", "model.22.cv3.0.0.conv"}
     assert len(plan.remove["model.22.cv3.0.0.conv"]) == 20

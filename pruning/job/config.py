@@ -18,6 +18,7 @@ import yaml
 
 from ..api import TARGET_METRICS
 from ..criteria import DetDSHAP, criterion_names
+from ..depth_plan import PRUNE_DEPTH
 from ..devices import torch_device
 from ..errors import PruningError
 from ..latency import RUNTIMES
@@ -82,6 +83,7 @@ class Settings:
     compare_scope: str
     compare_epochs: int
     compare_seeds: list[int]
+    prune_depth: str = "never"  # never | auto | only: also remove residual blocks (pruning.depth_plan)
 
     def to_dict(self) -> dict[str, Any]:
         """The settings as a plain dict (what report.json and state.json record)."""
@@ -105,7 +107,7 @@ def choices() -> dict[str, tuple[str, ...]]:
     crit = criterion_names()
     return {"criterion": crit, "scope": SCOPES, "compare_scope": SCOPES, "target_metric": TARGET_METRICS,
             "compare_metric": TARGET_METRICS, "calib_boxes": CALIB_BOXES, "calib_target": tuple(DetDSHAP.TARGETS),
-            "export": EXPORTS, "latency_runtime": RUNTIMES}
+            "export": EXPORTS, "latency_runtime": RUNTIMES, "prune_depth": PRUNE_DEPTH}
 
 
 FRACTIONS = ("step_ratio", "target", "max_map_drop")

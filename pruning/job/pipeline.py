@@ -25,6 +25,7 @@ import fxgraph
 from .. import api
 from ..criteria import Precomputed, build_criterion
 from ..criterion import Scores
+from ..depth_plan import score_with_blocks, step_blocks
 from ..plans import Plan
 from ..devices import torch_device
 from .config import Settings, load_config
@@ -87,6 +88,8 @@ class PruningJob:
     def score(self, graph: fxgraph.FlatGraph, step: int) -> Scores:
         """Score every unit of every channel group of `graph` with `criterion` (higher = keep)."""
         criterion = build_criterion(self.settings.criterion, self.settings, self.calibration)
+        if self.settings.prune_depth != "never":  # block scores from the same pass (pruning.depth_plan)
+            return score_with_blocks(graph, api.analyze(graph), criterion, self.settings.scope)
         return criterion(graph, api.analyze(graph))
 
     def plan(self, graph: fxgraph.FlatGraph, scores: Scores, step: int) -> Plan:
@@ -97,9 +100,12 @@ class PruningJob:
         if s.target_metric == "latency" and s.prune_threshold is None:
             return latency_step_plan(graph, Precomputed(scores, s.criterion), s,
                                      self.state["rows"][-1].get("speedup", 1.0))
-        return api.plan(graph, ratio=None if s.prune_threshold is not None else s.step_ratio,
-                        threshold=s.prune_threshold, scope=s.scope, criterion=Precomputed(scores, s.criterion),
-                        min_channels=s.min_channels, round_to=s.round_to)
+        blocks = step_blocks(graph, scores, s.step_ratio, s.scope) if s.prune_depth != "never" else None
+        only = s.prune_depth == "only"
+        return api.plan(graph, ratio=0.0 if only else None if s.prune_threshold is not None else s.step_ratio,
+                        threshold=None if only else s.prune_threshold, scope=s.scope,
+                        criterion=Precomputed(scores, s.criterion), min_channels=s.min_channels, round_to=s.round_to,
+                        blocks=blocks)
 
     def prune(self, graph: fxgraph.FlatGraph, step_plan: Plan, step: int) -> Path:
         """Cut `step_plan` from the model; returns the pruned checkpoint `weights/step{k}-pruned.pt`."""
