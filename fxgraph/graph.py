@@ -33,6 +33,7 @@ class ModelFacts:
                      "B,4+nc+1,A" (OBB) or "B,nc" (classify: class probabilities)
     task             "detect", "segment", "pose", "obb" or "classify"
     kpt_shape        (keypoints, values per keypoint: 2 for x, y or 3 with visibility) of a pose model, else None
+    kpt_names        the keypoints' names where the model records them (a trained pose model's `kpt_names`)
     head_outputs     module path -> what it outputs (fxgraph.nodeinfo.BOX, CLASSES, MASK_COEFFICIENTS, DFL, PROTO),
                      for every module whose output channels are the model's outputs; the graph's nodes of these
                      modules carry role HEAD_OUTPUT in their NodeInfo
@@ -49,6 +50,7 @@ class ModelFacts:
     pred_layout: str = "B,4+nc,A"
     task: str = "detect"
     kpt_shape: tuple[int, int] | None = None
+    kpt_names: tuple[str, ...] | None = None
 
     @property
     def backbone(self) -> range | None:

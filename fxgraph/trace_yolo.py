@@ -197,7 +197,20 @@ def model_facts(model: nn.Module, branch: str | None = None) -> ModelFacts:
         pred_layout=PRED_LAYOUTS[task_of(head)],
         task=task_of(head),
         kpt_shape=tuple(int(v) for v in head.kpt_shape) if task_of(head) == "pose" else None,
+        kpt_names=keypoint_names(model) if task_of(head) == "pose" else None,
     )
+
+
+def keypoint_names(model: nn.Module) -> tuple[str, ...] | None:
+    """The keypoint names a trained pose model records (`model.kpt_names`, per class as ultralytics's trainer sets it,
+    or a plain list); those of the first class when every class names the same ones, None when it records none."""
+    names = getattr(model, "kpt_names", None)
+    if isinstance(names, dict):
+        lists = [tuple(str(n) for n in v) for v in names.values()]
+        return lists[0] if lists and all(v == lists[0] for v in lists) else None
+    if isinstance(names, (list, tuple)) and names:
+        return tuple(str(n) for n in names)
+    return None
 
 
 # The prediction tensor of each task: boxes, class probabilities, then what the task adds per candidate.
