@@ -339,7 +339,8 @@ def _column_rows(graph: fxgraph.FlatGraph) -> int:
 def _target_values(t: Target, pred: torch.Tensor, outputs: tuple[torch.Tensor, ...], layout: Layout) -> torch.Tensor:
     """What the host needs of one target, as one flat tensor on the device: [cls, conf, best], the best matched
     candidate's column of pred (detectors), its mask logits (mask targets), the matched mask and the IoUs."""
-    head = torch.stack([t.cls.to(torch.float64), t.conf.to(torch.float64), t.best.to(torch.float64)])
+    cls = t.cls if torch.is_tensor(t.cls) else torch.tensor(t.cls, device=pred.device)  # int once resolved (NMS)
+    head = torch.stack([cls.to(torch.float64), t.conf.to(torch.float64), t.best.to(torch.float64)])
     parts = [head]
     if pred.dim() == 2:  # (rows, A): a detector
         top = torch.where(t.matched, t.ious, torch.full_like(t.ious, -math.inf)).argmax()

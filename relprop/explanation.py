@@ -72,6 +72,7 @@ class Explanation:
             "candidates": [int(c) for c in self.candidates],
             "ious": [round(float(v), 4) for v in self.ious],
             "baseline": self.baseline,
+            **({"keypoint": self.keypoint} if self.keypoint is not None else {}),
         }
 
     def save_png(self, path: str | Path, *, alpha: float = 0.7, dpi: int = 110, percentile: float = 99.5) -> Path:

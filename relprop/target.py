@@ -71,8 +71,9 @@ class Layout:
         if self.task == "classify" and kind != "class":
             raise OptionsError(f"a classifier explains target='class' only; got target={kind!r}")
         for c in (cls if isinstance(cls, tuple) else (cls,)):
-            if c is not None and not 0 <= int(c) < self.nc:
-                raise OptionsError(f"cls={c} is not a class of this model (0..{self.nc - 1})")
+            if c is not None and not 0 <= int(c) < self.nc:  # a box's class (BoxError, as ever) or the classifier's
+                error = OptionsError if self.task == "classify" else BoxError
+                raise error(f"cls={c}: class {c} is not a class of this model (0..{self.nc - 1})")
         if keypoint is None:
             return None
         if kind != "keypoints":

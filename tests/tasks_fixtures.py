@@ -10,7 +10,7 @@ import torch
 
 import fxgraph
 
-from tests.conftest import random_model
+from tests.conftest import positive_ltrb, random_model
 
 # yaml -> (task, box format, kpt_shape) on the model's default branch
 TASK_MODELS = {
@@ -32,8 +32,12 @@ CASES = [(yaml, None) for yaml in TASK_MODELS] + [("yolov10n.yaml", "one2one")]
 
 @functools.lru_cache(maxsize=None)
 def task_model(yaml: str) -> torch.nn.Module:
-    """The recalibrated random-weight float32 model of `yaml`, built once; do not mutate it."""
-    return random_model(yaml)
+    """The recalibrated random-weight float32 model of `yaml`, built once; do not mutate it.  A reg_max = 1 head
+    (YOLO26) gets small positive raw box distances (conftest.positive_ltrb): random ones make x2 < x1."""
+    model = random_model(yaml)
+    if getattr(model.model[-1], "reg_max", None) == 1:
+        positive_ltrb(model, 1e-3)
+    return model
 
 
 @functools.lru_cache(maxsize=None)
