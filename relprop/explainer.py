@@ -150,7 +150,7 @@ class Explainer:
             spec = _reference_spec(opts.baseline, lb, start, chunk, isinstance(image, torch.Tensor))
             step = self.engine.forward(x.expand(chunk.shape[0], *x.shape[1:]), self.reference(chunk, spec))
             if targets is None:  # the targets are chosen once, on the outputs at x
-                found = self._targets(step.outputs[0][0], lb, given, opts, keypoint)
+                found = self._choose(step.outputs[0][0], lb, given, opts, keypoint)
                 if not found:
                     return [], False  # no detection to explain (box=None only)
                 targets = TargetSet.build(found, layout, tuple(o[:1] for o in step.outputs), self.imgsz)
@@ -218,8 +218,14 @@ class Explainer:
             raise OptionsError(f"this Explainer cannot explain with {'; '.join(wrong)}: build another one "
                                "(relprop.explainer(model, imgsz, rules=..., device=..., dtype=...)) or use relprop.explain")
 
-    def _targets(self, pred: torch.Tensor, lb: Letterbox, given: list[np.ndarray] | None, opts: ExplainOptions,
-                 keypoint: int | None = None) -> list[Target]:
+    def _targets(self, pred: torch.Tensor, lb: Letterbox, given: list[np.ndarray] | None,
+                 opts: ExplainOptions) -> tuple[list[Target], list[torch.Tensor]]:
+        """(targets, their confidences on the device), as the DetDSHAP criterion reads them (see `_choose`)."""
+        found = self._choose(pred, lb, given, opts, self.layout.check(opts.target, opts.keypoint, opts.cls))
+        return found, [t.conf for t in found]
+
+    def _choose(self, pred: torch.Tensor, lb: Letterbox, given: list[np.ndarray] | None, opts: ExplainOptions,
+                keypoint: int | None = None) -> list[Target]:
         """The targets of one image's `pred`: given boxes matched on the device (nothing read back), a classifier's
         class, or every detection after NMS (ultralytics's, rotated for OBB; read back, then matched)."""
         layout, nc, cls = self.layout, self.graph.nc, opts.cls
