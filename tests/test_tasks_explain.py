@@ -93,7 +93,7 @@ def test_pose_one_keypoint_and_several_targets_equal_each_alone():
     pred = ex.graph.module(x)[0][0].detach()
     rows = 4 + ex.graph.nc + 5 * 3 + torch.arange(3)
     want = float(pred[rows][:, torch.as_tensor(together[0].candidates)].sum())
-    assert together[0].score == pytest.approx(want, rel=1e-12)
+    assert together[0].score == pytest.approx(want, rel=1e-6)  # the image reaches the graph through float32
 
 
 def test_obb_boxes_as_corners_and_several_equal_each_alone():
@@ -123,9 +123,9 @@ def test_classify_top1_and_other_class():
         probs = ex.graph.module(x)[0][0].detach()
         top = ex.explain(IMAGE)
         assert isinstance(top, relprop.Explanation) and top.cls == int(probs.argmax())
-        assert top.score == pytest.approx(float(probs.max()), rel=1e-12) and completeness_ok(top, 1e-6)
+        assert top.score == pytest.approx(float(probs.max()), rel=1e-6) and completeness_ok(top, 1e-6)
         other = ex.explain_box(IMAGE, cls=7)
-        assert other.cls == 7 and other.score == pytest.approx(float(probs[7]), rel=1e-12)
+        assert other.cls == 7 and other.score == pytest.approx(float(probs[7]), rel=1e-6)
         assert completeness_ok(other, 1e-6) and other.box.size == 0
 
 
