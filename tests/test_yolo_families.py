@@ -259,4 +259,4 @@ def test_cli_branch_reaches_explain_and_summary(monkeypatch, capsys, tmp_path):
     capsys.readouterr()
     assert fx_cli.main(["summary", "yolo26n.yaml", "--imgsz", "32", "--branch", "one2one"]) == 0
     assert seen["summary"] == ("yolo26n.yaml", 32, "one2one")
-    assert "model: yolo26n.yaml (yolo26, branch one2one, xyxy boxes)" in capsys.readouterr().out
+    assert "model: yolo26n.yaml (yolo26, branch one2one, detect, xyxy boxes)" in capsys.readouterr().out
