@@ -125,3 +125,39 @@ def test_silu_rule_takes_its_tangent_from_the_reference_pass():
     silus = sum(n for op, n in count.calls.items() if op.startswith("aten.silu"))
     assert silu > 50 and silus == silu, (silu, count.calls)
     assert sigmoids <= silu // 10, count.calls  # the head's class sigmoid and the like, not one per SiLU
+
+
+def test_explain_call_syncs_at_most_once():
+    """A whole `Explainer.explain(image, box)` call, its reference cached, reads back once: box matching and target
+    selection run on the device with fixed-shape masks, and every value the caller sees (relevance, channels, scores,
+    reference scores, deltas, confidence, matches) comes back in one transfer at the end.  A comparison of the cached
+    reference with a new one (`aten.equal`) would be a sync too, and is counted."""
+    from relprop.explainer import Explainer
+
+    ex = Explainer(cached_trace("yolov8n.yaml", 64, fold_bn=True))
+    image = torch.rand(3, 64, 64, generator=torch.Generator().manual_seed(0))
+    pred = ex.graph.module(image[None])[0][0].detach()
+    a = int(pred[4:].amax(0).argmax())
+    x, y, w, h = pred[:4, a].tolist()
+    box = (x - w / 2, y - h / 2, x + w / 2, y + h / 2)
+    ex.explain(image, box, iou=0.5)  # warm-up: the reference pass is made and cached
+    rec = _SyncCounter()
+    with rec:
+        e = ex.explain(image, box, iou=0.5)
+    assert len(e.candidates) >= 1 and abs(e.delta) < 1e-3 * max(1.0, abs(e.score - e.reference_score))
+    allowed = 0 if ex.graph.device.type == "cpu" else 1  # on the CPU the one read-back copies nothing: none is seen
+    assert len(rec.syncs) <= allowed, rec.syncs
+
+
+class _SyncCounter(_Recorder):
+    """Every host synchronisation, counted (the one read-back of a CUDA call is a copy to the CPU; on a CPU-only run
+    it is no op at all), plus `aten.equal`, which returns a Python bool."""
+
+    def __init__(self):
+        super().__init__()
+        self.syncs = self.bad
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func is aten.equal.default or func is aten.is_nonzero.default:
+            self.bad.append(str(func))
+        return super().__torch_dispatch__(func, types, args, kwargs)

@@ -287,7 +287,7 @@ def test_bad_inputs_raise_our_errors(real, tmp_path):
 
 
 @pytest.mark.parametrize("change, error, message", [
-    ({"target": "mask"}, relprop.OptionsError, "target must be one of class, box, all; got 'mask'"),
+    ({"target": "heat"}, relprop.OptionsError, "target must be one of class, box, all, keypoints, mask; got 'heat'"),
     ({"iou": 0.0}, relprop.OptionsError, "iou must be a number in \\(0, 1\\]"),
     ({"conf": 1.5}, relprop.OptionsError, "conf must be a number in \\[0, 1\\]"),
     ({"max_det": 0}, relprop.OptionsError, "max_det must be a positive integer"),

@@ -1,7 +1,8 @@
 """Rescale (DeepLIFT) for an elementwise nonlinearity y = f(x):   m_x = m_y·Δy/Δx,
 and f' where |Δx| ≤ eps·(1 + |x|): f'(x0) for a smooth f (computed once per reference pass), f'((x + x0)/2) otherwise.
 
-Kinds are registered with their derivative (`Rescale.register`); SiLU, sigmoid and ReLU are built in.
+Kinds are registered with their derivative (`Rescale.register`); SiLU, sigmoid, ReLU, sin and cos (OBB's angle
+decode: the secant (sin x − sin x0)/(x − x0), exact like SiLU's) are built in.
 """
 
 from __future__ import annotations
@@ -15,6 +16,10 @@ from ..errors import RuleError
 from .base import Bound, Rule, bound
 
 Derivative = Callable[[torch.Tensor], torch.Tensor]
+
+
+def cos_derivative(z: torch.Tensor) -> torch.Tensor:
+    return -torch.sin(z)
 
 
 def silu_derivative(z: torch.Tensor) -> torch.Tensor:
@@ -73,10 +78,12 @@ class Rescale(Rule):
         "silu": silu_derivative,
         "sigmoid": sigmoid_derivative,
         "relu": relu_derivative,
+        "sin": torch.cos,
+        "cos": cos_derivative,
     }
     # smooth kinds take their tangent at the reference, f'(x0), once per reference pass; ReLU keeps the midpoint
     # (its kink: f'(0) = 0 would lose Δy = x for x0 = 0 < x ≤ eps)
-    SMOOTH: frozenset[str] = frozenset({"silu", "sigmoid"})
+    SMOOTH: frozenset[str] = frozenset({"silu", "sigmoid", "sin", "cos"})
     kinds = frozenset(DERIVATIVES)
 
     @classmethod
