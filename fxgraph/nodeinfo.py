@@ -34,9 +34,11 @@ CLASSES = "classes"  # nc class logits (cv3.i last conv)
 MASK_COEFFICIENTS = "mask_coefficients"  # nm mask coefficients (Segment cv4.i last conv)
 DFL = "dfl"  # the DFL's fixed integral conv
 PROTO = "proto"  # the nm mask prototypes (Segment proto.cv3)
-HEAD_OUTPUTS = frozenset({BOX, CLASSES, MASK_COEFFICIENTS, DFL, PROTO})
+KEYPOINTS = "keypoints"  # nk raw keypoint values (Pose cv4.i last conv, Pose26 cv4_kpts.i)
+ANGLE = "angle"  # the raw rotation angle (OBB cv4.i last conv)
+HEAD_OUTPUTS = frozenset({BOX, CLASSES, MASK_COEFFICIENTS, DFL, PROTO, KEYPOINTS, ANGLE})
 # Head outputs computed by a conv from learned features (DFL and Proto's output are not maps of one candidate).
-PREDICTION_OUTPUTS = frozenset({BOX, CLASSES, MASK_COEFFICIENTS})
+PREDICTION_OUTPUTS = frozenset({BOX, CLASSES, MASK_COEFFICIENTS, KEYPOINTS, ANGLE})
 
 _MISSING = object()
 
@@ -61,7 +63,8 @@ class NodeInfo:
     param        for a parameter node, its name in the model's state dict
     folded_bn    for a conv with a BatchNorm folded in, that BatchNorm's module path
     role         HEAD_OUTPUT or None: set from the model at trace time
-    output       for a HEAD_OUTPUT node, what it produces (BOX, CLASSES, MASK_COEFFICIENTS, DFL, PROTO)
+    output       for a HEAD_OUTPUT node, what it produces (BOX, CLASSES, MASK_COEFFICIENTS, DFL, PROTO, KEYPOINTS,
+                 ANGLE)
     """
 
     kind: str

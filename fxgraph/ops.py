@@ -62,6 +62,10 @@ _ATEN_KINDS: dict[object, str] = {
     aten.alias: "identity",
     aten.dropout: "identity",
     aten.detach: "identity",
+    aten.slice: "slice",
+    aten.select: "select",
+    aten.sin: "sin",
+    aten.cos: "cos",
     aten.sym_size: SIZE,
 }
 
@@ -72,18 +76,26 @@ ALL_KINDS = TENSOR_KINDS | STRUCTURAL
 # Kinds that are linear in their data input(s) for fixed parameters: DeepLIFT uses the plain gradient there.
 LINEAR_KINDS = frozenset(
     {"conv", "conv_transpose", "batchnorm", "cat", "split", "getitem", "add", "sub", "upsample", "avgpool",
-     "linear", "reshape", "permute", "identity"}
+     "linear", "reshape", "permute", "identity", "slice", "select"}
 )
 # Products of two data operands (bilinear): matmul.
 BILINEAR_KINDS = frozenset({"matmul"})
 # Elementwise nonlinearities of one input.
-ELEMENTWISE_KINDS = frozenset({"silu", "relu", "sigmoid"})
+ELEMENTWISE_KINDS = frozenset({"silu", "relu", "sigmoid", "sin", "cos"})
+# Index ops (slice, select): linear, their dim/start/end/step or index are the node's own arguments (metadata).
+INDEX_KINDS = frozenset({"slice", "select"})
 # Kinds with trainable weights whose output channels are filters.
 FILTER_KINDS = frozenset({"conv", "conv_transpose", "linear"})
 
 
+# Python arithmetic on symbolic sizes (batch × area in YOLO12's attention reshapes): SIZE, never data.
+SIZE_OPERATORS = frozenset({operator.mul, operator.add, operator.sub, operator.floordiv, operator.mod,
+                            operator.truediv, operator.neg})
+
+
 def kind_of_target(target: object) -> str | None:
-    """Return the kind of an fx call_function target, or None if it is outside the vocabulary."""
+    """Return the kind of an fx call_function target, or None if it is outside the vocabulary (Python arithmetic
+    is SIZE only where fxgraph.tracer sees it compute a size, not a tensor)."""
     if target is operator.getitem:
         return "getitem"
     packet = getattr(target, "overloadpacket", None)

@@ -1,5 +1,5 @@
-"""Tracing ultralytics YOLO detectors and segmenters (YOLOv5u, v8, v9, 11, 26 on both head branches): the
-ultralytics-specific half of fxgraph."""
+"""Tracing ultralytics YOLO models (YOLOv5u, v8, v9, v10, 11, 12, 26 on both head branches; detect, segment, pose,
+OBB and classify heads): the ultralytics-specific half of fxgraph."""
 
 from __future__ import annotations
 
@@ -19,32 +19,52 @@ from .loading import load_ultralytics
 from .passes import fold_batchnorm
 from .tracer import trace_module
 
-# Head classes we trace.  Subclasses (Pose, OBB, v10Detect, YOLOE...) change the outputs and are refused.
-SUPPORTED_HEADS = ("Detect", "Segment", "Segment26")
-TASK_OF_HEAD = {"Detect": "detect", "Segment": "segment", "Segment26": "segment"}
+# Head classes we trace, and the task each computes.  Other heads (YOLOE, World, RT-DETR...) are refused.
+TASK_OF_HEAD = {
+    "Detect": "detect", "v10Detect": "detect",
+    "Segment": "segment", "Segment26": "segment",
+    "Pose": "pose", "Pose26": "pose",
+    "OBB": "obb", "OBB26": "obb",
+    "Classify": "classify",
+}
+SUPPORTED_HEADS = tuple(TASK_OF_HEAD)
 BRANCHES = ("one2many", "one2one")
+# Heads whose refusal is known in detail: what in them we cannot explain exactly.
+_REFUSED = {
+    "RTDETRDecoder": "its deformable attention samples features with aten.grid_sampler_2d (F.grid_sample) at "
+                     "positions the network predicts, and it selects queries by top-k; fxgraph has no exact "
+                     "relevance rule for grid_sample",
+}
 
 
 def check_supported(model: nn.Module) -> nn.Module:
-    """Raise UnsupportedModelError unless `model` is a YOLOv8-style DetectionModel/SegmentationModel; return its head."""
+    """Raise UnsupportedModelError unless `model` is an ultralytics model with a head of SUPPORTED_HEADS; return it."""
     name = type(model).__name__
     layers = getattr(model, "model", None)
     if not isinstance(layers, nn.Sequential) or not len(layers):
         raise UnsupportedModelError(f"{name} has no ultralytics layer list (model.model); not a YOLO model")
     head = layers[-1]
     head_name = type(head).__name__
+    if head_name in _REFUSED:
+        raise UnsupportedModelError(f"{name} ends in {head_name} (layer {len(layers) - 1}), which is not supported: "
+                                    f"{_REFUSED[head_name]}. Use a YOLO detector (e.g. yolo11n.pt) instead")
     if head_name not in SUPPORTED_HEADS:
         raise UnsupportedModelError(
-            f"{name} ends in {head_name} (layer {len(layers) - 1}); only YOLOv8-style detectors and segmenters "
-            f"with a {' or '.join(SUPPORTED_HEADS)} head are supported"
+            f"{name} ends in {head_name} (layer {len(layers) - 1}); supported heads are {', '.join(SUPPORTED_HEADS)} "
+            "(ultralytics detect, segment, pose, OBB and classify models)"
         )
     return head
+
+
+def task_of(head: nn.Module) -> str:
+    """The ultralytics task of a supported head."""
+    return TASK_OF_HEAD[type(head).__name__]
 
 
 def default_branch(head: nn.Module) -> str | None:
     """The head branch ultralytics's predict uses: "one2one" for an end-to-end head, "one2many" for a head that also
     has a one2one branch but runs NMS, None for a head without one2one branch."""
-    if getattr(head, "one2one_cv2", None) is None:
+    if getattr(head, "one2one_cv2", None) is None:  # also every head without one2one branch (Classify)
         return None
     return "one2one" if head.end2end else "one2many"
 
@@ -114,16 +134,17 @@ def trace(
     mark_roles(gm, facts)
     if fold_bn:
         gm = fold_batchnorm(gm)
-    task = TASK_OF_HEAD[type(head).__name__]
+    task = task_of(head)
+    nc = num_classes(head)
     graph = FlatGraph(
         module=gm,
         model=private,
         imgsz=(h, w),
         task=task,
-        nc=int(head.nc),
-        names=dict(getattr(source, "names", None) or {i: str(i) for i in range(head.nc)}),
-        reg_max=int(head.reg_max),
-        stride=tuple(float(s) for s in head.stride),
+        nc=nc,
+        names=dict(getattr(source, "names", None) or {i: str(i) for i in range(nc)}),
+        reg_max=int(getattr(head, "reg_max", 0)),
+        stride=tuple(float(s) for s in getattr(head, "stride", source.stride)),
         nm=int(getattr(head, "nm", 0)),
         bn_folded=fold_bn,
         output_names=("pred", "proto") if task == "segment" else ("pred",),
@@ -132,6 +153,13 @@ def trace(
     if device is not None:
         graph.to(device)
     return graph
+
+
+def num_classes(head: nn.Module) -> int:
+    """The number of classes a supported head predicts (a Classify head: its linear layer's outputs)."""
+    if type(head).__name__ == "Classify":
+        return int(head.linear.out_features)
+    return int(head.nc)
 
 
 def check_imgsz(imgsz: Any) -> tuple[int, int]:
@@ -165,9 +193,40 @@ def model_facts(model: nn.Module, branch: str | None = None) -> ModelFacts:
         head_outputs=head_outputs(model, branch),
         family=family_of(model),
         branch=branch,
-        box_format="xyxy" if branch == "one2one" or getattr(head, "xyxy", False) else "xywh",
-        pred_layout="B,4+nc+nm,A" if TASK_OF_HEAD[type(head).__name__] == "segment" else "B,4+nc,A",
+        box_format=box_format(head, branch),
+        pred_layout=PRED_LAYOUTS[task_of(head)],
+        task=task_of(head),
+        kpt_shape=tuple(int(v) for v in head.kpt_shape) if task_of(head) == "pose" else None,
+        kpt_names=keypoint_names(model) if task_of(head) == "pose" else None,
     )
+
+
+def keypoint_names(model: nn.Module) -> tuple[str, ...] | None:
+    """The keypoint names a trained pose model records (`model.kpt_names`, per class as ultralytics's trainer sets it,
+    or a plain list); those of the first class when every class names the same ones, None when it records none."""
+    names = getattr(model, "kpt_names", None)
+    if isinstance(names, dict):
+        lists = [tuple(str(n) for n in v) for v in names.values()]
+        return lists[0] if lists and all(v == lists[0] for v in lists) else None
+    if isinstance(names, (list, tuple)) and names:
+        return tuple(str(n) for n in names)
+    return None
+
+
+# The prediction tensor of each task: boxes, class probabilities, then what the task adds per candidate.
+PRED_LAYOUTS = {"detect": "B,4+nc,A", "segment": "B,4+nc+nm,A", "pose": "B,4+nc+nk,A", "obb": "B,4+nc+1,A",
+                "classify": "B,nc"}
+
+
+def box_format(head: nn.Module, branch: str | None) -> str | None:
+    """How `pred` holds boxes: "xywhr" (OBB, both branches: rotated centre boxes, the angle last), "xyxy" (the
+    end-to-end branch, or a head asked for corners), "xywh", or None (a classifier)."""
+    task = task_of(head)
+    if task == "classify":
+        return None
+    if task == "obb":
+        return "xywhr"
+    return "xyxy" if branch == "one2one" or getattr(head, "xyxy", False) else "xywh"
 
 
 def head_outputs(model: nn.Module, branch: str | None = None) -> dict[str, str]:
@@ -179,10 +238,17 @@ def head_outputs(model: nn.Module, branch: str | None = None) -> dict[str, str]:
     head = layers[index]
     prefix = f"model.{index}"
     out: dict[str, str] = {}
-    for attr, what in (("cv2", nodeinfo.BOX), ("cv3", nodeinfo.CLASSES), ("cv4", nodeinfo.MASK_COEFFICIENTS)):
+    if task_of(head) == "classify":
+        return {f"{prefix}.linear": nodeinfo.CLASSES}
+    fourth = {"segment": nodeinfo.MASK_COEFFICIENTS, "pose": nodeinfo.KEYPOINTS, "obb": nodeinfo.ANGLE}.get(task_of(head))
+    branches = [("cv2", nodeinfo.BOX), ("cv3", nodeinfo.CLASSES), ("cv4", fourth), ("cv4_kpts", nodeinfo.KEYPOINTS)]
+    for attr, what in branches:
         name = f"one2one_{attr}" if branch == "one2one" else attr
         for level, convs in enumerate(getattr(head, name, None) or []):
-            out[f"{prefix}.{name}.{level}.{len(convs) - 1}"] = what
+            if isinstance(convs, nn.Conv2d):  # Pose26's cv4_kpts: one conv per level
+                out[f"{prefix}.{name}.{level}"] = what
+            elif isinstance(convs[-1], nn.Conv2d):  # Pose26's cv4 ends in a Conv block: features, not outputs
+                out[f"{prefix}.{name}.{level}.{len(convs) - 1}"] = what
     if getattr(head, "dfl", None) is not None and isinstance(getattr(head.dfl, "conv", None), nn.Conv2d):
         out[f"{prefix}.dfl.conv"] = nodeinfo.DFL
     if getattr(head, "proto", None) is not None:

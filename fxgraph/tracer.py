@@ -193,13 +193,15 @@ def annotate(gm: fx.GraphModule, example: torch.Tensor | None = None) -> fx.Grap
                 param = node.target
         elif node.op == "call_function":
             kind = ops.kind_of_target(node.target)
+            if kind is None and node.target in ops.SIZE_OPERATORS and _is_size(meta):
+                kind = ops.SIZE
             path, mtype = _stack_path(meta)
             if kind is None:
                 where = f" in {path} ({mtype})" if path else ""
                 raise UnsupportedOpError(
                     f"op {node.target}{where} is not supported: no relevance rule or pruning rule knows it. "
-                    "Supported models are ultralytics YOLOv5u, v8, v9, 11 and 26 detectors and segmenters "
-                    "(Detect, Segment, Segment26 heads; YOLO11's C2PSA attention included)."
+                    "Supported models are ultralytics YOLOv5u, v8, v9, v10, 11, 12 and 26 detectors, segmenters, "
+                    "pose, OBB and classification models (YOLO11's C2PSA and YOLO12's area attention included)."
                 )
         else:
             raise UnsupportedOpError(f"node {node.name} ({node.op} {node.target}) is not supported in a flat graph")
@@ -219,6 +221,11 @@ def annotate(gm: fx.GraphModule, example: torch.Tensor | None = None) -> fx.Grap
         if info(node).kind == ops.PARAM and node.users:
             update(node, module_type=info(next(iter(node.users))).module_type)
     return gm
+
+
+def _is_size(meta: dict) -> bool:
+    """The node computes a Python int or a symbolic int (a size), not a tensor."""
+    return isinstance(meta.get("val"), (int, torch.SymInt)) and not isinstance(meta.get("val"), bool)
 
 
 def _stack_path(meta: dict) -> tuple[str, str]:

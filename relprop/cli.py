@@ -1,4 +1,6 @@
-"""Command line: ``python -m relprop explain [WEIGHTS] [IMAGE] [--box x1,y1,x2,y2 | --all] [--baseline ...] [--out DIR]``.
+"""Command line: ``python -m relprop explain [WEIGHTS] [IMAGE] [--box x1,y1,x2,y2 | --all] [--target class|box|all|
+keypoints|mask] [--keypoint K] [--cls C] [--baseline ...] [--out DIR]``.  Every ultralytics task: an OBB box is
+x,y,w,h,r or 4 corners; a classifier takes no box (its top-1 class, or --cls).
 
 With no arguments it explains every detection of the embedded model on ultralytics's bus.jpg.  It writes one PNG per
 box, ``explanations.json`` (boxes, classes, scores, reference scores, deltas) and ``index.html`` (a page to browse
@@ -80,6 +82,11 @@ def _baseline(value: str) -> Any:
     return files
 
 
+def _keypoint(value: str) -> int | str:
+    """--keypoint: an index (digits) or a keypoint name."""
+    return int(value) if value.strip().isdigit() else value.strip()
+
+
 def _out_dir(out: str | None) -> Path:
     """The output folder: `out`, or a fresh runs/relprop/explain, explain2, ... numbered as ultralytics does."""
     if out:
@@ -90,21 +97,25 @@ def _out_dir(out: str | None) -> Path:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(prog="python -m relprop",
-                           description="DeepSHAP relevance for ultralytics YOLO v5u-26, every task")
+    parser = OneLineParser(prog="python -m relprop", description="DeepSHAP relevance for ultralytics YOLO v5u-26: "
+                           "boxes, keypoints, rotated boxes, masks and classes")
     sub = parser.add_subparsers(dest="command", required=True)
     ex = sub.add_parser("explain", help="explain boxes of one image; writes PNGs, explanations.json "
                         "and index.html")
     ex.add_argument("paths", nargs="*", metavar="WEIGHTS/IMAGE",
                     help="weights (.pt/.yaml; default: the embedded model) and image (default: bus.jpg)")
     which = ex.add_mutually_exclusive_group()
-    which.add_argument("--box", help="x1,y1,x2,y2 in original-image pixels")
+    which.add_argument("--box", help="x1,y1,x2,y2 in original-image pixels (OBB models: x,y,w,h,r with r in radians, "
+                                     "or the 8 coordinates of 4 corners); none for a classifier")
     which.add_argument("--all", action="store_true", help="every detection after NMS (the default)")
     ex.add_argument("--baseline", default="black",
                     help="black | blur | a number in [0,1] | a folder or comma-separated background images")
     defaults = ExplainOptions()
     ex.add_argument("--target", default=defaults.target, choices=TARGETS)
-    ex.add_argument("--cls", type=int, default=None, help="class to explain (default: the box's)")
+    ex.add_argument("--cls", type=int, default=None, help="class to explain (default: the box's; a classifier's "
+                    "top-1 class)")
+    ex.add_argument("--keypoint", type=_keypoint, default=None,
+                    help="with --target keypoints (pose): one keypoint, by index or name (default: all of them)")
     ex.add_argument("--iou", type=float, default=defaults.iou, help="candidate matching (and NMS) IoU threshold")
     ex.add_argument("--conf", type=float, default=defaults.conf, help="NMS confidence threshold (--all)")
     ex.add_argument("--max-det", type=int, default=defaults.max_det, help="at most this many detections (--all)")
@@ -160,7 +171,7 @@ def run_explain(args: argparse.Namespace) -> Path:
     baseline = _baseline(args.baseline)
     options = ExplainOptions(target=args.target, iou=args.iou, cls=args.cls, conf=args.conf, max_det=args.max_det,
                              baseline=baseline, imgsz=args.imgsz, rules=args.rules, device=args.device,
-                             branch=args.branch)
+                             branch=args.branch, keypoint=getattr(args, "keypoint", None))
     force = getattr(args, "force", False)
     out = check_new_dir(_out_dir(args.out), exist_ok=force, error=OutputError)  # before any work
     model = shown_path(weights) if weights else EMBEDDED_LABEL
@@ -169,7 +180,7 @@ def run_explain(args: argparse.Namespace) -> Path:
          f"({args.target}, {args.baseline} reference, {args.rules} rules)")
     start = time.perf_counter()
     result = explain(weights, image, args.box, options)
-    explanations = [result] if args.box else list(result)
+    explanations = list(result) if isinstance(result, list) else [result]  # one box, or a classifier's image
     if not explanations:
         raise NoDetection(f"no detection at conf {args.conf:g} on {shown_path(image)}: nothing explained, nothing "
                           "written; lower --conf (or give --box)")

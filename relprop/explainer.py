@@ -12,9 +12,10 @@ and each box costs one backward pass over it (`Pass.backward`).
 from __future__ import annotations
 
 import itertools
+import math
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Sequence, overload
 
 import numpy as np
 import torch
@@ -28,7 +29,8 @@ from .explanation import Explanation
 from .image import (Letterbox, image_tensor, letterbox_tensor, read_image, reference_inputs,
                     tensor_reference_inputs, to_input)
 from .options import ExplainOptions
-from .target import Target, check_inside, detections, match, parse_box, topk_detections
+from .target import (Layout, Target, TargetSet, check_inside, class_target, detections, match, parse_box,
+                     topk_detections)
 
 
 class Explainer:
@@ -50,6 +52,7 @@ class Explainer:
         else:
             graph = fxgraph.trace(model, imgsz, fold_bn=fold_bn, dtype=dtype, device=device, branch=branch)
         self.graph = graph
+        self.layout = Layout.of(graph)
         self.rules = rules
         self.engine = RelevanceGraph(graph.module, rules)
         self.cache_size = cache_size
@@ -81,40 +84,75 @@ class Explainer:
             cache.popitem(last=False)
         return entry
 
-    def explain(self, image: Any, box: Sequence[float] | str | None = None, options: ExplainOptions | None = None,
-                **changes: Any) -> Explanation | list[Explanation]:
+    @overload
+    def explain(self, image: Any, box: None = None, options: ExplainOptions | None = None,
+                **changes: Any) -> list[Explanation]: ...
+
+    @overload
+    def explain(self, image: Any, box: Sequence[float] | str | np.ndarray, options: ExplainOptions | None = None,
+                **changes: Any) -> Explanation | list[Explanation]: ...
+
+    def explain(self, image: Any, box: Sequence[float] | str | np.ndarray | None = None,
+                options: ExplainOptions | None = None, **changes: Any) -> Explanation | list[Explanation]:
         """Explain one box (→ Explanation), several boxes ((n, 4) or a list of boxes → list; `cls` may be a list), or,
         with `box=None`, every detection after NMS (→ list, maybe empty).  All of them share one forward pass.
+        A classifier takes no box: `explain(image)` explains its top-1 class (or `cls=`) and returns one Explanation.
+        For types that do not depend on the argument use `explain_box` (one Explanation) or `explain_boxes` (a list).
 
-        `options` (an `ExplainOptions`) and keyword `changes` to it (target=, iou=, cls=, conf=, max_det=, baseline=,
-        batch=) say what is explained; see `relprop.explain`.
+        `options` (an `ExplainOptions`) and keyword `changes` to it (target=, keypoint=, iou=, cls=, conf=, max_det=,
+        baseline=, batch=) say what is explained; see `relprop.explain`.  An OBB model takes boxes as xywhr or 4 corners.
         """
         opts = ExplainOptions.of(options, **changes)
+        out, single = self._explain(image, box, opts)
+        return out[0] if single else out
+
+    def explain_box(self, image: Any, box: Sequence[float] | str | np.ndarray | None = None,
+                    options: ExplainOptions | None = None, **changes: Any) -> Explanation:
+        """Explain exactly one box (xyxy; xywhr or 4 corners for OBB), or a classifier's image (box None)."""
+        opts = ExplainOptions.of(options, **changes)
+        given, _ = _boxes(box, self.layout.rotated) if box is not None else (None, True)
+        if (given is None) != (self.layout.task == "classify") or (given is not None and len(given) != 1):
+            raise BoxError("explain_box takes exactly one box (none for a classifier); use explain_boxes for several "
+                           "or for every detection")
+        return self._explain(image, box, opts)[0][0]
+
+    def explain_boxes(self, image: Any, boxes: Sequence[Any] | np.ndarray | None = None,
+                      options: ExplainOptions | None = None, **changes: Any) -> list[Explanation]:
+        """Explain a list of boxes (or, with None, every detection after NMS): always a list."""
+        opts = ExplainOptions.of(options, **changes)
+        if boxes is not None and not isinstance(boxes, str) and len(boxes) and np.ndim(boxes[0]) == 0:
+            boxes = [boxes]  # one box given as a flat sequence
+        return self._explain(image, boxes, opts)[0]
+
+    def _explain(self, image: Any, box: Any, opts: ExplainOptions) -> tuple[list[Explanation], bool]:
+        """The explanations and whether one was asked for: one forward, one batched backward, one read-back."""
         self._check_model_options(opts)
+        layout = self.layout
+        keypoint = layout.check(opts.target, opts.keypoint, opts.cls)
+        given, single = _boxes(box, layout.rotated)
+        if layout.task == "classify":
+            if given is not None:
+                raise BoxError("a classifier explains the whole image: give no box (cls= picks another class)")
+            single = True
         x, x0, lb, array = self.inputs(image, opts.baseline)
-        given, single = _boxes(box)
         for b in given or ():
             check_inside(b, lb.orig_shape)
         total: Relevance | None = None
         found: list[Target] = []
-        confs: list[float] = []
-        weights: torch.Tensor | None = None
+        targets: TargetSet | None = None
         k = x0.shape[0]
         for start in range(0, k, opts.batch):
             chunk = x0[start:start + opts.batch]
             step = self.engine.forward(x.expand(chunk.shape[0], *x.shape[1:]), self.reference(chunk))
-            if weights is None:  # the targets are chosen once, on the outputs at x
-                pred = step.outputs[0]
-                found, confs = self._targets(pred[0], lb, given, opts)
+            if targets is None:  # the targets are chosen once, on the outputs at x
+                found = self._targets(step.outputs[0][0], lb, given, opts, keypoint)
                 if not found:
-                    return []  # no detection to explain (box=None only)
-                weights = torch.stack([t.weights(pred.shape[1], pred.shape[2], pred.dtype, pred.device)
-                                       for t in found])
-            total = _accumulate(total, step.backward(weights))
+                    return [], False  # no detection to explain (box=None only)
+                targets = TargetSet.build(found, layout, tuple(o[:1] for o in step.outputs), self.imgsz)
+            total = _accumulate(total, step.backward(targets.function(step.reference_outputs)))
         assert total is not None
-        array = array if array is not None else read_image(image)  # for the figure, after the relevance pass
-        out = self._explanations(total, k, found, confs, array, lb, given, opts.describe_baseline(k))
-        return out[0] if single else out
+        out = self._explanations(total, k, found, lb, given, opts, array if array is not None else image)
+        return out, single
 
     def inputs(self, image: Any, baseline: Any = "black") -> tuple[torch.Tensor, torch.Tensor, Letterbox,
                                                                    np.ndarray | None]:
@@ -144,14 +182,16 @@ class Explainer:
                             lambda: (array.copy(), reference_inputs("blur", array, lb, g.dtype, g.device)))[1]
 
     def match(self, pred: torch.Tensor, lb: Letterbox, box: np.ndarray, cls: int | None, opts: ExplainOptions,
-              shown: np.ndarray | None = None) -> Target:
-        """Match one xyxy box in original pixels to the candidates of one `pred` (relprop.target.match with this
-        graph's box format and head); NoMatchError if none qualifies."""
-        facts = self.graph.facts
-        fmt = facts.box_format if facts is not None else "xywh"
-        e2e = facts is not None and facts.branch == "one2one"
-        return match(pred, lb.box_to_input(box), self.graph.nc, iou=opts.iou, cls=cls, kind=opts.target,
-                     shown=shown, box_format=fmt, any_class=e2e)
+              shown: np.ndarray | None = None, keypoint: int | None = None) -> Target:
+        """Match one box in original pixels (xyxy; xywhr for OBB) to the candidates of one `pred` (relprop.target.match
+        with this graph's layout), read back: NoMatchError if none qualifies."""
+        return self._match(pred, lb, box, cls, opts, shown, keypoint).resolve(opts.iou, cls)
+
+    def _match(self, pred: torch.Tensor, lb: Letterbox, box: np.ndarray, cls: int | None, opts: ExplainOptions,
+               shown: np.ndarray | None = None, keypoint: int | None = None) -> Target:
+        layout = self.layout
+        inside = _rotated_to_input(lb, box) if layout.rotated else lb.box_to_input(box)
+        return match(pred, inside, layout, iou=opts.iou, cls=cls, kind=opts.target, keypoint=keypoint, shown=shown)
 
     def _check_model_options(self, opts: ExplainOptions) -> None:
         """Options that ask for another traced model than this one (imgsz, rules, device, dtype) are refused."""
@@ -173,79 +213,193 @@ class Explainer:
             raise OptionsError(f"this Explainer cannot explain with {'; '.join(wrong)}: build another one "
                                "(relprop.explainer(model, imgsz, rules=..., device=..., dtype=...)) or use relprop.explain")
 
-    def _targets(self, pred: torch.Tensor, lb: Letterbox, given: list[np.ndarray] | None,
-                 opts: ExplainOptions) -> tuple[list[Target], list[float]]:
-        nc, iou, cls = self.graph.nc, opts.iou, opts.cls
-        facts = self.graph.facts
-        e2e = facts is not None and facts.branch == "one2one"
+    def _targets(self, pred: torch.Tensor, lb: Letterbox, given: list[np.ndarray] | None, opts: ExplainOptions,
+                 keypoint: int | None = None) -> list[Target]:
+        """The targets of one image's `pred`: given boxes matched on the device (nothing read back), a classifier's
+        class, or every detection after NMS (ultralytics's, rotated for OBB; read back, then matched)."""
+        layout, nc, cls = self.layout, self.graph.nc, opts.cls
+        if layout.task == "classify":
+            return [class_target(pred, cls if not isinstance(cls, tuple) else cls[0])]
         if given is not None:
             classes = list(cls) if isinstance(cls, tuple) else [cls] * len(given)
             if len(classes) != len(given):
                 raise BoxError(f"{len(classes)} classes given for {len(given)} boxes")
-            found = [self.match(pred, lb, b, c, opts, shown=b) for b, c in zip(given, classes)]
-            confs = [float(pred[4 + t.cls, torch.as_tensor(t.candidates, device=pred.device)].max().detach())
-                     for t in found]
-            return found, confs
-        if e2e:  # end-to-end head: top-k selection, no NMS
+            return [self._match(pred, lb, b, c, opts, shown=b, keypoint=keypoint) for b, c in zip(given, classes)]
+        if layout.any_class:  # end-to-end head: top-k selection, no NMS
             dets = topk_detections(pred, nc, conf=opts.conf, max_det=opts.max_det)
         else:
-            dets = detections(pred, nc, conf=opts.conf, iou=iou, max_det=opts.max_det)
+            dets = detections(pred, nc, conf=opts.conf, iou=opts.iou, max_det=opts.max_det, rotated=layout.rotated)
         if cls is not None:
             keep = set(cls) if isinstance(cls, tuple) else {cls}
             dets = [d for d in dets if d.cls in keep]
-        found = [self.match(pred, lb, lb.box_to_original(d.box, clip=False), d.cls, opts) for d in dets]
-        return found, [d.conf for d in dets]
+        found = []
+        for d in dets:
+            box = _rotated_to_original(lb, d.box) if layout.rotated else lb.box_to_original(d.box, clip=False)
+            t = self.match(pred, lb, box, d.cls, opts, keypoint=keypoint)
+            t.conf = torch.tensor(d.conf, dtype=torch.float64, device=pred.device)
+            found.append(t)
+        return found
 
-    def _explanations(self, total: Relevance, k: int, found: list[Target], confs: list[float], array: np.ndarray,
-                      lb: Letterbox, given: list[np.ndarray] | None, baseline: str) -> list[Explanation]:
+    def _explanations(self, total: Relevance, k: int, found: list[Target], lb: Letterbox,
+                      given: list[np.ndarray] | None, opts: ExplainOptions, image: Any) -> list[Explanation]:
+        """The Explanations, from ONE read-back of everything the caller sees (relevance, scores, matches)."""
         attribution = total.attribution.sum(0) / k             # (D, 3, h, w): the mean over the K references
         score = total.score[0]
         reference_score = total.reference_score.sum(0) / k
         delta = attribution.flatten(1).sum(-1) - (score - reference_score)
         channels = {key: (v.sum(0) / k) for key, v in total.channels.items()}
+        pred = total.outputs[0][0]
+        extras = [_target_values(t, pred, total.outputs, self.layout) for t in found]
+        host = _read_back([attribution, score, reference_score, delta, *channels.values(), *extras])
+        attribution_h, score_h, reference_h, delta_h = host[:4]
+        channels_h = dict(zip(channels, host[4:4 + len(channels)]))
+        array = image if isinstance(image, np.ndarray) else read_image(image)  # for the figure, after the pass
         out = []
-        image = array.astype(np.uint8)  # shared by every explanation of this image (for the figure)
-        for d, t in enumerate(found):
-            rel = attribution[d].detach().cpu()
+        picture = array.astype(np.uint8)  # shared by every explanation of this image (for the figure)
+        for d, (t, values) in enumerate(zip(found, host[4 + len(channels):])):
+            t = t.resolve(opts.iou, opts.cls if not isinstance(opts.cls, tuple) else opts.cls[d], values)
+            rel = torch.from_numpy(attribution_h[d]).to(attribution.dtype)
             heat = lb.map_to_original(rel.sum(0).double().numpy())
-            box = given[d] if given is not None else lb.box_to_original(t.box, clip=False)
             out.append(Explanation(
                 heatmap=heat,
                 input_relevance=rel,
-                channels={key: v[d].detach().cpu().double().numpy() for key, v in channels.items()},
-                score=float(score[d]),
-                reference_score=float(reference_score[d]),
-                delta=float(delta[d]),
-                box=np.asarray(box, dtype=np.float64),
-                box_input=t.box,
+                channels={key: v[d] for key, v in channels_h.items()},
+                score=float(score_h[d]),
+                reference_score=float(reference_h[d]),
+                delta=float(delta_h[d]),
+                box=self._shown_box(t, lb, given, d),
+                box_input=t.box if t.box is not None else np.zeros(0),
                 cls=t.cls,
                 name=str(self.graph.names.get(t.cls, t.cls)),
                 target=t.kind,
                 candidates=t.candidates,
-                ious=t.ious,
-                conf=confs[d],
-                baseline=baseline,
+                ious=t.host_ious,
+                conf=t.host_conf,
+                baseline=opts.describe_baseline(k),
                 index=d,
-                image=image,
+                image=picture,
+                keypoint=t.keypoint,
+                keypoints=self._keypoints(values, lb),
+                mask=self._mask(values, t, lb, pred.shape[-1]),
             ))
         return out
 
+    def _shown_box(self, t: Target, lb: Letterbox, given: list[np.ndarray] | None, d: int) -> np.ndarray:
+        if t.box is None:
+            return np.zeros(0)
+        if given is not None:
+            return np.asarray(given[d], dtype=np.float64)
+        return _rotated_to_original(lb, t.box) if t.box.size == 5 else lb.box_to_original(t.box, clip=False)
 
-def _boxes(box: Any) -> tuple[list[np.ndarray] | None, bool]:
-    """None → (None, False); one box → ([box], True); several boxes (an (n, 4) array or list of boxes) → (boxes, False)."""
+    def _keypoints(self, values: np.ndarray, lb: Letterbox) -> np.ndarray | None:
+        """The best matched candidate's keypoints (nk, ndim) in original pixels (pose), else None."""
+        layout = self.layout
+        if layout.task != "pose":
+            return None
+        nk, ndim = layout.kpt_shape
+        rows = values[_TARGET_HEAD:_TARGET_HEAD + _column_rows(self.graph)]
+        kpts = rows[4 + layout.nc:4 + layout.nc + nk * ndim].reshape(nk, ndim).copy()
+        kpts[:, 0] = (kpts[:, 0] - lb.left) / lb.ratio
+        kpts[:, 1] = (kpts[:, 1] - lb.top) / lb.ratio
+        return kpts
+
+    def _mask(self, values: np.ndarray, t: Target, lb: Letterbox, anchors: int) -> np.ndarray | None:
+        """The explained instance's mask (logit > 0 inside its box) in original pixels, for a mask target."""
+        if t.kind != "mask":
+            return None
+        import cv2
+
+        start = _TARGET_HEAD + _column_rows(self.graph)
+        logits = values[start:start + self._proto_hw[0] * self._proto_hw[1]].reshape(self._proto_hw)
+        h, w = self.imgsz
+        full = cv2.resize(logits.astype(np.float64), (w, h), interpolation=cv2.INTER_LINEAR)
+        ys, xs = np.mgrid[0:h, 0:w] + 0.5
+        x1, y1, x2, y2 = t.box[:4]
+        full = np.where((xs >= x1) & (xs < x2) & (ys >= y1) & (ys < y2), full, -1.0)
+        crop = full[lb.top:lb.top + lb.new_unpad[1], lb.left:lb.left + lb.new_unpad[0]]
+        return cv2.resize(crop, (lb.orig_shape[1], lb.orig_shape[0]), interpolation=cv2.INTER_LINEAR) > 0
+
+    @property
+    def _proto_hw(self) -> tuple[int, int]:
+        h, w = self.imgsz
+        return (h // 4, w // 4)
+
+
+# Each target's read-back row: [cls, conf, best] + matched (A) + ious (A), then the best candidate's column of pred and,
+# for a mask target, its mask logits at proto resolution.
+_TARGET_HEAD = 3
+
+
+def _column_rows(graph: fxgraph.FlatGraph) -> int:
+    return 4 + graph.nc + (graph.nm or 0) + (graph.facts.kpt_shape[0] * graph.facts.kpt_shape[1]
+                                              if graph.facts is not None and graph.facts.kpt_shape else 0) + \
+        (1 if graph.facts is not None and graph.facts.box_format == "xywhr" else 0)
+
+
+def _target_values(t: Target, pred: torch.Tensor, outputs: tuple[torch.Tensor, ...], layout: Layout) -> torch.Tensor:
+    """What the host needs of one target, as one flat tensor on the device: [cls, conf, best], the best matched
+    candidate's column of pred (detectors), its mask logits (mask targets), the matched mask and the IoUs."""
+    cls = t.cls if torch.is_tensor(t.cls) else torch.tensor(t.cls, device=pred.device)  # int once resolved (NMS)
+    head = torch.stack([cls.to(torch.float64), t.conf.to(torch.float64), t.best.to(torch.float64)])
+    parts = [head]
+    if pred.dim() == 2:  # (rows, A): a detector
+        top = torch.where(t.matched, t.ious, torch.full_like(t.ious, -math.inf)).argmax()
+        column = pred.index_select(1, top.reshape(1))[:, 0]
+        parts.append(column.double())
+        if t.kind == "mask":
+            proto = outputs[1][0]
+            coef = column[4 + layout.nc:4 + layout.nc + proto.shape[0]]
+            parts.append(torch.einsum("j,jhw->hw", coef, proto).flatten().double())
+    parts += [t.matched.double(), t.ious.double()]
+    return torch.cat(parts)
+
+
+def _read_back(tensors: list[torch.Tensor]) -> list[np.ndarray]:
+    """Every tensor as a float64 host array, in one device-to-host transfer (the explain call's one sync)."""
+    flat = torch.cat([t.detach().reshape(-1).double() for t in tensors]).cpu().numpy()
+    out, start = [], 0
+    for t in tensors:
+        out.append(flat[start:start + t.numel()].reshape(t.shape))
+        start += t.numel()
+    return out
+
+
+def _rotated_to_input(lb: Letterbox, box: np.ndarray) -> np.ndarray:
+    """xywhr in original pixels → network-input pixels (the letterbox scales uniformly: the angle is kept)."""
+    b = np.asarray(box, dtype=np.float64).copy()
+    b[:4] *= lb.ratio
+    b[0] += lb.left
+    b[1] += lb.top
+    return b
+
+
+def _rotated_to_original(lb: Letterbox, box: np.ndarray) -> np.ndarray:
+    """xywhr in network-input pixels → original pixels."""
+    b = np.asarray(box, dtype=np.float64).copy()
+    b[0] -= lb.left
+    b[1] -= lb.top
+    b[:4] /= lb.ratio
+    return b
+
+
+def _boxes(box: Any, rotated: bool = False) -> tuple[list[np.ndarray] | None, bool]:
+    """None → (None, False); one box → ([box], True); several boxes (an (n, 4) array or list of boxes) → (boxes, False).
+    `rotated` (OBB): a box is xywhr (5 numbers) or 4 corners ((4, 2) or 8 numbers); several are (n, 5), (n, 8) or
+    (n, 4, 2)."""
     if box is None:
         return None, False
     if isinstance(box, str):
-        return [parse_box(box)], True
+        return [parse_box(box, rotated)], True
     try:
         arr = np.asarray(box, dtype=np.float64)
     except (TypeError, ValueError):
-        return [parse_box(box)], True  # parse_box raises the informative error
-    if arr.ndim == 2:
+        return [parse_box(box, rotated)], True  # parse_box raises the informative error
+    several = arr.ndim == 3 or (arr.ndim == 2 and not (rotated and arr.shape == (4, 2)))
+    if several:
         if arr.shape[0] == 0:
             raise BoxError("an empty list of boxes")
-        return [parse_box(b) for b in arr], False
-    return [parse_box(box)], True
+        return [parse_box(b, rotated) for b in arr], False
+    return [parse_box(box, rotated)], True
 
 
 def _accumulate(total: Relevance | None, part: Relevance) -> Relevance:
@@ -321,7 +475,11 @@ def explain(model: Any, image: Any, box: Sequence[float] | str | None = None, op
     else:
         image = read_image(image)
         shape = image.shape[:2]
-    for b in _boxes(box)[0] or ():
+    try:
+        boxes = _boxes(box)[0]
+    except BoxError:  # an OBB model's xywhr / corners: checked after loading, when the model says it is one
+        boxes = None
+    for b in boxes or ():
         check_inside(b, shape)
     ex = explainer(model, opts.imgsz or 640, rules=opts.rules, device=opts.device, dtype=opts.dtype, branch=opts.branch)
     return ex.explain(image, box, opts)

@@ -22,8 +22,9 @@ class Explanation:
     score            f(x): the explained scalar at the image (see `relprop.target` for exactly what is summed)
     reference_score  f(x0): the same at the reference (the mean over the references for K of them)
     delta            Σ input_relevance − (score − reference_score): the completeness error, ≈ 0
-    box              (x1, y1, x2, y2) in original pixels; box_input the same in network-input pixels
-    cls, name        explained class and its name; target "class" | "box" | "all"
+    box              (x1, y1, x2, y2) in original pixels (OBB: x, y, w, h, r; a classifier: empty); box_input the same
+                     in network-input pixels
+    cls, name        explained class and its name; target "class" | "box" | "all" | "keypoints" | "mask"
     candidates, ious the matched raw candidates (anchor indices) and their IoU with the box
     conf             the detection's confidence when the box came from NMS, else the best matched candidate's score
     index            the box's position among those explained in the same call (0, 1, ...), shown as "#index"
@@ -46,6 +47,9 @@ class Explanation:
     baseline: str = "black"
     index: int = 0
     image: np.ndarray | None = field(default=None, repr=False)  # original BGR (for the figure)
+    keypoint: int | None = None                 # the explained keypoint (pose, target "keypoints"), None: all
+    keypoints: np.ndarray | None = field(default=None, repr=False)  # best candidate's (nk, 2|3), original pixels
+    mask: np.ndarray | None = field(default=None, repr=False)       # the instance's (H, W) mask (target "mask")
 
     @property
     def relative_delta(self) -> float:
@@ -68,6 +72,7 @@ class Explanation:
             "candidates": [int(c) for c in self.candidates],
             "ious": [round(float(v), 4) for v in self.ious],
             "baseline": self.baseline,
+            **({"keypoint": self.keypoint} if self.keypoint is not None else {}),
         }
 
     def _repr_png_(self) -> bytes:
@@ -85,7 +90,6 @@ class Explanation:
         matplotlib.use("Agg", force=False)
         from matplotlib import pyplot as plt
         from matplotlib.colors import TwoSlopeNorm
-        from matplotlib.patches import Rectangle
 
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -97,12 +101,11 @@ class Explanation:
         bound = float(np.percentile(np.abs(self.heatmap), percentile)) or float(np.abs(self.heatmap).max()) or 1.0
         im = ax.imshow(self.heatmap, cmap="bwr", norm=TwoSlopeNorm(0.0, -bound, bound), alpha=alpha,
                        interpolation="nearest")
-        # a box past the image edge is drawn clipped to it, its edge on the image border drawn in full
-        x1, y1, x2, y2 = np.clip(self.box, -0.5, [w - 0.5, h - 0.5] * 2)
-        ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor="lime", linewidth=2, clip_on=False))
+        self._draw_target(ax, w, h)
         ax.set_xlim(-0.5, w - 0.5)
         ax.set_ylim(h - 0.5, -0.5)
-        ax.set_title(f"#{self.index} {self.name} conf={self.conf:.2f} ({self.target})  f(x)={self.score:.3f}  "
+        what = self.target if self.keypoint is None else f"keypoint {self.keypoint}"
+        ax.set_title(f"#{self.index} {self.name} conf={self.conf:.2f} ({what})  f(x)={self.score:.3f}  "
                      f"f(x0)={self.reference_score:.3f}  Δ={self.delta:.1e}", fontsize=8)
         ax.set_axis_off()
         bar = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02)
@@ -111,3 +114,23 @@ class Explanation:
         fig.savefig(path)
         plt.close(fig)
         return path
+
+    def _draw_target(self, ax: Any, w: int, h: int) -> None:
+        """The explained box (rotated for OBB), the instance mask's outline, the keypoints (the explained one ringed)."""
+        from matplotlib.patches import Polygon, Rectangle
+
+        if self.mask is not None and self.mask.any():
+            ax.contour(self.mask.astype(float), levels=[0.5], colors="yellow", linewidths=1.5)
+        if self.box.size == 5:
+            from .target import rotated_corners
+
+            ax.add_patch(Polygon(rotated_corners(self.box), closed=True, fill=False, edgecolor="lime", linewidth=2))
+        elif self.box.size == 4:  # a box past the image edge is drawn clipped to it, its edge on the border in full
+            x1, y1, x2, y2 = np.clip(self.box, -0.5, [w - 0.5, h - 0.5] * 2)
+            ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor="lime", linewidth=2,
+                                   clip_on=False))
+        if self.keypoints is not None:
+            ax.scatter(self.keypoints[:, 0], self.keypoints[:, 1], s=10, c="cyan", edgecolors="black", linewidths=0.5)
+            if self.keypoint is not None:
+                x, y = self.keypoints[self.keypoint, :2]
+                ax.scatter([x], [y], s=120, facecolors="none", edgecolors="yellow", linewidths=2)

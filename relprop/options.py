@@ -24,7 +24,8 @@ class ExplainOptions:
     """What to explain of a detector's output, and against which reference.
 
     target    "class": Σ over matched candidates of the probability of the box's class; "box": Σ of their x, y, w, h
-              outputs (input pixels); "all": both (see `relprop.target`)
+              outputs (input pixels; OBB: and the angle); "all": both; "keypoints" (pose): their keypoint outputs;
+              "mask" (segment): their mask logits summed inside the box (see `relprop.target`)
     iou       candidates with IoU ≥ iou with the box are matched (and the NMS IoU threshold when box is None)
     cls       explain this class, counting only candidates whose most probable class it is (default: the class of
               the most probable matched candidate; with box=None: keep only detections of this class); one class
@@ -38,6 +39,7 @@ class ExplainOptions:
     device, dtype  where and in which precision the model runs (default: the model's)
     branch    "one2many" (NMS) or "one2one" (end-to-end, top-k) for a head with both branches (YOLO26); default: the
               branch ultralytics's predict uses for the checkpoint
+    keypoint  with target="keypoints" (pose): explain one keypoint's x, y (and visibility), by index or name
 
     imgsz, rules, device, dtype and branch choose the traced model (`relprop.explainer`); an `Explainer` refuses options that
     ask for another one.  Values are checked on construction (`OptionsError`, `BaselineError`, `RuleError`); `replace(**changes)` re-checks.
@@ -55,6 +57,7 @@ class ExplainOptions:
     device: str | torch.device | None = None
     dtype: torch.dtype | None = None
     branch: str | None = None
+    keypoint: int | str | None = None
 
     def __post_init__(self) -> None:
         if self.target not in TARGETS:
@@ -71,6 +74,9 @@ class ExplainOptions:
             resolve(self.rules)  # RuleError for an unknown preset or a value that is not a Rule
         if self.dtype is not None and not (isinstance(self.dtype, torch.dtype) and self.dtype.is_floating_point):
             raise OptionsError(f"dtype must be a torch.dtype such as torch.float64; got {self.dtype!r}")
+        if self.keypoint is not None and (isinstance(self.keypoint, bool) or not isinstance(
+                self.keypoint, (int, np.integer, str)) or (not isinstance(self.keypoint, str) and self.keypoint < 0)):
+            raise OptionsError(f"keypoint must be a keypoint index >= 0 or a keypoint name; got {self.keypoint!r}")
         if self.branch is not None and self.branch not in ("one2many", "one2one"):
             raise OptionsError(f"branch must be 'one2many', 'one2one' or None; got {self.branch!r}")
         if self.device is not None:

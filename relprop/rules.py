@@ -5,7 +5,7 @@ autograd already does it), and if so what to keep from the reference pass (`reco
 input through its autograd Function (`explain`, see `relprop.functions` for the formulas).
 
     Gradient   linear ops (conv, BN in eval, add, cat, split, upsample, views, affine anchor decoding)   m_x = ∂y/∂x·m_y
-    Rescale    elementwise nonlinearities (SiLU, sigmoid, ReLU)                                       m_x = m_y·Δy/Δx
+    Rescale    elementwise nonlinearities (SiLU, sigmoid, ReLU, sin, cos)                             m_x = m_y·Δy/Δx
     MaxPool    max-pool, overlapping windows included            Δy = t·mean Δx_argmaxes + (1−t)·mean Δx_refargmaxes
     Softmax    softmax along a dim (DFL)                          rescale on exp(x − L), L = logsumexp split between its tangents
     Shapley    product or quotient of two data tensors                                   Δ(uv) = v̄·Δu + ū·Δv
@@ -95,6 +95,10 @@ def _sigmoid_derivative(z: torch.Tensor) -> torch.Tensor:
     return s * (1 - s)
 
 
+def _cos_derivative(z: torch.Tensor) -> torch.Tensor:
+    return -torch.sin(z)
+
+
 def _relu_derivative(z: torch.Tensor) -> torch.Tensor:
     return (z > 0).to(z.dtype)
 
@@ -110,11 +114,13 @@ class Rescale(Rule):
         "silu": _silu_derivative,
         "sigmoid": _sigmoid_derivative,
         "relu": _relu_derivative,
+        "sin": torch.cos,  # OBB's angle decode: the secant (sin x − sin x0)/(x − x0), exact like SiLU's
+        "cos": _cos_derivative,
     }
     kinds = frozenset(DERIVATIVES)
     # smooth kinds take their tangent at the reference, f'(x0), computed once per reference pass; ReLU keeps the
     # midpoint (its kink: f'(0) = 0 would lose Δy = x for x0 = 0 < x ≤ eps)
-    SMOOTH = frozenset({"silu", "sigmoid"})
+    SMOOTH = frozenset({"silu", "sigmoid", "sin", "cos"})
 
     def __init__(self, derivative: Callable[[torch.Tensor], torch.Tensor] | None = None):
         self.derivative = derivative

@@ -121,22 +121,13 @@ def test_end2end_checkpoint_defaults_to_one2one():
     assert fxgraph.trace_yolo.check_branch(head, None) == "one2one"
 
 
-@pytest.mark.parametrize("name, match", [
-    ("yolov10n.yaml", r"v10Detect \(layer 23\); only YOLOv8-style"),
-    ("yolov8n-pose.yaml", r"PoseModel ends in Pose"),
-    ("yolov8n-obb.yaml", r"OBBModel ends in OBB"),
-    ("yolo11n-cls.yaml", r"ClassificationModel ends in Classify"),
+@pytest.mark.parametrize("name, match", [  # pose, OBB, classify, v10 and YOLO12: tests/test_tasks_trace.py
     ("rtdetr-l.yaml", r"RTDETRDetectionModel ends in RTDETRDecoder"),
 ])
 def test_unsupported_heads_are_refused(name, match):
     model = fxgraph.load_ultralytics(name)
     with pytest.raises(fxgraph.UnsupportedModelError, match=match):
         fxgraph.trace(model, SMALL)
-
-
-def test_yolo12_area_attention_is_refused_naming_module_and_op():
-    with pytest.raises(fxgraph.UnsupportedOpError, match=r"in model\.\d+\.m\.0\.0\.attn \(AAttn\) is not supported"):
-        fxgraph.trace(fxgraph.load_ultralytics("yolo12n.yaml"), SMALL)
 
 
 class MatMulOp(torch.nn.Module):

@@ -149,6 +149,12 @@ def check_weights(settings: Settings, data_classes: int, trained_head: bool | No
     except Exception as exc:  # ultralytics building a foreign or broken yaml
         raise ConfigError(f"{key}={source}: cannot build an ultralytics model from it ({type(exc).__name__}: "
                           f"{exc})") from None
+    layers = getattr(model, "model", None)
+    head = layers[-1] if isinstance(layers, (list, tuple)) or hasattr(layers, "__getitem__") else None
+    task = fxgraph.trace_yolo.TASK_OF_HEAD.get(type(head).__name__)
+    if task not in (None, "detect", "segment"):  # traced and explained, not yet pruned (issue 27)
+        raise ConfigError(f"{key}={source} cannot be pruned: {type(model).__name__} ends in {type(head).__name__} "
+                          f"(a {task} model); pruning supports detect and segment models")
     stride = int(max(getattr(model, "stride", [32])))
     if settings.imgsz % stride:
         low, high = max(stride, settings.imgsz // stride * stride), (settings.imgsz // stride + 1) * stride
