@@ -218,3 +218,28 @@ def test_pruned_task_checkpoints_load_predict_and_export_without_the_project(tmp
         assert set(row["packages"]) <= {"ultralytics", "torch"} and row["predicted"] == 1, name
         assert row["shapes"] == row["ref_shapes"], name
         assert row["onnx_diff"] <= 1e-4, (name, row["onnx_diff"])
+
+
+def test_yolov10_blocks_keep_their_own_rules_when_cut():
+    """SCDown's depthwise conv keeps groups == channels, PSA loses key dims equally in every head (its v and
+    stream kept), C2fCIB narrows, and the one-to-one head is cut at the one-to-many head's slices."""
+    g = sensitized("yolov10n.yaml")
+    coupling = pruning.analyze(g)
+    assert len(coupling.heads) == 1  # PSA's Attention
+    before = {n: m for n, m in g.model.named_modules()}
+    cut = pruning.prune(g, pruning.Plan(remove=random_removal(coupling, 4)))
+    after = dict(cut.model.named_modules())
+    scdown = [n for n, m in after.items() if type(m).__name__ == "SCDown"]
+    assert scdown and any(after[n].cv2.conv.out_channels < before[n].cv2.conv.out_channels for n in scdown)
+    for n in scdown:
+        dw = after[n].cv2.conv
+        assert dw.groups == dw.in_channels == dw.out_channels == dw.weight.shape[0] == after[n].cv1.conv.out_channels
+    (psa,) = [m for m in after.values() if type(m).__name__ == "PSA"]
+    assert psa.attn.key_dim < before["model.10"].attn.key_dim and psa.attn.head_dim == 64
+    assert psa.c * 2 == psa.cv1.conv.out_channels
+    cib = [n for n, m in after.items() if type(m).__name__ == "C2fCIB"]
+    assert cib and any(after[n].cv1.conv.out_channels < before[n].cv1.conv.out_channels for n in cib)
+    head = cut.model.model[-1]
+    for o2m, o2o in (("cv2", "one2one_cv2"), ("cv3", "one2one_cv3")):
+        assert {k: v.shape for k, v in getattr(head, o2m).state_dict().items()} == \
+            {k: v.shape for k, v in getattr(head, o2o).state_dict().items()}
