@@ -243,3 +243,82 @@ def test_yolov10_blocks_keep_their_own_rules_when_cut():
     for o2m, o2o in (("cv2", "one2one_cv2"), ("cv3", "one2one_cv3")):
         assert {k: v.shape for k, v in getattr(head, o2m).state_dict().items()} == \
             {k: v.shape for k, v in getattr(head, o2o).state_dict().items()}
+
+
+# ---------------------------------------------------------------------------------------------- criteria (item 2)
+
+CRITERION_TASKS = {"pose": "yolo11n-pose.yaml", "obb": "yolo11n-obb.yaml"}
+SILENCED = ("model.3.conv", 5)  # a backbone filter that outputs exactly 0: every criterion but random scores it 0
+
+
+@functools.lru_cache(maxsize=None)
+def task_setup(task: str, root: str):
+    """A random pose (kpt_shape of the synthetic stars, [5, 3]) or OBB model with one silenced filter, its trace,
+    coupling and four calibration images of the task's synthetic shapes."""
+    from ultralytics.nn.tasks import OBBModel, PoseModel
+
+    from pruning.criteria import load_calibration
+    from pruning.job.synthetic import ShapesConfig, make_shapes_dataset
+
+    torch.manual_seed(0)
+    model = (PoseModel(CRITERION_TASKS[task], data_kpt_shape=(5, 3), verbose=False) if task == "pose"
+             else OBBModel(CRITERION_TASKS[task], verbose=False))
+    for m in model.modules():  # recalibrated BN, as conftest.random_model
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.reset_running_stats()
+            m.momentum = None
+    model.train()
+    with torch.no_grad():
+        model(torch.rand(4, 3, IMGSZ, IMGSZ))
+        layer = model.get_submodule(SILENCED[0].rsplit(".", 1)[0])
+        layer.conv.weight[SILENCED[1]] = 0
+        layer.bn.weight[SILENCED[1]] = 0
+        layer.bn.bias[SILENCED[1]] = 0
+    graph = fxgraph.trace(model.eval(), IMGSZ)
+    data = make_shapes_dataset(root, ShapesConfig(n_train=8, n_val=4, imgsz=IMGSZ, seed=0), task=task)
+    calib = load_calibration(data, graph.task, IMGSZ, 4, batch=4, stride=int(max(graph.stride)))
+    return graph, pruning.analyze(graph), calib
+
+
+@pytest.fixture(scope="module")
+def shapes_root(tmp_path_factory) -> str:
+    return str(tmp_path_factory.mktemp("tasks") / "datasets")
+
+
+@pytest.mark.parametrize("criterion", ["l1", "random", "taylor", "detdshap"])
+@pytest.mark.parametrize("task", list(CRITERION_TASKS))
+def test_criteria_score_and_prune_pose_and_obb(task, criterion, shapes_root):
+    """Taylor through the task's own loss (keypoints, rotated boxes), DetDSHAP on the model's own detections (OBB:
+    rotated, matched by probiou) and the data-free criteria score every prunable unit, the silenced filter 0."""
+    from pruning.criteria import DetDSHAP, Taylor
+    from pruning.criterion import Precomputed, get_criterion
+
+    graph, coupling, calib = task_setup(task, shapes_root)
+    crit = {"taylor": lambda: Taylor(calib), "detdshap": lambda: DetDSHAP(calib, boxes="detections", conf=0.0)}.get(
+        criterion, lambda: get_criterion(criterion))()
+    scores = crit(graph, coupling)
+    prunable = coupling.prunable()
+    for group in prunable:
+        assert scores[group.name].shape == (len(group),) and torch.isfinite(scores[group.name]).all(), group.name
+    assert torch.cat([scores[g.name].double() for g in prunable]).unique().numel() > 1
+    if criterion == "detdshap":
+        assert crit.explained > 0
+    if criterion != "random":
+        unit = next(u for u, un in enumerate(coupling.groups[SILENCED[0]].units) if SILENCED in un.sources)
+        assert float(scores[SILENCED[0]][unit]) == 0.0
+    plan = pruning.plan(graph, coupling=coupling, ratio=0.3, criterion=Precomputed(scores, criterion))
+    cut = pruning.prune(graph, plan)
+    with torch.no_grad():
+        pred = cut.graph.module(torch.rand(1, 3, IMGSZ, IMGSZ))[0]
+    assert pred.shape[1] == graph.module(torch.rand(1, 3, IMGSZ, IMGSZ))[0].shape[1]  # keypoints / angle rows kept
+
+
+def test_obb_calibration_boxes_are_rotated_in_input_pixels(shapes_root):
+    """OBB labels reach DetDSHAP as xywhr in input pixels (the rotated boxes relprop matches), not cut to 4 numbers."""
+    _graph, _coupling, calib = task_setup("obb", shapes_root)
+    batch = calib.batches[0]
+    image, boxes, classes = next(calib.images())
+    first = batch["bboxes"][batch["batch_idx"] == 0]
+    assert boxes.shape == (len(first), 5) == (len(classes), 5)
+    expected = first * torch.tensor([IMGSZ, IMGSZ, IMGSZ, IMGSZ, 1.0])
+    assert torch.allclose(boxes, expected) and (boxes[:, 4] != 0).any()  # the angles of the drawn shapes

@@ -36,13 +36,18 @@ class Calibration:
         return Calibration(shard(self.batches, rank, world), self.task, self.imgsz, self.args)
 
     def images(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-        """(image (3, H, W) RGB float in [0, 1], boxes (n, 4) xyxy input pixels, classes (n,)) per image."""
+        """(image (3, H, W) RGB float in [0, 1], boxes in input pixels, classes (n,)) per image: boxes (n, 4) xyxy,
+        or (n, 5) xywhr (radians) for OBB labels, the rotated boxes relprop matches on an OBB model."""
         for b in self.batches:
             imgs = b["img"].float() / 255
             for i in range(imgs.shape[0]):
                 sel = b["batch_idx"] == i
                 h, w = imgs.shape[-2:]
-                xywh = b["bboxes"][sel] * torch.tensor([w, h, w, h], dtype=torch.float32)
+                boxes = b["bboxes"][sel]
+                xywh = boxes[:, :4] * torch.tensor([w, h, w, h], dtype=torch.float32)
+                if boxes.shape[1] == 5:  # OBB: normalised xywh and the angle
+                    yield imgs[i], torch.cat([xywh, boxes[:, 4:]], 1), b["cls"][sel].view(-1).long()
+                    continue
                 xyxy = torch.cat([xywh[:, :2] - xywh[:, 2:] / 2, xywh[:, :2] + xywh[:, 2:] / 2], 1)
                 yield imgs[i], xyxy, b["cls"][sel].view(-1).long()
 

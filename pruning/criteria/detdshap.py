@@ -103,11 +103,11 @@ class DetDSHAP:
         for b, ((_, boxes, classes), (_, _, lb, _)) in enumerate(zip(group, inputs)):
             p = pred[b * n_ref]
             if self.boxes == "detections":
-                found.append(explainer._targets(p, lb, None, opts)[0])
+                found.append(explainer._targets(p, lb, None, opts))  # the image's detections, matched and read back
                 continue
             targets = []
             for box, cls in zip(boxes.tolist(), classes.tolist()):
-                box = parse_box(box)
+                box = parse_box(box, rotated=len(box) == 5)
                 check_inside(box, lb.orig_shape)
                 try:
                     targets.append(explainer.match(p, lb, box, int(cls), opts, shown=box))
