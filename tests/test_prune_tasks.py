@@ -249,7 +249,7 @@ def test_yolov10_blocks_keep_their_own_rules_when_cut():
 
 CRITERION_TASKS = {"pose": "yolo11n-pose.yaml", "obb": "yolo11n-obb.yaml", "classify": "yolo11n-cls.yaml"}
 CRITERION_CASES = [(task, c) for task in ("pose", "obb") for c in ("l1", "random", "taylor", "hsic", "detdshap")] + \
-    [("classify", c) for c in ("l1", "taylor", "hsic")]  # DetDSHAP on classify: not wired yet (notes/prunetasks.md)
+    [("classify", c) for c in ("l1", "taylor", "hsic", "detdshap", "detdshap-labels")]
 SILENCED = ("model.3.conv", 5)  # a backbone filter that outputs exactly 0: every criterion but random scores it 0
 
 
@@ -298,15 +298,16 @@ def test_criteria_score_and_prune_every_task(task, criterion, shapes_root):
 
     graph, coupling, calib = task_setup(task, shapes_root)
     crit = {"taylor": lambda: Taylor(calib), "hsic": lambda: HSIC(calib),
-            "detdshap": lambda: DetDSHAP(calib, boxes="detections", conf=0.0)}.get(
+            "detdshap": lambda: DetDSHAP(calib, boxes="detections", conf=0.0),
+            "detdshap-labels": lambda: DetDSHAP(calib)}.get(
         criterion, lambda: get_criterion(criterion))()
     scores = crit(graph, coupling)
     prunable = coupling.prunable()
     for group in prunable:
         assert scores[group.name].shape == (len(group),) and torch.isfinite(scores[group.name]).all(), group.name
     assert torch.cat([scores[g.name].double() for g in prunable]).unique().numel() > 1
-    if criterion == "detdshap":
-        assert crit.explained > 0
+    if criterion.startswith("detdshap"):
+        assert crit.explained >= (calib.n_images if task == "classify" else 1)  # a classifier: every image's class
     if criterion != "random":
         unit = next(u for u, un in enumerate(coupling.groups[SILENCED[0]].units) if SILENCED in un.sources)
         silent = -2.0 if criterion == "hsic" else 0.0  # HSIC: a constant unit scores -2, below any KKT gradient

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, NamedTuple
 
 import numpy as np
 import torch
@@ -100,8 +100,13 @@ class DetDSHAP:
         step = explainer.engine.forward(x, refs)
         pred = step.outputs[0]
         found: list[list[Any]] = []
+        classify = explainer.layout.task == "classify"
         for b, ((_, boxes, classes), (_, _, lb, _)) in enumerate(zip(group, inputs)):
             p = pred[b * n_ref]
+            if classify:  # the labelled class (labels) or the top-1 class (detections); pred holds (nc,) scores
+                cls = int(classes[0]) if self.boxes == "labels" and len(classes) else int(p.argmax())
+                found.append([ClassTarget(cls, np.array([cls]))])
+                continue
             if self.boxes == "detections":
                 found.append(explainer._targets(p, lb, None, opts))  # the image's detections, matched and read back
                 continue
@@ -125,7 +130,9 @@ class DetDSHAP:
         for b, targets in enumerate(found):
             for j, t in enumerate(targets):
                 for k, kind in enumerate(self.kinds):
-                    rows = np.array([4 + t.cls]) if kind == "class" else np.arange(4)
+                    if classify and kind != "class":
+                        continue  # a classifier has no box rows: its class is its only target
+                    rows = np.array([0]) if classify else np.array([4 + t.cls]) if kind == "class" else np.arange(4)
                     flat = (rows[:, None] * anchors + np.asarray(t.candidates)[None, :]).ravel()
                     for r in range(n_ref):
                         rows_b.append(np.full(flat.size, b * n_ref + r))
@@ -152,6 +159,13 @@ class DetDSHAP:
                 weight = torch.where(total > 0, weight / total.clamp(min=torch.finfo(torch.float64).tiny), 0.0)
             for path, r in relevance.items():
                 add_stat(stats, path, (r * weight[..., None]).sum((0, 1)))
+
+
+class ClassTarget(NamedTuple):
+    """A classifier's explained class: row 0 of its (nc,) output read at "candidate" `cls`."""
+
+    cls: int
+    candidates: np.ndarray
 
 
 def _groups(images: Iterable[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], batch: int, *,
