@@ -342,3 +342,16 @@ def test_classification_folder_calibration_refuses_another_task_or_a_missing_spl
         load_calibration(folder, "detect", IMGSZ, 4)
     with pytest.raises(PruningError, match="has no 'test' folder"):
         load_calibration(folder, "classify", IMGSZ, 4, split="test")
+
+
+def test_detdshap_all_explains_the_keypoints(shapes_root):
+    """calib_target=all adds a pose model's keypoint rows: the keypoint branch's inner conv, which feeds neither
+    boxes nor classes, scores 0 with target='class' and > 0 with 'all'."""
+    from pruning.criteria import DetDSHAP
+
+    graph, coupling, calib = task_setup("pose", shapes_root)
+    branch = [g.name for g in coupling.prunable() if g.name.startswith(f"model.{graph.facts.head_layer}.cv4.0.1")]
+    assert branch
+    scores = {t: DetDSHAP(calib, boxes="detections", conf=0.0, target=t)(graph, coupling) for t in ("class", "all")}
+    assert all(float(scores["class"][n].abs().sum()) == 0.0 for n in branch)
+    assert all(float(scores["all"][n].abs().sum()) > 0.0 for n in branch)
