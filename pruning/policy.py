@@ -28,12 +28,20 @@ def describe_head_output(node_info: fxgraph.NodeInfo, graph: fxgraph.FlatGraph) 
     head = graph.facts.head_type if graph.facts is not None else "head"
     what = {
         nodeinfo.BOX: f"{head} output conv: box distribution (4*reg_max={4 * graph.reg_max})",
-        nodeinfo.CLASSES: f"{head} output conv: classes (nc={graph.nc})",
+        nodeinfo.CLASSES: f"{head} output {'linear layer' if node_info.kind == 'linear' else 'conv'}: classes "
+                          f"(nc={graph.nc})",
         nodeinfo.MASK_COEFFICIENTS: f"{head} output conv: mask coefficients (nm={graph.nm})",
         nodeinfo.DFL: "DFL (fixed integral weights)",
         nodeinfo.PROTO: f"Proto output (nm={graph.nm} prototypes)",
+        nodeinfo.KEYPOINTS: f"{head} output conv: keypoints (nk={_keypoint_values(graph)})",
+        nodeinfo.ANGLE: f"{head} output conv: rotation angle",
     }
     return what.get(node_info.output, f"{head} output ({node_info.output})")
+
+
+def _keypoint_values(graph: fxgraph.FlatGraph) -> str:
+    shape = graph.facts.kpt_shape if graph.facts is not None else None
+    return str(shape[0] * shape[1]) if shape else "?"
 
 
 def protector(graph: fxgraph.FlatGraph) -> Callable[[fx.Node], str | None]:
@@ -94,7 +102,11 @@ def attention_heads(model: nn.Module) -> Callable[[fx.Node], HeadLayout | None]:
     return heads
 
 
-BRANCH_PAIRS = (("cv2", "one2one_cv2"), ("cv3", "one2one_cv3"), ("cv4", "one2one_cv4"))
+BRANCH_PAIRS = (("cv2", "one2one_cv2"), ("cv3", "one2one_cv3"), ("cv4", "one2one_cv4"),
+                ("cv4_kpts", "one2one_cv4_kpts"), ("cv4_sigma", "one2one_cv4_sigma"))
+# (traced reader, training-only reader of the same features): Pose26's keypoint sigmas read cv4's features like
+# its keypoints, but only in training, so the trace never sees them
+TRAINING_READERS = (("cv4_kpts", "cv4_sigma"),)
 
 
 def mirror_branches(drop: dict[str, dict[int, list[int]]], model: nn.Module) -> dict[str, dict[int, list[int]]]:
@@ -107,6 +119,7 @@ def mirror_branches(drop: dict[str, dict[int, list[int]]], model: nn.Module) -> 
     as `feat_fuse`, so its first conv loses the input channels `feat_fuse` loses.
     """
     names = dict(model.named_parameters()) | dict(model.named_buffers())
+    drop = _training_readers(drop, model, names)
     out = {name: dict(dims) for name, dims in drop.items()}
 
     def copy_to(target: str, dims: dict[int, list[int]]) -> None:
@@ -125,6 +138,22 @@ def mirror_branches(drop: dict[str, dict[int, list[int]]], model: nn.Module) -> 
             dims = drop.get(f"{prefix}feat_fuse.conv.weight", {})
             if 1 in dims:
                 copy_to(f"{prefix}semseg.0.conv.weight", {1: dims[1]})
+    return out
+
+
+def _training_readers(drop: dict[str, dict[int, list[int]]], model: nn.Module, names) -> dict[str, dict[int, list[int]]]:
+    """`drop` plus the input slices of the training-only readers (TRAINING_READERS) of features the trace cut."""
+    out = {name: dict(dims) for name, dims in drop.items()}
+    for path, module in model.named_modules():
+        prefix = f"{path}." if path else ""
+        for traced, hidden in TRAINING_READERS:
+            if getattr(module, traced, None) is None or getattr(module, hidden, None) is None:
+                continue
+            for name, dims in drop.items():
+                if name.startswith(f"{prefix}{traced}.") and name.endswith(".weight") and 1 in dims:
+                    target = f"{prefix}{hidden}." + name[len(prefix) + len(traced) + 1 :]
+                    if target in names and target not in drop:
+                        out[target] = {1: dims[1]}
     return out
 
 
@@ -176,6 +205,8 @@ def sync_modules(model: nn.Module) -> None:
             if depthwise:
                 module.groups = module.out_channels
             module.in_channels = module.weight.shape[1] * module.groups
+        elif isinstance(module, nn.Linear):
+            module.out_features, module.in_features = module.weight.shape
         elif isinstance(module, nn.modules.batchnorm._BatchNorm):
             ref = module.weight if module.weight is not None else module.running_mean
             module.num_features = ref.shape[0]

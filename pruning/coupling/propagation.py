@@ -209,6 +209,42 @@ class Propagation:
                 self.labels.touches[label].append(Touch(bias, 0, i, OUT))
         return out
 
+    def linear(self, node: fx.Node) -> Labels:
+        """A fully connected layer over (B, C) features (Classify's `linear`): input feature i is weight column i,
+        output feature j is weight row j and bias j; a head output is protected like a head conv."""
+        x = self.values.get(node.args[0])
+        weight = _param_name(node.args[1])
+        bias = _param_name(node.args[2]) if len(node.args) > 2 else None
+        facts = info(node)
+        unnamed_bias = len(node.args) > 2 and node.args[2] is not None and bias is None
+        if weight is None or not isinstance(x, list) or unnamed_bias or facts.shape is None or len(facts.shape) != 2:
+            return self.opaque(node)
+        for i, label in enumerate(x):
+            self.labels.touches[label].append(Touch(weight, 1, i, IN))
+        reason = self.protect(node) if self.protect is not None else None
+        if reason is None and facts.is_head_output:
+            reason = f"head output ({facts.output})"
+        path = facts.module_path or node.name
+        out = [self.labels.new(source=(path, j), pin=reason) for j in range(facts.shape[1])]
+        for j, label in enumerate(out):
+            self.labels.touches[label].append(Touch(weight, 0, j, OUT))
+            if bias is not None:
+                self.labels.touches[label].append(Touch(bias, 0, j, OUT))
+        return out
+
+    def reshape(self, node: fx.Node) -> Labels:
+        """`flatten(1)` of a (B, C, 1, ..., 1) map (Classify after its global pool) keeps channel i at feature i;
+        any other reshape mixes channels with positions, so it pins what reaches it."""
+        x = self.values.get(node.args[0])
+        source_shape = info(node.args[0]).shape
+        packet = getattr(node.target, "overloadpacket", None)
+        start = node.args[1] if len(node.args) > 1 else node.kwargs.get("start_dim", 0)
+        end = node.args[2] if len(node.args) > 2 else node.kwargs.get("end_dim", -1)
+        if (packet is aten.flatten and isinstance(x, list) and source_shape is not None and len(source_shape) >= 2
+                and start == 1 and end in (-1, len(source_shape) - 1) and all(d == 1 for d in source_shape[2:])):
+            return x
+        return self.opaque(node)
+
     def cat(self, node: fx.Node) -> Labels:
         tensors = node.args[0]
         dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
@@ -285,6 +321,8 @@ Propagation.HANDLERS.update({
     ops.OUTPUT: "graph_output",
     "conv": "conv",
     "conv_transpose": "conv",
+    "linear": "linear",
+    "reshape": "reshape",
     "batchnorm": "batchnorm",
     "cat": "cat",
     "split": "split",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, NamedTuple
 
 import numpy as np
 import torch
@@ -25,7 +25,9 @@ class DetDSHAP:
     skipped and counted in `skipped`); `"detections"` explains the model's own detections after NMS.
     `target` is what is explained of each box (relprop.target): its class probability ("class", the paper), its
     coordinates ("box"), or both ("all"), where each of the two explanations of a box is scaled to a total
-    |relevance| of 1 so that probabilities and pixels weigh alike (filters that only localise count too).
+    |relevance| of 1 so that probabilities and pixels weigh alike (filters that only localise count too).  "all"
+    adds the task's own rows of each box's candidates as a third explanation: a pose model's keypoints, an OBB
+    model's angle (`task_rows`); a classifier explains each image's class only.
 
     Batched: `batch` images share one forward, and every (box, kind) of every image of it one backward pass per
     slot: slot s of image b holds b's s-th (box, kind), so a pass seeds one target of each image at once (the
@@ -55,6 +57,9 @@ class DetDSHAP:
         self.calibration, self.boxes, self.iou = calibration, boxes, iou
         self.batch, self.chunk = int(batch), int(chunk)
         self.kinds = self.TARGETS[target]
+        self.target = target
+        self.active = self.kinds  # the kinds explained on the graph being scored (+ "task" rows, see filter_stats)
+        self.task_rows: np.ndarray | None = None
         self.explained = 0
         self.skipped = 0
 
@@ -62,6 +67,8 @@ class DetDSHAP:
         import relprop
 
         explainer = relprop.Explainer(graph.with_folded_batchnorm(), rules=self.options[self.kinds[0]].rules)
+        self.task_rows = task_rows(graph) if self.target == "all" else None
+        self.active = self.kinds + (("task",) if self.task_rows is not None else ())
         stats: FilterStats = {}
         self.explained = self.skipped = 0
         groups = _groups(self.calibration.images(), self.batch, by_labels=self.boxes == "labels")
@@ -100,14 +107,19 @@ class DetDSHAP:
         step = explainer.engine.forward(x, refs)
         pred = step.outputs[0]
         found: list[list[Any]] = []
+        classify = explainer.layout.task == "classify"
         for b, ((_, boxes, classes), (_, _, lb, _)) in enumerate(zip(group, inputs)):
             p = pred[b * n_ref]
+            if classify:  # the labelled class (labels) or the top-1 class (detections); pred holds (nc,) scores
+                cls = int(classes[0]) if self.boxes == "labels" and len(classes) else int(p.argmax())
+                found.append([ClassTarget(cls, np.array([cls]))])
+                continue
             if self.boxes == "detections":
-                found.append(explainer._targets(p, lb, None, opts)[0])
+                found.append(explainer._targets(p, lb, None, opts))  # the image's detections, matched and read back
                 continue
             targets = []
             for box, cls in zip(boxes.tolist(), classes.tolist()):
-                box = parse_box(box)
+                box = parse_box(box, rotated=len(box) == 5)
                 check_inside(box, lb.orig_shape)
                 try:
                     targets.append(explainer.match(p, lb, box, int(cls), opts, shown=box))
@@ -118,14 +130,17 @@ class DetDSHAP:
         per_kind = max(len(f) for f in found)
         if per_kind == 0:
             return
-        slots = per_kind * len(self.kinds)
+        slots = per_kind * len(self.active)
         anchors = pred.shape[-1]
         rows_b, rows_s, rows_i = [], [], []
         valid = torch.zeros(n_img, slots, dtype=torch.bool)
         for b, targets in enumerate(found):
             for j, t in enumerate(targets):
-                for k, kind in enumerate(self.kinds):
-                    rows = np.array([4 + t.cls]) if kind == "class" else np.arange(4)
+                for k, kind in enumerate(self.active):
+                    if classify and kind != "class":
+                        continue  # a classifier has no box rows: its class is its only target
+                    rows = np.array([0]) if classify else np.array([4 + t.cls]) if kind == "class" \
+                        else self.task_rows if kind == "task" else np.arange(4)
                     flat = (rows[:, None] * anchors + np.asarray(t.candidates)[None, :]).ravel()
                     for r in range(n_ref):
                         rows_b.append(np.full(flat.size, b * n_ref + r))
@@ -147,11 +162,32 @@ class DetDSHAP:
             relevance = {key: (v.view(n_img, n_ref, slots, -1).sum(1) / n_ref).double().abs()
                          for key, v in channels.items()}
             weight = valid.to(device=device, dtype=torch.float64)
-            if len(self.kinds) > 1:  # each explanation scaled to a total |relevance| of 1
+            if len(self.active) > 1:  # each explanation scaled to a total |relevance| of 1
                 total = sum(r.sum(-1) for r in relevance.values())
                 weight = torch.where(total > 0, weight / total.clamp(min=torch.finfo(torch.float64).tiny), 0.0)
             for path, r in relevance.items():
                 add_stat(stats, path, (r * weight[..., None]).sum((0, 1)))
+
+
+def task_rows(graph: fxgraph.FlatGraph) -> np.ndarray | None:
+    """The rows of `pred` (graph.facts.pred_layout) a task adds to each candidate: a pose model's nk keypoint
+    values (B,4+nc+nk,A), an OBB model's angle (B,4+nc+1,A); None for detect, segment (its mask is a product of
+    coefficients and prototypes, not a row) and classify."""
+    facts, nc = graph.facts, graph.nc
+    if facts is None:
+        return None
+    if facts.task == "pose" and facts.kpt_shape:
+        return np.arange(4 + nc, 4 + nc + facts.kpt_shape[0] * facts.kpt_shape[1])
+    if facts.task == "obb":
+        return np.array([4 + nc])
+    return None
+
+
+class ClassTarget(NamedTuple):
+    """A classifier's explained class: row 0 of its (nc,) output read at "candidate" `cls`."""
+
+    cls: int
+    candidates: np.ndarray
 
 
 def _groups(images: Iterable[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], batch: int, *,

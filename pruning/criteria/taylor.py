@@ -48,9 +48,9 @@ class Taylor:
             for batch in progress(self.calibration.batches, "taylor scoring"):
                 b = dict(batch)
                 b["img"] = batch["img"].to(graph.device).float() / 255
-                for key in ("cls", "bboxes", "batch_idx", "masks"):
-                    if key in b and isinstance(b[key], torch.Tensor):
-                        b[key] = b[key].to(graph.device)
+                for key, value in b.items():  # every label tensor the task's loss reads (keypoints for pose...)
+                    if key != "img" and isinstance(value, torch.Tensor):
+                        b[key] = value.to(graph.device)
                 model.zero_grad(set_to_none=True)
                 loss, _ = model.loss(b)
                 loss.sum().backward()
