@@ -8,6 +8,7 @@ os.environ.setdefault("YOLO_OFFLINE", "1")
 os.environ.setdefault("YOLO_VERBOSE", "False")
 
 import functools  # noqa: E402
+import textwrap  # noqa: E402
 from typing import TYPE_CHECKING  # noqa: E402
 
 import pytest  # noqa: E402
@@ -49,6 +50,35 @@ def zero_units(modules, coupling, remove: dict[str, tuple[int, ...]]) -> None:
 
 def completeness_ok(ex: relprop.Explanation, tol: float) -> bool:
     return abs(ex.delta) <= tol * max(1.0, abs(ex.score - ex.reference_score))
+
+HIDE_PROJECT = textwrap.dedent(
+    """
+    import os, sys
+    os.environ["YOLO_OFFLINE"] = "1"
+    PROJECT = ("pruning", "fxgraph", "relprop")
+    repo = os.path.realpath(sys.argv[REPO_ARG])
+
+
+    class HideProject:  # an editable install maps our packages through a finder, not sys.path: refuse them
+
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in PROJECT:
+                raise ModuleNotFoundError(f"{name} is hidden in this process", name=name)
+            return None
+
+
+    sys.path[:] = [p for p in sys.path if os.path.realpath(p or os.getcwd()) != repo]
+    sys.meta_path.insert(0, HideProject())
+    """
+)
+
+
+def hide_project(repo_arg: int) -> str:
+    """The start of a fresh-process script that cannot import this project (our repository, named by
+    `sys.argv[repo_arg]`, leaves sys.path and a meta-path finder refuses our packages): checkpoints must load
+    without us."""
+    return HIDE_PROJECT.replace("REPO_ARG", str(repo_arg))
+
 
 
 def random_model(yaml: str):

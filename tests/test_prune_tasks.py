@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import cached_model, e2e_ready_model, randomize_batchnorm, zero_units
+from conftest import cached_model, e2e_ready_model, hide_project, randomize_batchnorm, zero_units
 
 import fxgraph
 import pruning
@@ -133,24 +133,9 @@ def test_pose26_training_only_sigma_head_follows_its_features():
 
 # ---------------------------------------------------------------------------------------------- fresh process
 
-SCRIPT = textwrap.dedent(
+SCRIPT = hide_project(1) + textwrap.dedent(
     """
-    import copy, importlib, json, os, sys
-    os.environ["YOLO_OFFLINE"] = "1"
-    PROJECT = ("pruning", "fxgraph", "relprop")
-    repo = os.path.realpath(sys.argv[1])
-
-
-    class HideProject:  # an editable install maps our packages through a finder, not sys.path: refuse them
-
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in PROJECT:
-                raise ModuleNotFoundError(f"{name} is hidden in this process", name=name)
-            return None
-
-
-    sys.path[:] = [p for p in sys.path if os.path.realpath(p or os.getcwd()) != repo]
-    sys.meta_path.insert(0, HideProject())
+    import copy, importlib, json
     import numpy as np, torch, onnxruntime
     from ultralytics import YOLO
 
@@ -173,11 +158,14 @@ SCRIPT = textwrap.dedent(
         with torch.no_grad():
             ref = ref_model(x)
         ref = [t.numpy() for t in (ref if isinstance(ref, (tuple, list)) else [ref])]
+        # differences relative to max(1, |torch|): float32 rounds a box coordinate of a random-weight head (up to
+        # ~1e3 px) to ~1e-4 absolute, so an absolute bound would test the magnitude, not the export
         if getattr(head, "end2end", False):  # top-k rows compared as sets: near-equal scores may swap places
-            rows = np.abs(ort[0][0][:, None] - ref[0][0][None]).max(-1)
+            o, r = ort[0][0][:, None], ref[0][0][None]
+            rows = (np.abs(o - r) / np.maximum(1, np.abs(r))).max(-1)
             diff = max(float(rows.min(1).max()), float(rows.min(0).max()))
         else:
-            diff = max(float(np.abs(o - r).max()) for o, r in zip(ort, ref))
+            diff = max(float((np.abs(o - r) / np.maximum(1, np.abs(r))).max()) for o, r in zip(ort, ref))
         report[weights] = {
             "task": yolo.task, "params": sum(p.numel() for p in model.parameters()), "predicted": len(results),
             "shapes": [list(o.shape) for o in ort], "ref_shapes": [list(r.shape) for r in ref], "onnx_diff": diff,

@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from conftest import hide_project
 
 import fxgraph
 import pruning
@@ -97,24 +98,9 @@ def test_bad_plans_raise_and_leave_the_checkpoint_unchanged(source, pruned, work
     assert not list(source.parent.glob("*.tmp"))
 
 
-SCRIPT = textwrap.dedent(
+SCRIPT = hide_project(4) + textwrap.dedent(
     """
-    import importlib.util, json, os, sys
-    os.environ["YOLO_OFFLINE"] = "1"
-    PROJECT = ("pruning", "fxgraph", "relprop")
-    repo = os.path.realpath(sys.argv[4])
-
-
-    class HideProject:  # an editable install maps our packages through a finder, not sys.path: refuse them
-
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in PROJECT:
-                raise ModuleNotFoundError(f"{name} is hidden in this process", name=name)
-            return None
-
-
-    sys.path[:] = [p for p in sys.path if os.path.realpath(p or os.getcwd()) != repo]
-    sys.meta_path.insert(0, HideProject())
+    import importlib.util, json
     for m in PROJECT:
         try:
             importlib.import_module(m)
