@@ -196,10 +196,10 @@ def test_a_plan_that_leaves_one_channel_convs_warns_unless_asked_for():
     g = cached_trace("yolov8n.yaml", 64)
     with pytest.warns(ThinPlanWarning, match=r"the plan leaves \d+ layer\(s\) with fewer than 8 channels \(\S+ keeps "
                                              r"1 of \d+.*pass min_channels=8 to keep them"):
-        pruning.plan_for_target(g, 0.99, resolution=0.1)
+        pruning.plan_for_target(g, 0.99, resolution=0.1, round_to=1)  # round_to=8 (the default) keeps >= 8
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        pruning.plan(g, ratio=0.95, min_channels=1)  # the caller lowered the floor: meant, no warning
+        pruning.plan(g, ratio=0.95, min_channels=1, round_to=1)  # the caller lowered the floor: meant, no warning
         pruning.plan(g, ratio=0.95, min_channels=8)
         pruning.plan(g, ratio=0.2)  # nothing thin
 
