@@ -175,9 +175,8 @@ def letterbox_tensor(t: torch.Tensor, box: Letterbox, dtype: torch.dtype, device
         t = torch.nn.functional.interpolate(t, size=(h, w), mode="bilinear", align_corners=False)
     if tuple(t.shape[-2:]) == tuple(box.new_shape):
         return t
-    out = torch.full((t.shape[0], t.shape[1], *box.new_shape), pad_value / 255.0, dtype=dtype, device=device)
-    out[..., box.top:box.top + h, box.left:box.left + w] = t
-    return out
+    bottom, right = box.new_shape[0] - box.top - h, box.new_shape[1] - box.left - w
+    return torch.nn.functional.pad(t, (box.left, right, box.top, bottom), value=pad_value / 255.0)  # one op, no copy_
 
 
 def tensor_reference_inputs(baseline: Any, t: torch.Tensor, box: Letterbox, dtype: torch.dtype,
