@@ -20,7 +20,7 @@ from .graph import FlatGraph, ModelFacts
 from .loading import embedded_weights, load_ultralytics
 from .networkx_graph import to_networkx
 from .nodeinfo import HEAD_OUTPUT, NodeInfo, info
-from .passes import fold_batchnorm
+from .passes import fold_batchnorm, folds_batch
 from .tracer import data_args, trace_module
 from .trace_yolo import check_imgsz, check_supported, reference_outputs, trace
 
@@ -38,6 +38,7 @@ __all__ = [
     "check_imgsz",
     "check_supported",
     "data_args",
+    "folds_batch",
     "embedded_weights",
     "fold_batchnorm",
     "info",

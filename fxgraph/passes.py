@@ -60,6 +60,21 @@ def fold_batchnorm(gm: fx.GraphModule) -> fx.GraphModule:
     return gm
 
 
+def folds_batch(gm: fx.GraphModule) -> bool:
+    """Whether some op moves the input's (dynamic) batch into another size, e.g. YOLO12's area attention reshaping
+    (B, N, C) to (B*area, N/area, C): then a batch-1 tensor no longer broadcasts over a batch-B one downstream."""
+    batch = None
+    for node in gm.graph.nodes:
+        val = node.meta.get("val")
+        if not isinstance(val, torch.Tensor) or val.dim() == 0 or not isinstance(val.shape[0], torch.SymInt):
+            continue
+        if batch is None:
+            batch = str(val.shape[0])  # the first placeholder's: the input batch
+        elif str(val.shape[0]) != batch:
+            return True
+    return False
+
+
 def owner_of(module: torch.nn.Module, name: str) -> tuple[torch.nn.Module, str]:
     """The submodule holding the parameter or buffer `name` ('model.4.cv1.conv.weight') and its leaf name."""
     path, _, leaf = name.rpartition(".")

@@ -29,7 +29,7 @@ from typing import Any, Callable, Iterator, Union
 import torch
 from torch import fx
 
-from fxgraph import info, nodeinfo, ops
+from fxgraph import folds_batch, info, nodeinfo, ops
 
 from .composites import RulesSpec, resolve
 from .errors import RelpropError, RuleError
@@ -53,6 +53,7 @@ class References:
     input: torch.Tensor
     outputs: tuple[torch.Tensor, ...]
     saved: dict[str, tuple] = field(repr=False)
+    expanded: dict[int, "References"] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def batch(self) -> int:
@@ -195,6 +196,7 @@ class RelevanceGraph:
         graph.lint()
         self.module = fx.GraphModule(gm, graph, class_name="RelevanceGraphModule")
         self.outputs_are_tuple = isinstance(out, (tuple, list))
+        self.folds_batch = folds_batch(gm)  # then a batch-1 reference is recorded again at the input's batch
 
     # -- rewriting -------------------------------------------------------------------------------------------------
 
@@ -256,11 +258,21 @@ class RelevanceGraph:
         """
         if refs.batch not in (1, x.shape[0]):
             raise RelpropError(f"reference batch {refs.batch} must be 1 or the input batch {x.shape[0]}")
+        refs = self._at_batch(refs, x.shape[0])
         x = x.detach().requires_grad_(True)
         with torch.enable_grad(), self._mode(EXPLAIN, refs.saved, secant_eps(x.dtype)) as tape:
             outputs = self._outputs(self.module(x))
             sinks = [tape.sinks[i] for i in range(len(self.tap_keys))]
         return Pass(self, x, refs, outputs, sinks)
+
+    def _at_batch(self, refs: References, batch: int) -> References:
+        """`refs` itself, or, where the graph folds the batch into another size (`fxgraph.folds_batch`) and a
+        batch-1 reference meets a larger batch, the same reference recorded at that batch (kept on `refs`)."""
+        if not self.folds_batch or refs.batch == batch:
+            return refs
+        if batch not in refs.expanded:
+            refs.expanded[batch] = self.reference(refs.input.expand(batch, *refs.input.shape[1:]))
+        return refs.expanded[batch]
 
     def relevance(self, x: torch.Tensor, refs: References, target: Targets, *, chunk: int = 1) -> Relevance:
         """`forward(x, refs).backward(target, chunk=chunk)`: for a target that does not depend on the outputs' values."""
