@@ -80,7 +80,8 @@ def attention_heads(model: nn.Module) -> Callable[[fx.Node], HeadLayout | None]:
     ultralytics `Attention`s): the qkv reshape of each `Attention` splits its channels into `num_heads` blocks of (key_dim q, key_dim k, head_dim v), read from the module itself.
 
     Pruning inside attention = shrinking key_dim equally in every head (q/k channel pairs; v, pe, proj and the
-    stream untouched; YOLO12's AAttn: q/k pairs and v dims alike, see `head_layout`), so its forward `qkv.view(B, num_heads, 2*key_dim + head_dim, N)` stays valid once
+    stream untouched; YOLO12's AAttn: q/k pairs and v dims alike, see `head_layout`), so its forward
+    `qkv.view(B, num_heads, 2*key_dim + head_dim, N)` stays valid once
     `sync_modules` resyncs key_dim; whole-head removal would also need the stream to lose head_dim channels per
     head (view(B, C, H, W)), which plans cannot express yet."""
 
@@ -108,7 +109,8 @@ def head_layout(attention: nn.Module, path: str) -> HeadLayout | None:
     if all(isinstance(v, int) for v in sizes):
         return HeadLayout(*sizes, path)
     num_heads, _, head_dim = sizes
-    if isinstance(num_heads, int) and isinstance(head_dim, int) and isinstance(getattr(attention, "all_head_dim", None), int):
+    all_head_dim = getattr(attention, "all_head_dim", None)
+    if isinstance(num_heads, int) and isinstance(head_dim, int) and isinstance(all_head_dim, int):
         return HeadLayout(num_heads, head_dim, head_dim, path, v_channels=True,
                           rescale=not hasattr(attention, "scale"))
     return None

@@ -251,7 +251,7 @@ def rescale_queries(modules: list[nn.Module], coupling: Coupling, plan: Plan) ->
     """Scale the kept q channels of each cut attention whose forward recomputes its scale (`HeadLayout.rescale`)
     by sqrt(new_key_dim / key_dim): then (q * s) . k * new_key_dim**-0.5 = q . k * key_dim**-0.5, the logits the
     uncut module computed.  The scaled tensors are the last affine op of q's channels: its BatchNorm's weight and
-    bias, or without one (a fused model) its conv's weight and bias; each tensor is scaled once."""
+    bias, or without one its conv's weight and bias; each tensor is scaled once."""
     for cut in coupling.heads.values():
         layout = cut.layout
         r = len(plan.remove.get(cut.groups[0], ()))

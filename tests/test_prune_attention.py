@@ -321,7 +321,8 @@ def aattn_removal(coupling, seed: int) -> dict[str, tuple[int, ...]]:
 
 
 def aattn_sizes(model: nn.Module) -> dict[str, tuple[int, int, int]]:
-    return {n: (m.num_heads, m.head_dim, m.all_head_dim) for n, m in model.named_modules() if type(m).__name__ == "AAttn"}
+    return {n: (m.num_heads, m.head_dim, m.all_head_dim)
+            for n, m in model.named_modules() if type(m).__name__ == "AAttn"}
 
 
 def zeroed_and_cut(yolo12, remove):

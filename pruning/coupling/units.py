@@ -67,7 +67,8 @@ class HeadLayout(NamedTuple):
     `v_channels`: v channel j of head h leaves the module as channel h*head_dim + j of a width the module records
     itself (`AAttn`'s all_head_dim), so v is cut with the key dims instead of pinned, and q, k and v share one
     head_dim (their counts per head stay equal).  `rescale`: the forward recomputes its softmax scale as
-    key_dim**-0.5 (AAttn has no `scale` attribute), so surgery scales the kept q channels by sqrt(new/old key_dim).
+    key_dim**-0.5 (AAttn has no `scale` attribute), so surgery scales the kept q channels by sqrt(new/old key_dim)
+    and rewrites the baked scale (used with `v_channels`, whose surgery rewrites the module's baked sizes).
     """
 
     num_heads: int
