@@ -80,13 +80,14 @@ def attention_heads(model: nn.Module) -> Callable[[fx.Node], HeadLayout | None]:
     ultralytics `Attention`s): the qkv reshape of each `Attention` splits its channels into `num_heads` blocks of (key_dim q, key_dim k, head_dim v), read from the module itself.
 
     Pruning inside attention = shrinking key_dim equally in every head (q/k channel pairs; v, pe, proj and the
-    stream untouched), so its forward `qkv.view(B, num_heads, 2*key_dim + head_dim, N)` stays valid once
+    stream untouched; YOLO12's AAttn: q/k pairs and v dims alike, see `head_layout`), so its forward
+    `qkv.view(B, num_heads, 2*key_dim + head_dim, N)` stays valid once
     `sync_modules` resyncs key_dim; whole-head removal would also need the stream to lose head_dim channels per
     head (view(B, C, H, W)), which plans cannot express yet."""
 
     def heads(node: fx.Node) -> HeadLayout | None:
         facts = fxgraph.info(node)
-        if facts.module_type != "Attention" or not node.args or not isinstance(node.args[0], fx.Node):
+        if facts.module_type not in ("Attention", "AAttn") or not node.args or not isinstance(node.args[0], fx.Node):
             return None
         source = fxgraph.info(node.args[0]).module_path or ""
         if not source.startswith(f"{facts.module_path}.qkv."):
@@ -95,9 +96,24 @@ def attention_heads(model: nn.Module) -> Callable[[fx.Node], HeadLayout | None]:
             attention = model.get_submodule(facts.module_path)
         except AttributeError:
             return None
-        if not all(isinstance(getattr(attention, a, None), int) for a in ("num_heads", "key_dim", "head_dim")):
-            return None
-        return HeadLayout(attention.num_heads, attention.key_dim, attention.head_dim, facts.module_path)
+        return head_layout(attention, facts.module_path)
+
+    return heads
+
+
+def head_layout(attention: nn.Module, path: str) -> HeadLayout | None:
+    """The head layout of an ultralytics attention, read from its attributes: `Attention` (key_dim q/k, head_dim v,
+    a fixed `scale`, v viewed onto its input's width) or YOLO12's `AAttn` (one head_dim for q, k and v, v reshaped
+    to its own `all_head_dim`, so v is cut too, and a scale recomputed from head_dim, so q is rescaled)."""
+    sizes = [getattr(attention, a, None) for a in ("num_heads", "key_dim", "head_dim")]
+    if all(isinstance(v, int) for v in sizes):
+        return HeadLayout(*sizes, path)
+    num_heads, _, head_dim = sizes
+    all_head_dim = getattr(attention, "all_head_dim", None)
+    if isinstance(num_heads, int) and isinstance(head_dim, int) and isinstance(all_head_dim, int):
+        return HeadLayout(num_heads, head_dim, head_dim, path, v_channels=True,
+                          rescale=not hasattr(attention, "scale"))
+    return None
 
     return heads
 
@@ -192,8 +208,9 @@ def sync_modules(model: nn.Module) -> None:
 
     Conv2d/ConvTranspose2d channel counts and groups, BatchNorm num_features, and the hidden width `c` of
     C2f-like blocks (used by their `forward_split`), `Attention`'s num_heads/key_dim/head_dim (its `scale` is
-    kept: the cut network computes what the original did), so that printing, fusing, exporting and re-running the
-    module's own forward code all see the pruned sizes.
+    kept: the cut network computes what the original did), `AAttn`'s head_dim/all_head_dim (its scale follows
+    head_dim; surgery rescaled q for it), so that printing, fusing, exporting and re-running the module's own
+    forward code all see the pruned sizes.
     """
     for module in model.modules():
         if isinstance(module, nn.ConvTranspose2d):
@@ -222,12 +239,16 @@ def sync_modules(model: nn.Module) -> None:
             width = module.pe.conv.out_channels
             module.num_heads = width // module.head_dim
             module.key_dim = (module.qkv.conv.out_channels // module.num_heads - module.head_dim) // 2
+        elif _is_attention(module, sizes=("num_heads", "head_dim", "all_head_dim")):  # AAttn: one head_dim, cut
+            module.all_head_dim = module.pe.conv.out_channels
+            module.head_dim = module.all_head_dim // module.num_heads
         proto = getattr(module, "proto", None)
         if isinstance(getattr(module, "npr", None), int) and isinstance(getattr(proto, "cv1", None), nn.Module):
             module.npr = proto.cv1.conv.out_channels  # Segment: width of its Proto
 
 
-def _is_attention(module: nn.Module) -> bool:
-    """Whether `module` is laid out like ultralytics's `Attention` (qkv, pe, proj convs and head sizes)."""
+def _is_attention(module: nn.Module, sizes: tuple[str, ...] = ("num_heads", "key_dim", "head_dim")) -> bool:
+    """Whether `module` is laid out like ultralytics's `Attention` (qkv, pe, proj convs and head sizes; AAttn's
+    sizes are num_heads, head_dim and all_head_dim)."""
     return all(isinstance(getattr(getattr(module, a, None), "conv", None), nn.Conv2d) for a in ("qkv", "pe", "proj")) \
-        and all(isinstance(getattr(module, a, None), int) for a in ("num_heads", "key_dim", "head_dim"))
+        and all(isinstance(getattr(module, a, None), int) for a in sizes)

@@ -8,6 +8,7 @@ FLOP counts (fxgraph.stats) describe the pruned network.
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from typing import Any, Callable
 
@@ -18,7 +19,7 @@ from fxgraph import info
 from fxgraph.nodeinfo import update
 from fxgraph.passes import get_tensor, owner_of
 
-from .coupling import Coupling
+from .coupling import NORM, OUT, Coupling
 from .errors import PlanError
 from .plans import Plan, check_plan
 
@@ -55,14 +56,15 @@ def check_heads(coupling: Coupling, drop: Removals) -> None:
         if outside:
             raise PlanError(f"attention constraint 1: {where} has num_heads*(2*key_dim + head_dim) = {nh * per} qkv "
                             f"channels; the plan drops channels {outside} beyond them")
-        cut_per_head = []
+        cut_per_head, v_per_head = [], []
         for h in range(nh):
             q = {i - h * per for i in gone if h * per <= i < h * per + kd}
             k = {i - h * per - kd for i in gone if h * per + kd <= i < h * per + 2 * kd}
             v = [i for i in gone if h * per + 2 * kd <= i < (h + 1) * per]
-            if v:
+            if v and not layout.v_channels:
                 raise PlanError(f"attention constraint 4: the plan drops v channels {v} of {where}; they map onto the "
                                 "stream by view(B, C, H, W)")
+            v_per_head.append(len(v))
             if q != k:
                 raise PlanError(f"attention constraint 2: head {h} of {where} drops q dims {sorted(q)} but k dims "
                                 f"{sorted(k)}; q channel j and k channel j share the contraction and go together")
@@ -72,6 +74,9 @@ def check_heads(coupling: Coupling, drop: Removals) -> None:
                             f"drops {cut_per_head} key dims per head")
         if cut_per_head[0] >= kd:
             raise PlanError(f"attention constraint 3: the plan drops every key dim of {where}; keep at least one")
+        if layout.v_channels and v_per_head != cut_per_head:
+            raise PlanError(f"attention constraint 3: q, k and v of {where} share one head_dim; the plan drops "
+                            f"{cut_per_head} key dims but {v_per_head} v dims per head")
 
 
 def slice_tensors(module: nn.Module, drop: Removals, strict: bool = True) -> None:
@@ -181,7 +186,7 @@ def resize_heads(gm: fx.GraphModule, coupling: Coupling, plan: Plan) -> None:
     for name, cut in coupling.heads.items():
         r = len(plan.remove.get(cut.groups[0], ()))
         node = nodes.get(name)
-        if r == 0 or node is None:
+        if r == 0 or node is None or cut.layout.v_channels:  # v_channels: resize_channels_last
             continue
         kd, hd = cut.layout.key_dim, cut.layout.head_dim
         new_kd = kd - r
@@ -196,6 +201,85 @@ def resize_heads(gm: fx.GraphModule, coupling: Coupling, plan: Plan) -> None:
                 for part in list(split.users):
                     if part.args[1] in (0, 1):  # q and k: their key_dim axis shrinks along the way to the matmul
                         _follow_key_dim(part, 2, new_kd)
+
+
+def resize_channels_last(gm: fx.GraphModule, coupling: Coupling, plan: Plan) -> bool:
+    """Rewrite the sizes baked into an attention that cuts v too (`HeadLayout.v_channels`, YOLO12's AAttn): in
+    every reshape of the module that follows its qkv map, the channels-last width (num_heads*(2*key_dim+head_dim),
+    one head's 2*key_dim+head_dim, or v's num_heads*head_dim) and the q/k/v split sizes shrink to what each head
+    keeps; with `rescale`, the softmax scale baked as key_dim**-0.5 becomes new_key_dim**-0.5, as the module's
+    forward recomputes it (q was rescaled to match, `rescale_queries`).  True if anything changed."""
+    nodes = {n.name: n for n in gm.graph.nodes}
+    changed = False
+    for name, cut in coupling.heads.items():
+        layout, entry = cut.layout, nodes.get(name)
+        r = len(plan.remove.get(cut.groups[0], ()))
+        if not layout.v_channels or r == 0 or entry is None:
+            continue
+        nh, kd, hd = layout.num_heads, layout.key_dim, layout.head_dim
+        new_kd, new_hd = kd - r, hd - r
+        new_per = 2 * new_kd + new_hd
+        widths = {nh * layout.per_head: nh * new_per, layout.per_head: new_per, nh * hd: nh * new_hd}
+        for node in _region(entry, layout.module):
+            packet = getattr(node.target, "overloadpacket", None)
+            if packet in (torch.ops.aten.reshape, torch.ops.aten.view) and isinstance(node.args[1], (list, tuple)):
+                sizes = list(node.args[1])
+                if isinstance(sizes[-1], int) and sizes[-1] in widths:
+                    sizes[-1] = widths[sizes[-1]]
+                    node.args = (node.args[0], sizes, *node.args[2:])
+            elif packet is torch.ops.aten.split_with_sizes and list(node.args[1]) == [kd, kd, hd]:
+                node.args = (node.args[0], [new_kd, new_kd, new_hd], *node.args[2:])
+            elif layout.rescale and info(node).kind == "mul":
+                node.args = tuple(new_kd ** -0.5 if isinstance(a, float) and math.isclose(a, kd ** -0.5) else a
+                                  for a in node.args)
+        changed = True
+    return changed
+
+
+def _region(entry: fx.Node, module: str) -> list[fx.Node]:
+    """The nodes of `module`'s own forward reachable from `entry` (not entering its submodules' convs), in order."""
+    seen, todo = {entry}, [entry]
+    while todo:
+        for user in todo.pop().users:
+            if user not in seen and info(user).module_path == module:
+                seen.add(user)
+                todo.append(user)
+    return [n for n in entry.graph.nodes if n in seen]
+
+
+def rescale_queries(modules: list[nn.Module], coupling: Coupling, plan: Plan) -> None:
+    """Scale the kept q channels of each cut attention whose forward recomputes its scale (`HeadLayout.rescale`)
+    by sqrt(new_key_dim / key_dim): then (q * s) . k * new_key_dim**-0.5 = q . k * key_dim**-0.5, the logits the
+    uncut module computed.  The scaled tensors are the last affine op of q's channels: its BatchNorm's weight and
+    bias, or without one its conv's weight and bias; each tensor is scaled once."""
+    for cut in coupling.heads.values():
+        layout = cut.layout
+        r = len(plan.remove.get(cut.groups[0], ()))
+        if not layout.rescale or r == 0:
+            continue
+        new_kd = layout.key_dim - r
+        new_per = 2 * new_kd + (layout.head_dim - r if layout.v_channels else layout.head_dim)
+        touches = coupling.groups[cut.groups[0]].units[0].touches
+        affine = {t.param for t in touches if t.role == NORM} or {t.param for t in touches if t.role == OUT}
+        rows = torch.tensor([h * new_per + j for h in range(layout.num_heads) for j in range(new_kd)])
+        factor = math.sqrt(new_kd / layout.key_dim)
+        done: set[int] = set()
+        for module in modules:
+            for name in sorted(affine):
+                tensor = get_tensor(module, name)
+                if id(tensor) in done:
+                    continue
+                done.add(id(tensor))
+                with torch.no_grad():
+                    tensor[rows.to(tensor.device)] *= factor
+
+
+def refresh_from_input(gm: fx.GraphModule) -> None:
+    """`refresh_shapes` on a batch of one of the graph's own input shape and parameter dtype."""
+    (placeholder, *_) = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    shape = [1 if d is None else d for d in info(placeholder).shape]
+    dtype = next((p.dtype for p in gm.parameters() if p.is_floating_point()), torch.float32)
+    refresh_shapes(gm, torch.empty(shape, dtype=dtype, device="meta"))
 
 
 def _set_dim(node: fx.Node, dim: int, size: int) -> None:
@@ -246,10 +330,14 @@ def apply(gm: fx.GraphModule, model: nn.Module | None, coupling: Coupling, plan:
     slice_tensors(gm, mirror(drop, gm) if mirror is not None else drop)  # the export keeps unused branches' tensors
     resize_splits(gm, coupling, plan)
     resize_heads(gm, coupling, plan)
+    channels_last = resize_channels_last(gm, coupling, plan)
     regroup_depthwise(gm)
     gm.recompile()
     update_shapes(gm, coupling, plan)
+    if channels_last:  # widths inside the attention are not dim 1: recompute them all (a shape-only run)
+        refresh_from_input(gm)
     if model is not None:
         slice_tensors(model, mirror(drop, model) if mirror is not None else drop)
-        if sync is not None:
-            sync(model)
+    rescale_queries([gm] + ([model] if model is not None else []), coupling, plan)
+    if model is not None and sync is not None:
+        sync(model)

@@ -287,3 +287,129 @@ def test_attention_pruned_checkpoint_loads_without_the_project(name, tmp_path):
     # onnxruntime 5e-4 apart (float32 rounding through the softmax), and with the plain init YOLO26's end-to-end
     # top-k picks among tied scores, so only its export and shapes are checked here (values: test_pruning_io)
     check_in_fresh_process(cut, tmp_path / "fresh", "-", e2e_values=False)
+
+
+# ---------------------------------------------------------------------------------------------- YOLO12's AAttn
+
+
+@pytest.fixture(scope="module")
+def yolo12():
+    """A float64 trace of yolo12n and its coupling: 8 AAttn, 4 with area=4, 4 with area=1.  Random BatchNorm, and
+    each qkv BN without its offset and 30x its gain: q and k then vary across tokens enough that the softmax is
+    neither uniform nor saturated (mean top weight 0.25-0.87 over 4 tokens), so the attention scale matters."""
+    model = copy.deepcopy(cached_model("yolo12n.yaml"))
+    randomize_batchnorm(model, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        for m in model.modules():
+            if type(m).__name__ == "AAttn":
+                m.qkv.bn.running_mean.zero_()
+                m.qkv.bn.bias.zero_()
+                m.qkv.bn.weight.mul_(30)
+    g = fxgraph.trace(model, imgsz=IMGSZ, dtype=torch.float64)
+    return g, pruning.analyze(g)
+
+
+def aattn_removal(coupling, seed: int) -> dict[str, tuple[int, ...]]:
+    """Random head dims of every AAttn: the same count in each head's q/k group and v group, other indices."""
+    rng = random.Random(seed)
+    remove = {}
+    for cut in coupling.heads.values():
+        n = rng.randint(1, cut.layout.head_dim - 1)
+        for name in cut.groups + cut.v_groups:
+            remove[name] = tuple(sorted(rng.sample(range(len(coupling.groups[name])), n)))
+    return remove
+
+
+def aattn_sizes(model: nn.Module) -> dict[str, tuple[int, int, int]]:
+    return {n: (m.num_heads, m.head_dim, m.all_head_dim)
+            for n, m in model.named_modules() if type(m).__name__ == "AAttn"}
+
+
+def zeroed_and_cut(yolo12, remove):
+    """(outputs of the zeroed model and graph, the pruned result, its outputs): zero `remove`, then cut it."""
+    g, coupling = yolo12
+    zeroed = copy.deepcopy(g)
+    zero_units((zeroed.module, zeroed.model), coupling, remove)
+    x = torch.rand(2, 3, IMGSZ, IMGSZ, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        before = outputs(zeroed.model, x) + list(zeroed.module(x))
+    pruned = pruning.prune(zeroed, pruning.Plan(remove=remove))
+    with torch.no_grad():
+        after = outputs(pruned.model, x) + list(pruned.graph.module(x))
+    return x, pruned, max(float((a - b).abs().max()) for a, b in zip(after, before))
+
+
+def test_aattn_heads_keep_q_k_pairs_and_v_dims_in_one_block(yolo12):
+    g, coupling = yolo12
+    aattns = {n: m for n, m in g.model.named_modules() if type(m).__name__ == "AAttn"}
+    assert len(coupling.heads) == len(aattns) == 8 and {m.area for m in aattns.values()} == {1, 4}
+    for cut in coupling.heads.values():
+        nh, hd = cut.layout.num_heads, cut.layout.head_dim
+        assert cut.layout.v_channels and cut.layout.rescale and cut.layout.key_dim == hd
+        assert len(cut.groups) == len(cut.v_groups) == nh
+        assert set(coupling.block_of(cut.groups[0])) == set(cut.groups + cut.v_groups)
+        assert "share one head_dim" in coupling.block_reasons[coupling.block_of(cut.groups[0])]
+        m = cut.layout.module
+        for h in range(nh):
+            qk, v = coupling.groups[cut.groups[h]], coupling.groups[cut.v_groups[h]]
+            assert qk.prunable and v.prunable and len(qk) == len(v) == hd
+            for j in (0, hd - 1):  # head h's block of qkv rows is [q 0..hd-1, k hd..2hd-1, v 2hd..3hd-1]
+                outs = sorted(t.index for t in qk.units[j].touches if t.param == cut.param and t.role == "out")
+                assert outs == [h * 3 * hd + j, h * 3 * hd + hd + j]
+                touched = {(t.param, t.dim, t.index) for t in v.units[j].touches}
+                assert (cut.param, 0, h * 3 * hd + 2 * hd + j) in touched  # v's qkv row
+                # v channel (h, j) is stream channel h*hd + j of pe (depthwise: its filter) and of proj's input
+                assert {(f"{m}.pe.conv.weight", 0, h * hd + j), (f"{m}.pe.bn.weight", 0, h * hd + j),
+                        (f"{m}.proj.conv.weight", 1, h * hd + j)} <= touched
+    assert not [grp.name for grp in coupling.groups.values() if "attention constraint 4" in (grp.protected or "")]
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_aattn_head_dims_pruned_equal_zeroed(yolo12, seed):
+    g, coupling = yolo12
+    remove = aattn_removal(coupling, seed) | attention_and_random_removal(coupling, seed + 10)
+    x, pruned, diff = zeroed_and_cut(yolo12, remove)
+    assert diff <= 1e-9  # ultralytics's own AAttn.forward and the graph with its baked sizes rewritten
+    sizes = aattn_sizes(pruned.model)
+    for cut in coupling.heads.values():
+        nh, hd = cut.layout.num_heads, cut.layout.head_dim - len(remove[cut.groups[0]])
+        m = pruned.model.get_submodule(cut.layout.module)
+        assert sizes[cut.layout.module] == (nh, hd, nh * hd) and hd < 32
+        assert m.qkv.conv.out_channels == m.qkv.conv.weight.shape[0] == 3 * nh * hd
+        assert m.pe.conv.groups == m.pe.conv.out_channels == m.proj.conv.in_channels == nh * hd
+    fast = {n.name: fxgraph.info(n).shape for n in pruned.graph.module.graph.nodes}
+    surgery.refresh_shapes(pruned.graph.module, x)
+    assert fast == {n.name: fxgraph.info(n).shape for n in pruned.graph.module.graph.nodes}
+    retraced = pruning.analyze(fxgraph.trace(pruned.model, imgsz=IMGSZ, dtype=torch.float64))
+    assert sorted((c.layout.module, c.layout.head_dim) for c in retraced.heads.values()) == \
+        sorted((n, s[1]) for n, s in sizes.items())  # prunable again
+
+
+def test_aattn_cut_without_rescaling_q_changes_the_output(yolo12, monkeypatch):
+    """The control for the scale: AAttn recomputes head_dim**-0.5, so without q's sqrt(new/old) the logits move."""
+    _, coupling = yolo12
+    monkeypatch.setattr(surgery, "rescale_queries", lambda *args: None)
+    assert zeroed_and_cut(yolo12, aattn_removal(coupling, 0))[2] > 1e-4
+
+
+def test_aattn_v_dims_must_go_with_the_key_dims(yolo12):
+    g, coupling = yolo12
+    cut = next(iter(coupling.heads.values()))
+    plan = pruning.Plan(remove={**{n: (0, 1) for n in cut.groups}, **{n: (0,) for n in cut.v_groups}})
+    with pytest.raises(SplitConstraintError, match="attention constraint 3.*share one head_dim"):
+        surgery.removals(coupling, plan)
+    drop = surgery.removals(coupling, pruning.Plan(remove={n: (0,) for n in cut.groups + cut.v_groups}))
+    drop[cut.param][0] = [i for i in drop[cut.param][0] if i != 2 * 32]  # head 0 keeps its v dim 0
+    with pytest.raises(PlanError, match="share one head_dim.*drops \\[1, 1\\] key dims but \\[0, 1\\] v dims"):
+        surgery.check_heads(coupling, drop)
+
+
+def test_aattn_pruned_checkpoint_loads_without_the_project(tmp_path):
+    from tests.test_pruning_io import check_in_fresh_process
+
+    g = fxgraph.trace("yolo12n.yaml", imgsz=IMGSZ)
+    coupling = pruning.analyze(g)
+    ratios = {cut.layout.module: 0.5 for cut in coupling.heads.values()}
+    cut = pruning.prune(g, pruning.plan(g, coupling=coupling, layer_ratios=ratios, criterion="l1"))
+    assert set(aattn_sizes(cut.model).values()) == {(2, 16, 32), (4, 16, 64)}
+    check_in_fresh_process(cut, tmp_path / "fresh", "-")

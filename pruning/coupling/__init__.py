@@ -19,6 +19,9 @@ key_dim q, key_dim k and head_dim v channels, ultralytics's `Attention` qkv layo
 of the same head (they are contracted together), tags each head's q/k pairs as their own group and makes the
 heads' groups a block that loses equally many pairs (every head keeps one key_dim); v's channels are pinned, since
 `view(B, C, H, W)` maps them onto the stream.  So attention is pruned by shrinking key_dim equally in every head.
+A layout with `v_channels` (YOLO12's `AAttn`: one head_dim for q, k and v, v reshaped to its own all_head_dim) adds
+each head's v dims as groups of the same block, and the module's channels-first outputs carry v's labels on to
+`pe` and `proj`.
 
 Nothing here knows YOLO: what a node is comes from its NodeInfo (`fxgraph.info`); a filter op whose role is
 `head_output` (set at trace time from the model) is protected, and a `protect` callback may add model-specific

@@ -82,14 +82,17 @@ def group(prop: Propagation) -> Coupling:
             group_of_root[r] = name
     blocks = _blocks(labels, constraints, groups, group_of_root)
     heads, reasons = {}, {}
-    for name, (layout, param, qs) in found.items():
+    for name, (layout, param, qs, vs) in found.items():
         names = tuple(group_of_root.get(labels.find(q[0])) for q in qs) if layout.key_dim else ()
-        if not names or None in names or len(set(names)) != len(names):
+        v_names = tuple(group_of_root.get(labels.find(v[0])) for v in vs if v)
+        every = names + v_names
+        if not names or None in every or len(set(every)) != len(every):
             continue  # the pairs did not form one group per head: _blocks protected them
-        heads[name] = HeadCut(layout, param, names)
-        block = next((b for b in blocks if names[0] in b), names)
+        heads[name] = HeadCut(layout, param, names, v_names)
+        block = next((b for b in blocks if names[0] in b), every)
         reasons[block] = (f"attention constraint 3: every head of {layout.module} keeps the same key_dim, so its "
-                          f"{layout.num_heads} heads' q/k groups must lose equally many pairs")
+                          f"{layout.num_heads} heads' q/k groups must lose equally many pairs"
+                          + (" and its v groups as many channels (q, k and v share one head_dim)" if v_names else ""))
     unit_of_root = {r: (name, i) for name, group in groups.items() for i, r in enumerate(group_roots[name])}
     channels = {
         node.name: [unit_of_root.get(labels.find(label)) for label in value]

@@ -96,7 +96,10 @@ class Propagation:
         self.labels = ChannelLabels()
         self.values: dict[fx.Node, Labels] = {}
         self.constraints: list[tuple[str, list[list[int]]]] = []  # (split node, its parts' labels)
-        self.found: dict[str, tuple[HeadLayout, str | None, list[list[int]]]] = {}  # reshape -> (layout, qkv, q's)
+        # reshape -> (layout, qkv weight, each head's q labels, each head's v labels when the layout cuts v)
+        self.found: dict[str, tuple[HeadLayout, str | None, list[list[int]], list[list[int]]]] = {}
+        # attention module path -> (its v labels in output-channel order, the spatial size of its qkv map)
+        self.v_streams: dict[str, tuple[list[int], tuple]] = {}
 
     def run(self) -> "Propagation":
         """Label every data node of the graph, in order."""
@@ -111,18 +114,24 @@ class Propagation:
         layout = self.heads(node) if self.heads is not None and kind == "reshape" else None
         if layout is not None:
             return self.attention_heads(node, layout)
+        stream = self.v_streams.get(info(node).module_path or "")
+        if stream is not None and kind == "permute" and _channels_first(node, *stream):
+            return list(stream[0])
         return getattr(self, self.HANDLERS.get(kind, "opaque"))(node)
 
     def attention_heads(self, node: fx.Node, layout: HeadLayout) -> Labels:
         """A multi-head reshape (see HeadLayout): q_j and k_j of a head are one unit (attention constraint 2), each
-        head's pairs a group, the heads a block losing equally many (constraint 3); v pinned (constraint 4)."""
+        head's pairs a group, the heads a block losing equally many (constraint 3); v pinned (constraint 4), or,
+        with `v_channels`, each head's v a group of the same block (one head_dim), whose labels the module's
+        channels-first outputs carry on (`v_streams`)."""
         x = self.values.get(node.args[0])
         nh, kd, per = layout.num_heads, layout.key_dim, layout.per_head
         shape = info(node).shape
-        if (not isinstance(x, list) or len(x) != nh * per or shape is None or len(shape) != 4
-                or tuple(shape[1:3]) != (nh, per)):
+        heads_view = shape is not None and len(shape) == 4 and tuple(shape[1:3]) == (nh, per)
+        flat_view = layout.v_channels and shape is not None and len(shape) >= 2 and shape[1] == nh * per
+        if not isinstance(x, list) or len(x) != nh * per or not (heads_view or flat_view):
             return self.opaque(node)
-        qs = []
+        qs, vs = [], []
         for h in range(nh):
             start = h * per
             q, k, v = x[start : start + kd], x[start + kd : start + 2 * kd], x[start + 2 * kd : start + per]
@@ -130,19 +139,28 @@ class Propagation:
                 self.labels.union(a, b)
             for label in q + k:
                 self.labels.tags[label].add((node.name, h))
-            self.labels.pin(v, f"attention constraint 4: v channels of {layout.module} map onto its input stream "
-                               "by view(B, C, H, W) (tied to pe, proj and the residual adds); only key dims are pruned")
+            if layout.v_channels:
+                for label in v:
+                    self.labels.tags[label].add((node.name, nh + h))
+                vs.append(v)
+            else:
+                self.labels.pin(v, f"attention constraint 4: v channels of {layout.module} map onto its input "
+                                   "stream by view(B, C, H, W) (tied to pe, proj and the residual adds); only key "
+                                   "dims are pruned")
             qs.append(q)
         producer = node.args[0]
         while info(producer).kind == "batchnorm":
             producer = producer.args[0]
         param = _param_name(producer.args[1]) if info(producer).kind == "conv" else None
-        if param is not None:  # the attention's input fixes C of view(B, C, H, W): its width must stay
+        if param is not None and not layout.v_channels:  # the input fixes C of view(B, C, H, W): its width stays
             self.labels.pin(_flat(self.values.get(producer.args[0])),
                             f"attention constraint 4: the input stream of {layout.module} has as many channels as v "
                             "(view(B, C, H, W)); whole heads are not pruned by this version")
-        self.found[node.name] = (layout, param, qs)
-        self.constraints.append((node.name, qs))
+        spatial = info(node.args[0]).shape
+        if vs and spatial is not None:
+            self.v_streams[layout.module] = ([label for v in vs for label in v], tuple(spatial[2:]))
+        self.found[node.name] = (layout, param, qs, vs)
+        self.constraints.append((node.name, qs + vs))
         return self.fresh_for(node, f"comes from {_where(node)}")
 
     def fresh_for(self, node: fx.Node, why: str) -> Labels:
@@ -330,6 +348,20 @@ Propagation.HANDLERS.update({
     **{k: "per_channel" for k in PER_CHANNEL_KINDS},
     **{k: "binary" for k in BINARY_KINDS},
 })
+
+
+def _channels_first(node: fx.Node, labels: list[int], spatial: tuple) -> bool:
+    """Whether `node` permutes a channels-last map reshaped to (B, *spatial, len(labels)) back to channels first:
+    inside an attention whose v is cut (`v_streams`), such a map holds v's channels in head order (v itself, or
+    the attention output, channel for channel), at the spatial size of the attention's qkv map."""
+    args = node.args[1] if len(node.args) > 1 else None
+    source = node.args[0]
+    shape, before = info(node).shape, info(source).shape
+    if (not isinstance(args, (list, tuple)) or info(source).kind != "reshape" or shape is None or before is None
+            or len(shape) != len(spatial) + 2 or tuple(before[1:]) != (*spatial, len(labels))):
+        return False
+    dims = [int(d) % len(shape) for d in args]
+    return dims == [0, len(shape) - 1, *range(1, len(shape) - 1)]
 
 
 def _where(node: fx.Node) -> str:

@@ -62,12 +62,21 @@ class Group:
 
 class HeadLayout(NamedTuple):
     """How a reshape splits channels into heads: `num_heads` consecutive blocks of `key_dim` q, `key_dim` k and
-    `head_dim` v channels (ultralytics `Attention`: qkv.view(B, num_heads, 2*key_dim + head_dim, N))."""
+    `head_dim` v channels (ultralytics `Attention`: qkv.view(B, num_heads, 2*key_dim + head_dim, N)).
+
+    `v_channels`: v channel j of head h leaves the module as channel h*head_dim + j of a width the module records
+    itself (`AAttn`'s all_head_dim), so v is cut with the key dims instead of pinned, and q, k and v share one
+    head_dim (their counts per head stay equal).  `rescale`: the forward recomputes its softmax scale as
+    key_dim**-0.5 (AAttn has no `scale` attribute), so surgery scales the kept q channels by sqrt(new/old key_dim)
+    and rewrites the baked scale (used with `v_channels`, whose surgery rewrites the module's baked sizes).
+    """
 
     num_heads: int
     key_dim: int
     head_dim: int
     module: str  # the attention module's path, for messages
+    v_channels: bool = False
+    rescale: bool = False
 
     @property
     def per_head(self) -> int:
@@ -77,11 +86,12 @@ class HeadLayout(NamedTuple):
 @dataclass
 class HeadCut:
     """An attention reshape found by the analysis: its layout, the qkv weight it reads and the q/k group of each
-    head (unit j of a head's group = its q channel j and k channel j)."""
+    head (unit j of a head's group = its q channel j and k channel j), and its v groups if v is cut too."""
 
     layout: HeadLayout
     param: str | None  # the producing conv's weight (qkv.conv.weight), whose dim 0 holds the q/k/v channels
     groups: tuple[str, ...]
+    v_groups: tuple[str, ...] = ()  # each head's v group, when the layout cuts v (`v_channels`)
 
 
 @dataclass
