@@ -139,6 +139,17 @@ def test_mask_target_png_marks_the_instance(tmp_path):
     assert pose.save_png(tmp_path / "pose.png").stat().st_size > 0
 
 
+
+def test_unfolded_yolo12_is_complete():
+    """BatchNorm left unfolded in YOLO12: AAttn's `flatten(2).transpose(1, 2)` hands BN a channels-last gradient, for
+    which torch's CPU batch_norm backward is wrong (2.14.1; 8+ channels); relprop's BatchNorm rule makes it exact."""
+    ex = relprop.Explainer(task_trace("yolo12n.yaml", 64, D))
+    assert any(fxgraph.info(n).kind == "batchnorm" for n in ex.graph.module.graph.nodes)
+    for target in ("class", "box"):
+        for e in ex.explain_boxes(IMAGE, best_boxes(ex), target=target, iou=0.5):
+            assert completeness_ok(e, 1e-6), (target, e.delta, e.score, e.reference_score)
+
+
 # -- closed forms -------------------------------------------------------------------------------------------------
 
 class SinCos(torch.nn.Module):
