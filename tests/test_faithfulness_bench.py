@@ -80,3 +80,22 @@ def test_relprop_attribute_matches_captum_deeplift_on_a_relu_cnn():
     # with max-pools relprop stays complete (captum's max-pool rule differs: reported, not asserted)
     r = fm.small_cnn_check(seed=0, n=4, k=2, repeats=1, pool=True)
     assert r["relprop_completeness_max"] < 1e-10
+
+
+def test_task_rows_normalise_by_the_difference_from_the_reference():
+    """The pose/OBB rows' curves are (f − f(x0)) / (f(x) − f(x0)): an offset in the score (a box coordinate that does
+    not fall to 0) changes nothing, and the true ranking beats the reversed one."""
+    import faith_tasks
+
+    x = torch.tensor([[[4.0, 3.0], [2.0, 1.0]]])
+    x0 = torch.zeros_like(x)
+    valid = np.ones((2, 2), bool)
+
+    def score(batch):
+        return batch.flatten(1).sum(1) + 100.0
+
+    good = faith_tasks.difference_curves(score, x, x0, x[0].numpy(), valid, steps=4)
+    bad = faith_tasks.difference_curves(score, x, x0, -x[0].numpy(), valid, steps=4)
+    np.testing.assert_allclose(good["deletion"], [1.0, 0.6, 0.3, 0.1, 0.0])
+    np.testing.assert_allclose(good["insertion"], [0.0, 0.4, 0.7, 0.9, 1.0])
+    assert good["deletion_auc"] < bad["deletion_auc"] and good["insertion_auc"] > bad["insertion_auc"]
