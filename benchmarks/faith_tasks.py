@@ -9,8 +9,8 @@ the models are random yolo11n-pose / yolo11n-obb with BatchNorm recalibrated (be
 boxes are their best raw candidates.
 
 A coordinate does not fall to 0 when the image is deleted, so the curves are normalised as differences from the
-metric reference: (f(x_k) − f(x0)) / (f(x) − f(x0)), 1 → 0 for deletion and 0 → 1 for insertion, a random ranking
-near 0.5 both ways (DeepSHAP's completeness splits exactly this difference).
+metric reference: (f(x_k) − f(x0)) / (f(x) − f(x0)), 1 → 0 for deletion and 0 → 1 for insertion (DeepSHAP's
+completeness splits exactly this difference).  A random ranking is kept as a reference row.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from relprop.image import Letterbox, read_image, reference_inputs, to_input
 TASKS = {"pose": ("yolo11n-pose.yaml", ("class", "keypoints")), "obb": ("yolo11n-obb.yaml", ("class", "box"))}
 METHODS = ("relprop", "relprop_blur", "grad_x_input", "integrated_gradients", "random")
 LABELS = {"relprop": "relprop (black ref.)", "relprop_blur": "relprop (blur ref.)", "grad_x_input": "gradient × input",
-          "integrated_gradients": "Integrated Gradients", "random": "random ranking (floor)"}
+          "integrated_gradients": "Integrated Gradients", "random": "random ranking"}
 
 
 def target_score(ex: relprop.Explainer, e: relprop.Explanation, x: torch.Tensor, lb: Letterbox, iou: float,

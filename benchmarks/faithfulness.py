@@ -618,7 +618,11 @@ def markdown(result: dict, datasets: dict) -> str:
                       "keypoints: x, y and visibility of every keypoint; OBB box: x, y, w, h and angle), rebuilt from "
                       "the target's weights and checked equal to the Explanation's score.  A coordinate does not "
                       "fall to 0 when pixels are deleted, so all these curves are (f − f(x0)) / (f(x) − f(x0)) with x0 the metric reference (1 → 0 deleting, 0 → 1 "
-                      "inserting; a random ranking is near 0.5), not comparable with the class-score tables.", ""]
+                      "inserting), not the detect tables' score ÷ score of the image.  The random ranking scatters the "
+                      "changed pixels over the image, which moves a random-weight model's scores in its own way: it is "
+                      "a reference row, not a floor.  With random weights these rows show that every method runs on "
+                      "pose and OBB targets and how complete its map is; trained weights are needed to rank the "
+                      "methods' faithfulness.", ""]
     if result.get("shapes_note"):
         lines += [result["shapes_note"] + ".", ""]
     lines += ["Deletion/insertion: the image pixels (letterbox padding excluded) ranked by the map, 5 % steps, "
