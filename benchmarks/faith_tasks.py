@@ -157,3 +157,28 @@ def table(result: dict) -> list[str]:
                      f"{cell(s.get('deletion_blur'))} | {cell(s.get('insertion_blur'))} | "
                      f"{'–' if not ce else format(ce['mean'], '.2e')} |")
     return lines
+
+
+def sections(result: dict) -> list[str]:
+    """The markdown sections of the pose and OBB rows present in a faithfulness result, with how to read them."""
+    lines = []
+    for key in [k for k in TASKS if k in result]:
+        r = result[key]
+        for target, rows in r["targets"].items():
+            lines += [f"## {r['model']} with random weights (BatchNorm recalibrated), target {target}, {r['image']} at "
+                      f"{r['imgsz']}, its best raw candidates as boxes ({rows['boxes']} boxes)", "", *table(rows), ""]
+    if lines:
+        lines += ["Score: the explained target on the matched candidates (class: the class probability; pose keypoints: "
+                  "x, y and visibility of every keypoint; OBB box: x, y, w, h and angle), rebuilt from the target's "
+                  "weights and checked equal to the Explanation's score.  Deletion/insertion: the image pixels "
+                  "(letterbox padding excluded) ranked by the map, 5 % steps, replaced by / revealed from the metric "
+                  "reference x0 (black: the image content black; blur: Gaussian blur σ = max(H,W)/20).  A coordinate "
+                  "does not fall to 0 when pixels are deleted, so the curves are (f − f(x0)) / (f(x) − f(x0)) (1 → 0 "
+                  "deleting, 0 → 1 inserting), not the detect tables' score ÷ score of the image.  The random ranking "
+                  "scatters the changed pixels over the image, which moves a random-weight model's scores in its own "
+                  "way: it is a reference row, not a floor.  With random weights these rows show that every method "
+                  "runs on pose and OBB targets and how complete its map is (completeness error |Σ R − (f(x) − "
+                  "f(x0))| / |f(x) − f(x0)| against the method's own reference: blur for relprop (blur ref.), black for the "
+                  "others); trained weights are needed to rank the methods' "
+                  "faithfulness.", ""]
+    return lines

@@ -587,6 +587,11 @@ def time_note(s: dict) -> str:
 def markdown(result: dict, datasets: dict) -> str:
     s = result["settings"]
     cnn = result["small_cnn"]
+    if not any(key in result for key in ("real", "yolo11", "yolo26", "shapes")):  # pose / OBB rows alone
+        return "\n".join(["# Faithfulness on pose and OBB boxes (issue 27)", "",
+                          f"Command: `{result['command'].strip()}`.  Machine: {result['machine']}.  imgsz "
+                          f"{s['imgsz']}; IG {s['ig_steps']} steps; seed {s['seed']}.  Mean ± std over boxes.", "",
+                          *faith_tasks.sections(result)])
     lines = ["# Faithfulness and cost of box explanations (issue 6)", "",
              f"Command: `{result['command'].strip()}`.  Machine: {result['machine']}.  imgsz {s['imgsz']}; "
              f"D-RISE {s['drise_masks']} masks (16×16 grid, p 0.5); IG {s['ig_steps']} steps; relprop K=8 references "
@@ -607,22 +612,7 @@ def markdown(result: dict, datasets: dict) -> str:
             lines += ["", f"{len(result[key]['skipped'])} ground-truth boxes had no candidate of their class with "
                       f"IoU ≥ {s['gt_iou']} (the detector misses them) and were skipped."]
         lines.append("")
-    for key in faith_tasks.TASKS:
-        if key in result:
-            r = result[key]
-            for target, rows in r["targets"].items():
-                lines += [f"## {r['model']} with random weights (BatchNorm recalibrated), target {target}, "
-                          f"{r['image']} at {r['imgsz']}, its best raw candidates as boxes ({rows['boxes']} boxes)", ""]
-                lines += faith_tasks.table(rows) + [""]
-            lines += ["Score: the explained target on the matched candidates (class: the class probability; pose "
-                      "keypoints: x, y and visibility of every keypoint; OBB box: x, y, w, h and angle), rebuilt from "
-                      "the target's weights and checked equal to the Explanation's score.  A coordinate does not "
-                      "fall to 0 when pixels are deleted, so all these curves are (f − f(x0)) / (f(x) − f(x0)) with x0 the metric reference (1 → 0 deleting, 0 → 1 "
-                      "inserting), not the detect tables' score ÷ score of the image.  The random ranking scatters the "
-                      "changed pixels over the image, which moves a random-weight model's scores in its own way: it is "
-                      "a reference row, not a floor.  With random weights these rows show that every method runs on "
-                      "pose and OBB targets and how complete its map is; trained weights are needed to rank the "
-                      "methods' faithfulness.", ""]
+    lines += faith_tasks.sections(result)
     if result.get("shapes_note"):
         lines += [result["shapes_note"] + ".", ""]
     lines += ["Deletion/insertion: the image pixels (letterbox padding excluded) ranked by the map, 5 % steps, "
