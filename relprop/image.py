@@ -163,7 +163,7 @@ def _pil_resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
     if np.array_equal(image, np.round(image)):
         return np.asarray(Image.fromarray(image.astype(np.uint8)).resize(size, Image.BILINEAR), dtype=np.float32)
-    channels = [np.asarray(Image.fromarray(np.ascontiguousarray(image[..., c], dtype=np.float32), mode="F")
+    channels = [np.asarray(Image.fromarray(np.ascontiguousarray(image[..., c], dtype=np.float32))  # mode "F"
                            .resize(size, Image.BILINEAR)) for c in range(image.shape[2])]
     return np.stack(channels, axis=-1).astype(np.float32)
 
