@@ -3,8 +3,10 @@
     python benchmarks/explain_speed.py [--imgsz 640 320] [--repeats 3] [--device cpu]
 
 For yolov8n (random weights, BatchNorm statistics recalibrated) and the embedded YOLOv8s on ultralytics's bus.jpg,
-yolo26n (random weights, BatchNorm recalibrated, default one2many branch) on bus.jpg, and the real YOLO11s of uitag
-(`yolo11s-ui`, 9 UI classes) on its VS Code screenshot, it measures:
+yolo26n (random weights, BatchNorm recalibrated, default one2many branch) on bus.jpg, the real YOLO11s of uitag
+(`yolo11s-ui`, 9 UI classes) on its VS Code screenshot, and, on bus.jpg with random weights (BatchNorm recalibrated),
+yolo11n-pose explaining every keypoint of a box (target "keypoints") and yolo11n-obb explaining a rotated box (target
+"box", boxes given as xywhr), it measures:
 
 * forward      — the traced graph (BatchNorm folded, as ultralytics fuses it for inference), no autograd
 * forward+grad — the same graph with autograd, plus one plain-gradient backward (what "a forward with autograd" costs)
@@ -84,7 +86,9 @@ class NoDetection(Exception):
     """A trained model finds nothing to explain at this size: its row is left out, the other rows are kept."""
 
 
-RANDOM = ("yolov8n", "yolo26n")  # random-weight models: no detection passes NMS, explain the best candidates
+RANDOM = ("yolov8n", "yolo26n", "yolo11n-pose", "yolo11n-obb")  # random weights: nothing passes NMS, explain the
+# best candidates
+TARGETS = {"yolo11n-pose": "keypoints", "yolo11n-obb": "box"}  # what is explained (default: the class)
 
 
 MODES = ("eager", "compiled", "cudagraph")  # relevance pass: eager, torch.compile (inductor), + CUDA-graph capture
@@ -93,6 +97,7 @@ MODES = ("eager", "compiled", "cudagraph")  # relevance pass: eager, torch.compi
 def measure(name: str, model, imgsz: int, repeats: int, boxes: int, device: str, path: Path = BUS,
             conf: float = 0.25, mode: str = "eager") -> dict:
     ex = relprop.Explainer(model, imgsz, device=device, compile=mode != "eager")
+    target = TARGETS.get(name, "class")
     if mode == "cudagraph":
         ex.engine.mode = "reduce-overhead"
     g = ex.graph
@@ -112,10 +117,10 @@ def measure(name: str, model, imgsz: int, repeats: int, boxes: int, device: str,
         # random weights detect nothing (and tie their scores): explain the best-scoring candidates as a
         # list of boxes, which shares the forward exactly as the NMS mode does
         chosen = [b for b, _ in best_candidate_boxes(g, image, boxes)]
-        dets = ex.explain(path, chosen, iou=0.5)
+        dets = ex.explain(path, chosen, iou=0.5, target=target)
 
         def explain_all():
-            ex.explain(path, chosen, iou=0.5)
+            ex.explain(path, chosen, iou=0.5, target=target)
     else:
         dets = ex.explain(path, conf=conf)
 
@@ -128,7 +133,7 @@ def measure(name: str, model, imgsz: int, repeats: int, boxes: int, device: str,
     box, cls = dets[0].box, (dets[0].cls if name not in RANDOM else None)
 
     def explain_one():
-        ex.explain(path, box, cls=cls, iou=0.5 if name in RANDOM else 0.7)
+        ex.explain(path, box, cls=cls, iou=0.5 if name in RANDOM else 0.7, target=target)
 
     t = timed({"forward": forward, "forward_grad": forward_grad, "one": explain_one, "all": explain_all}, repeats,
               g.device)
@@ -156,6 +161,7 @@ def measure(name: str, model, imgsz: int, repeats: int, boxes: int, device: str,
     del held
     return {
         "model": name,
+        "target": target,
         "mode": mode,
         "compile_failed": getattr(ex.engine, "failed", None),  # a compiled mode that fell back to eager says why
         "image": path.name,
@@ -197,9 +203,12 @@ def model_and_image(name: str):
         return random_model("yolo26n.yaml"), BUS
     if name == "yolo11s-ui":
         return uitag_yolo11s()
+    if name in ("yolo11n-pose", "yolo11n-obb"):
+        return random_model(f"{name}.yaml"), BUS
     if name == "embedded":
         return None, BUS
-    raise SystemExit(f"unknown model {name!r}: choose from yolov8n, embedded, yolo26n, yolo11s-ui")
+    raise SystemExit(f"unknown model {name!r}: choose from yolov8n, embedded, yolo26n, yolo11s-ui, yolo11n-pose, "
+                     "yolo11n-obb")
 
 
 def markdown(rows: list[dict], runs: list[dict]) -> str:
@@ -214,15 +223,15 @@ def markdown(rows: list[dict], runs: list[dict]) -> str:
     lines += [
         "Other jobs share the machine: compare ratios within a run, not seconds across runs.",
         "",
-        "| run | model | image | imgsz | forward s | fwd+grad s | explain 1 box s | × fwd | boxes | per box (all) s "
+        "| run | model | target | image | imgsz | forward s | fwd+grad s | explain 1 box s | × fwd | boxes | per box (all) s "
         "| marginal box s | × fwd | mem fwd+grad MB | mem explain MB | × |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         marg = "-" if r["marginal_box_s"] is None else f"{r['marginal_box_s']:.3f}"
         margr = "-" if r["ratio_marginal_to_forward"] is None else f"{r['ratio_marginal_to_forward']:.2f}"
         lines.append(
-            f"| {r.get('run', 1)} | {r['model']} | {r.get('image', 'bus.jpg')} | {r['imgsz']} | {r['forward_s']:.3f} | "
+            f"| {r.get('run', 1)} | {r['model']} | {r.get('target', 'class')} | {r.get('image', 'bus.jpg')} | {r['imgsz']} | {r['forward_s']:.3f} | "
             f"{r['forward_grad_s']:.3f} | {r['explain_one_s']:.3f} | {r['ratio_one_to_forward']:.2f} | {r['boxes']} | "
             f"{r['per_box_all_s']:.3f} | {marg} | {margr} | {r['mem_forward_grad_mb']:.0f} | {r['mem_explain_mb']:.0f} | "
             f"{r['ratio_mem_explain_to_forward_grad']:.2f} |"
@@ -234,7 +243,9 @@ def markdown(rows: list[dict], runs: list[dict]) -> str:
         "(explain all − explain 1) / (boxes − 1). Memory: activations saved for backward (storages counted once), "
         "plus the cached reference pass for explaining. Goals (issue 3): explain 1 box ≤ 3× forward, each further "
         "box ≤ 1.2× forward, memory ≤ 3× forward with autograd. yolov8n and yolo26n have random weights (BatchNorm "
-        "recalibrated) and explain their best candidates given as boxes; yolo11s-ui is uitag's trained YOLO11s.",
+        "recalibrated) and explain their best candidates given as boxes, as do yolo11n-pose (target keypoints: x, y and "
+        "visibility of all 17 keypoints of the matched candidates) and yolo11n-obb (target box: x, y, w, h and angle "
+        "of the matched candidates, boxes given as xywhr); yolo11s-ui is uitag's trained YOLO11s.",
     ]
     return "\n".join(lines) + "\n"
 
@@ -245,7 +256,8 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--boxes", type=int, default=4, help="boxes for 'explain all' (max_det)")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--models", nargs="+", default=["yolov8n", "embedded", "yolo26n", "yolo11s-ui"])
+    parser.add_argument("--models", nargs="+", default=["yolov8n", "embedded", "yolo26n", "yolo11s-ui", "yolo11n-pose",
+                                                        "yolo11n-obb"])
     parser.add_argument("--conf", type=float, default=0.25,
                         help="NMS confidence of the trained models' detections (uitag's YOLO11s finds none at 0.25 "
                              "on its screenshot at 320 px)")

@@ -22,12 +22,16 @@ Measures per box: energy pointing game (share of positive relevance inside the b
 of the image) with the black reference and with the blurred one, completeness error |Σ R − (f(x) − f(x0))| / |f(x) −
 f(x0)| for methods with a reference, and wall time per box ÷ the median forward pass of the same graph measured on the
 same image in the same run.  Writes benchmarks/results/faithfulness.json, .md and faithfulness_maps.png.
+
+`--datasets pose,obb` adds the rows of issue 27 (benchmarks/faith_tasks.py): random yolo11n-pose (target keypoints)
+and yolo11n-obb (target box, rotated) on bus.jpg, deletion and insertion on the explained box's own score.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import importlib.util
 import json
 import os
 import platform
@@ -48,6 +52,7 @@ import torch  # noqa: E402
 import ultralytics  # noqa: E402
 
 import faith_methods as fm  # noqa: E402
+import faith_tasks  # noqa: E402
 from bench_timing import interleaved  # noqa: E402
 import fxgraph  # noqa: E402
 import relprop  # noqa: E402
@@ -442,7 +447,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--datasets", default="real,shapes",
                     help="comma-separated: real (embedded YOLOv8s on bus/zidane), yolo11 (uitag's trained YOLO11s on "
                          "its two screenshots), yolo26 (random-weight yolo26n on bus.jpg: no YOLO26 weights exist in "
-                         "any package), shapes (needs --shapes-weights/--train-shapes)")
+                         "any package), shapes (needs --shapes-weights/--train-shapes), pose and obb (random "
+                         "yolo11n-pose / yolo11n-obb on bus.jpg, their keypoints / rotated-box target)")
+    ap.add_argument("--task-boxes", type=int, default=3, help="boxes (best raw candidates) of the pose and obb rows")
     ap.add_argument("--yolo11-imgsz", type=int, default=640, help="image size of the yolo11 dataset (1920x1080 screens)")
     ap.add_argument("--max-boxes", type=int, default=1000, help="at most this many detections per image (by confidence)")
     ap.add_argument("--name", default="faithfulness", help="stem of the written .json/.md/_maps.png")
@@ -457,8 +464,8 @@ def main(argv: list[str] | None = None) -> int:
     if unknown or not args.methods:
         ap.error(f"--methods: unknown {unknown}; choose from {METHODS}")
     wanted = {d.strip() for d in args.datasets.split(",") if d.strip()}
-    if not wanted or wanted - {"real", "yolo11", "yolo26", "shapes"}:
-        ap.error(f"--datasets: choose from real, yolo11, yolo26, shapes; got {args.datasets!r}")
+    if not wanted or wanted - {"real", "yolo11", "yolo26", "shapes", *faith_tasks.TASKS}:
+        ap.error(f"--datasets: choose from real, yolo11, yolo26, shapes, pose, obb; got {args.datasets!r}")
     if args.render:
         result = json.loads(args.render.read_text())
         for key in ("real", "yolo11", "yolo26", "shapes"):
@@ -484,9 +491,13 @@ def main(argv: list[str] | None = None) -> int:
     load0 = os.getloadavg()
     t_start = time.time()
 
-    print("small ReLU CNN: relprop.attribute vs captum", flush=True)
-    cnn = {"relu_only": fm.small_cnn_check(seed=args.seed, pool=False), "with_maxpool": fm.small_cnn_check(
-        seed=args.seed, pool=True)}
+    cnn = {}
+    if importlib.util.find_spec("captum") is None:
+        print("captum is not installed: the small ReLU CNN comparison is left out", flush=True)
+    else:
+        print("small ReLU CNN: relprop.attribute vs captum", flush=True)
+        cnn = {"relu_only": fm.small_cnn_check(seed=args.seed, pool=False), "with_maxpool": fm.small_cnn_check(
+            seed=args.seed, pool=True)}
 
     images = ["bus.jpg"] if args.quick else ["bus.jpg", "zidane.jpg"]
     fig_boxes = {("bus.jpg", 0), ("zidane.jpg", 0)}
@@ -508,6 +519,11 @@ def main(argv: list[str] | None = None) -> int:
         print("random yolo26n on bus.jpg, its best candidates", flush=True)
         datasets["yolo26"] = run_dataset("random yolo26n", model26, args.imgsz, [(ASSETS / "bus.jpg", boxes26)], args,
                                          set(), peers=False)
+    tasks = {}
+    for task in [t for t in faith_tasks.TASKS if t in wanted and not args.quick]:
+        print(f"random {faith_tasks.TASKS[task][0]} on bus.jpg, its best candidates", flush=True)
+        tasks[task] = faith_tasks.run_task(task, args.imgsz, ASSETS / "bus.jpg", args.task_boxes, args.ig_steps,
+                                           args.batch, args.seed)
     shapes_note = None
     weights = args.shapes_weights
     if weights is None and args.train_shapes and not args.quick:
@@ -535,6 +551,7 @@ def main(argv: list[str] | None = None) -> int:
         "peers_on_yolov8": real["peers"],
         "shapes_note": shapes_note,
         "runtime_s": time.time() - t_start,
+        **tasks,
     }
     for key, ds in datasets.items():
         result[key] = {"summary": summarise(ds["records"]), "boxes": len(ds["records"]), "skipped": ds["skipped"],
@@ -570,6 +587,11 @@ def time_note(s: dict) -> str:
 def markdown(result: dict, datasets: dict) -> str:
     s = result["settings"]
     cnn = result["small_cnn"]
+    if not any(key in result for key in ("real", "yolo11", "yolo26", "shapes")):  # pose / OBB rows alone
+        return "\n".join(["# Faithfulness on pose and OBB boxes (issue 27)", "",
+                          f"Command: `{result['command'].strip()}`.  Machine: {result['machine']}.  imgsz "
+                          f"{s['imgsz']}; IG {s['ig_steps']} steps; seed {s['seed']}.  Mean ± std over boxes.", "",
+                          *faith_tasks.sections(result)])
     lines = ["# Faithfulness and cost of box explanations (issue 6)", "",
              f"Command: `{result['command'].strip()}`.  Machine: {result['machine']}.  imgsz {s['imgsz']}; "
              f"D-RISE {s['drise_masks']} masks (16×16 grid, p 0.5); IG {s['ig_steps']} steps; relprop K=8 references "
@@ -590,6 +612,7 @@ def markdown(result: dict, datasets: dict) -> str:
             lines += ["", f"{len(result[key]['skipped'])} ground-truth boxes had no candidate of their class with "
                       f"IoU ≥ {s['gt_iou']} (the detector misses them) and were skipped."]
         lines.append("")
+    lines += faith_tasks.sections(result)
     if result.get("shapes_note"):
         lines += [result["shapes_note"] + ".", ""]
     lines += ["Deletion/insertion: the image pixels (letterbox padding excluded) ranked by the map, 5 % steps, "
@@ -608,8 +631,11 @@ def markdown(result: dict, datasets: dict) -> str:
                      f"{c['relprop_completeness_max']:.1e} | {c['captum_completeness_max']:.1e} | "
                      f"{t['relprop']*1e3:.1f} ms / {t['captum_deeplift']*1e3:.1f} ms | "
                      f"{t['relprop_k']*1e3:.1f} ms / {t['captum_deepliftshap']*1e3:.1f} ms |")
+    if not cnn:
+        lines.append("| captum not installed in this run: left out | | | | | | |")
     lines += ["", "(relprop times with the traced graph reused; with tracing each call: see the JSON.)", "",
-              "" if s.get("timing_only") else f"Figure: `benchmarks/results/{s.get('name', 'faithfulness')}_maps.png`.",
+              "" if s.get("timing_only") or "real" not in result else
+              f"Figure: `benchmarks/results/{s.get('name', 'faithfulness')}_maps.png`.",
               ""]
     return "\n".join(lines)
 

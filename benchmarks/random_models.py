@@ -34,7 +34,8 @@ def random_model(yaml: str = "yolov8n.yaml") -> torch.nn.Module:
 
 def best_candidate_boxes(graph, image: np.ndarray, n: int) -> list[tuple[np.ndarray, int]]:
     """Random weights detect nothing at any usual confidence: the `n` best-scoring raw candidates of `graph` on
-    `image`, as (xyxy box in original pixels, class), keeping well-formed boxes that overlap the image."""
+    `image`, as (xyxy box in original pixels, class), keeping well-formed boxes that overlap the image.  An OBB
+    model's boxes are (x, y, w, h, r) in original pixels (the xyxy of their unrotated extent decides the check)."""
     from relprop.image import Letterbox, to_input
     from relprop.target import xywh_to_xyxy
 
@@ -47,9 +48,12 @@ def best_candidate_boxes(graph, image: np.ndarray, n: int) -> list[tuple[np.ndar
     xyxy = pred[:4, order].T if graph.facts.box_format == "xyxy" else xywh_to_xyxy(pred[:4, order].T)
     h0, w0 = image.shape[:2]
     chosen = []
-    for b, a in zip(xyxy.double().cpu().numpy(), order.tolist()):
+    angles = pred[-1, order].double().cpu().numpy() if graph.facts.box_format == "xywhr" else None
+    for i, (b, a) in enumerate(zip(xyxy.double().cpu().numpy(), order.tolist())):
         b = lb.box_to_original(b, clip=False)
         if b[2] > b[0] and b[3] > b[1] and b[0] < w0 and b[1] < h0 and b[2] > 0 and b[3] > 0:
+            if angles is not None:  # back to (x, y, w, h, r): the letterbox scales and shifts, it does not rotate
+                b = np.array([(b[0] + b[2]) / 2, (b[1] + b[3]) / 2, b[2] - b[0], b[3] - b[1], angles[i]])
             chosen.append((b, int(scores[:, a].argmax())))
         if len(chosen) == n:
             break

@@ -26,14 +26,14 @@ from .errors import (BaselineError, BoxError, ImageError, NoMatchError, OptionsE
                      RuleError)
 from .explainer import Explainer, explain, explainer
 from .explanation import Explanation
-from .image import Letterbox
+from .image import CenterCrop, Letterbox
 from .options import ExplainOptions
 from .page import ExplanationPage, browse
 from .rules import AlphaBeta, Gradient, MatMul, MaxPool, Rescale, Rule, Shapley, Softmax
 
 __all__ = [
     "AlphaBeta", "BaselineError", "ExplanationGrid", "ExplanationPage", "browse", "show", "BoxError", "Composite", "ExplainOptions", "Explainer", "Explanation", "Gradient",
-    "ImageError", "Letterbox", "MaxPool", "NoMatchError", "OptionsError", "OutputError", "Pass", "References",
+    "CenterCrop", "ImageError", "Letterbox", "MaxPool", "NoMatchError", "OptionsError", "OutputError", "Pass", "References",
     "Relevance",
     "MatMul", "RelevanceGraph", "RelpropError", "Rescale", "Rule", "RuleError", "Shapley", "Softmax", "attribute",
     "deepshap_rules", "detdshap_paper", "explain", "explainer", "relevance_graph", "resolve",

@@ -16,7 +16,7 @@ from torch import fx
 from fxgraph import info, nodeinfo, ops
 
 from .errors import RuleError
-from .rules import AlphaBeta, Gradient, Identity, MatMul, MaxPool, Rescale, Rule, Shapley, Softmax
+from .rules import AlphaBeta, BatchNorm, Gradient, Identity, MatMul, MaxPool, Rescale, Rule, Shapley, Softmax
 
 STRUCTURAL_KINDS = ops.STRUCTURAL
 
@@ -26,6 +26,7 @@ def deepshap_rules() -> dict[str, Rule]:
     table: dict[str, Rule] = {kind: Gradient() for kind in ops.LINEAR_KINDS}
     table.update({kind: Rescale() for kind in ops.ELEMENTWISE_KINDS})
     table.update(maxpool=MaxPool(), softmax=Softmax(), mul=Shapley(), div=Shapley(), matmul=MatMul(), identity=Identity())
+    table["batchnorm"] = BatchNorm()
     return table
 
 

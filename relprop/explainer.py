@@ -27,7 +27,7 @@ from .composites import RulesSpec
 from .engine import References, Relevance, RelevanceGraph
 from .errors import BoxError, OptionsError
 from .explanation import Explanation
-from .image import (Letterbox, image_tensor, letterbox_tensor, read_image, reference_inputs,
+from .image import (Letterbox, geometry_for, image_tensor, letterbox_tensor, read_image, reference_inputs,
                     tensor_reference_inputs, to_input)
 from .options import ExplainOptions
 from .target import (Layout, Target, TargetSet, check_inside, class_target, detections, match, parse_box,
@@ -168,16 +168,18 @@ class Explainer:
         """(x (1, 3, h, w), references x0 (K, 3, h, w), letterbox, the host image array or None) for an image.
 
         An image tensor is letterboxed, and its "black" / constant / tensor references built, on the graph's device,
-        with no host copy (the array is then None); anything else goes through the float HWC BGR array."""
+        with no host copy (the array is then None); anything else goes through the float HWC BGR array.  A classifier's
+        image is resized and centre-cropped instead (`relprop.image.CenterCrop`), on the host, like ultralytics's."""
         g = self.graph
-        if isinstance(image, torch.Tensor):
+        geometry = geometry_for(self.layout.task)  # a classifier centre-crops, as ultralytics's predictor does
+        if isinstance(image, torch.Tensor) and geometry is Letterbox:
             t = image_tensor(image)
             lb = Letterbox.fit(tuple(t.shape[-2:]), self.imgsz)
             x0 = tensor_reference_inputs(baseline, t, lb, g.dtype, g.device)
             if x0 is not None:
                 return letterbox_tensor(t, lb, g.dtype, g.device), x0, lb, None
         array = read_image(image)
-        lb = Letterbox.fit(array.shape[:2], self.imgsz)
+        lb = geometry.fit(array.shape[:2], self.imgsz)
         blur = isinstance(baseline, str) and baseline == "blur"
         x0 = self._blurred_reference(array, lb) if blur else reference_inputs(baseline, array, lb, g.dtype, g.device)
         return to_input(array, lb, g.dtype, g.device), x0, lb, array

@@ -15,9 +15,10 @@ class Explanation:
     """Why the detector predicted one box.
 
     heatmap          (H, W) relevance in original-image pixels (input relevance summed over RGB, padding cropped,
-                     resized back with the sum kept); positive = evidence for the target
-    input_relevance  (3, h, w) relevance at the network input (letterboxed, padding included); sums to score −
-                     reference_score up to `delta`
+                     resized back with the sum kept; a classifier's: 0 where its centre crop cut the image);
+                     positive = evidence for the target
+    input_relevance  (3, h, w) relevance at the network input (letterboxed, padding included; a classifier's input
+                     is ultralytics's centre crop); sums to score − reference_score up to `delta`
     channels         conv module path → relevance per output filter (summed over space): the pruning criterion's input
     score            f(x): the explained scalar at the image (see `relprop.target` for exactly what is summed)
     reference_score  f(x0): the same at the reference (the mean over the references for K of them)

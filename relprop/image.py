@@ -1,15 +1,18 @@
-"""Images in, network inputs out: reading, ultralytics-style letterboxing and its inverse, and references.
+"""Images in, network inputs out: reading, ultralytics-style letterboxing (centre cropping for a classifier) and its
+inverse, and references.
 
 Everything is converted to one form first, a float32 HWC BGR array in [0, 255] (what cv2 reads), so paths, numpy
 arrays, PIL images and tensors share one letterbox.  The letterbox is ultralytics's `LetterBox(auto=False)`: scale
-to fit, centre, pad with grey 114, exactly, so boxes and candidates agree with `YOLO.predict` on the same size.
+to fit, centre, pad with grey 114, exactly, so boxes and candidates agree with `YOLO.predict` on the same size.  A
+classifier sees what ultralytics's classify predictor feeds it instead: the short side resized, the centre cropped
+(`CenterCrop`); `geometry_for(task)` says which.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Sequence, Union
 
 import cv2
 import numpy as np
@@ -80,6 +83,98 @@ class Letterbox:
         crop = np.ascontiguousarray(values[self.top:self.top + h, self.left:self.left + w], dtype=np.float64)
         out = cv2.resize(crop, (self.orig_shape[1], self.orig_shape[0]), interpolation=cv2.INTER_LINEAR)
         return out * (h * w) / (self.orig_shape[0] * self.orig_shape[1])
+
+
+@dataclass(frozen=True)
+class CenterCrop:
+    """The geometry of ultralytics's classify preprocessing (`classify_transforms`, what `YOLO.predict` does for a
+    classifier): resize with PIL's antialiased bilinear filter, the short side to a square input's size (else to
+    exactly (h, w)), then crop the centre.  Original (H, W) → resized `resized` (w, h) → input (h, w) at `top`/`left`
+    of the resized image.  Same interface as `Letterbox`."""
+
+    orig_shape: tuple[int, int]
+    new_shape: tuple[int, int]
+    resized: tuple[int, int]  # (w, h) after the resize
+    top: int
+    left: int
+
+    @classmethod
+    def fit(cls, orig_shape: tuple[int, int], new_shape: tuple[int, int]) -> "CenterCrop":
+        """torchvision's Resize(size) (short side; long side truncated, as `int(size·long/short)`) + CenterCrop."""
+        (h0, w0), (h, w) = orig_shape, new_shape
+        if h == w:
+            long = int(h * max(h0, w0) / min(h0, w0))
+            resized = (h, long) if w0 <= h0 else (long, h)
+        else:
+            resized = (w, h)
+        return cls(tuple(orig_shape), tuple(new_shape), resized, int(round((resized[1] - h) / 2.0)),
+                   int(round((resized[0] - w) / 2.0)))
+
+    @property
+    def scale(self) -> tuple[float, float]:
+        """(x, y) resize factors: resized / original."""
+        return self.resized[0] / self.orig_shape[1], self.resized[1] / self.orig_shape[0]
+
+    def apply(self, image: np.ndarray, pad_value: float = PAD_VALUE) -> np.ndarray:
+        """Resize and crop an HWC image like ultralytics's classify predictor (`pad_value` unused: nothing is padded).
+        An image of whole numbers (what cv2 reads) is resized as uint8, exactly as PIL does for ultralytics; any other
+        per channel in 32-bit float."""
+        if image.shape[:2] != self.orig_shape:
+            raise ImageError(f"centre crop made for {self.orig_shape}, got an image of {image.shape[:2]}")
+        image = image[..., None] if image.ndim == 2 else image
+        if image.shape[1::-1] != self.resized:
+            image = _pil_resize(image, self.resized)
+        h, w = self.new_shape
+        return image[self.top:self.top + h, self.left:self.left + w]
+
+    def box_to_input(self, box: Sequence[float]) -> np.ndarray:
+        """xyxy in original pixels → xyxy in network-input pixels."""
+        b = np.asarray(box, dtype=np.float64).copy()
+        sx, sy = self.scale
+        b[[0, 2]] = b[[0, 2]] * sx - self.left
+        b[[1, 3]] = b[[1, 3]] * sy - self.top
+        return b
+
+    def box_to_original(self, box: Sequence[float], clip: bool = True) -> np.ndarray:
+        """xyxy in network-input pixels → xyxy in original pixels (clipped to the image unless `clip=False`)."""
+        b = np.asarray(box, dtype=np.float64).copy()
+        sx, sy = self.scale
+        b[[0, 2]] = (b[[0, 2]] + self.left) / sx
+        b[[1, 3]] = (b[[1, 3]] + self.top) / sy
+        if clip:
+            b[[0, 2]] = b[[0, 2]].clip(0, self.orig_shape[1])
+            b[[1, 3]] = b[[1, 3]].clip(0, self.orig_shape[0])
+        return b
+
+    def map_to_original(self, values: np.ndarray) -> np.ndarray:
+        """An (h, w) map at the network input → (H, W) in original pixels: placed at the crop in the resized image
+        (0 where the crop cut the image), resized back, and scaled by the area ratio so that sums are kept."""
+        h, w = self.new_shape
+        full = np.zeros((self.resized[1], self.resized[0]), dtype=np.float64)
+        full[self.top:self.top + h, self.left:self.left + w] = values
+        out = cv2.resize(full, (self.orig_shape[1], self.orig_shape[0]), interpolation=cv2.INTER_LINEAR)
+        return out * (self.resized[0] * self.resized[1]) / (self.orig_shape[0] * self.orig_shape[1])
+
+
+def _pil_resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """HWC float [0, 255] → (size[1], size[0], C) float32, resized by PIL's bilinear filter (antialiased when
+    shrinking), as torchvision's Resize does on the PIL image ultralytics makes of the uint8 array."""
+    from PIL import Image
+
+    if np.array_equal(image, np.round(image)):
+        return np.asarray(Image.fromarray(image.astype(np.uint8)).resize(size, Image.BILINEAR), dtype=np.float32)
+    channels = [np.asarray(Image.fromarray(np.ascontiguousarray(image[..., c], dtype=np.float32))  # mode "F"
+                           .resize(size, Image.BILINEAR)) for c in range(image.shape[2])]
+    return np.stack(channels, axis=-1).astype(np.float32)
+
+
+Geometry = Union[Letterbox, CenterCrop]
+
+
+def geometry_for(task: str | None) -> type:
+    """How ultralytics's predictor maps an image onto the network input for a model of `task` (FlatGraph.facts.task):
+    a classifier centre-crops (`CenterCrop`), every other task letterboxes (`Letterbox`)."""
+    return CenterCrop if task == "classify" else Letterbox
 
 
 class ImageArray(np.ndarray):
@@ -226,14 +321,14 @@ def _check_range(what: str, values: np.ndarray, high: float, expected: str) -> N
         raise ImageError(f"{what} has values in [{lo:g}, {hi:g}]; expected {expected}")
 
 
-def to_input(array: np.ndarray, box: Letterbox, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """Letterboxed float HWC BGR [0, 255] → network input (1, 3, h, w) RGB in [0, 1]."""
+def to_input(array: np.ndarray, box: Geometry, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """Float HWC BGR [0, 255], letterboxed (or centre-cropped) → network input (1, 3, h, w) RGB in [0, 1]."""
     lb = box.apply(array)
     t = torch.from_numpy(np.ascontiguousarray(lb[..., ::-1].transpose(2, 0, 1))) / 255.0
     return t.unsqueeze(0).to(device=device, dtype=dtype)
 
 
-def reference_inputs(baseline: Any, array: np.ndarray, box: Letterbox, dtype: torch.dtype,
+def reference_inputs(baseline: Any, array: np.ndarray, box: Geometry, dtype: torch.dtype,
                      device: torch.device) -> torch.Tensor:
     """The K reference inputs (K, 3, h, w) for an image (DeepSHAP averages the attribution over them).
 

@@ -80,3 +80,49 @@ def test_relprop_attribute_matches_captum_deeplift_on_a_relu_cnn():
     # with max-pools relprop stays complete (captum's max-pool rule differs: reported, not asserted)
     r = fm.small_cnn_check(seed=0, n=4, k=2, repeats=1, pool=True)
     assert r["relprop_completeness_max"] < 1e-10
+
+
+def test_task_rows_normalise_by_the_difference_from_the_reference():
+    """The pose/OBB rows' curves are (f − f(x0)) / (f(x) − f(x0)): an offset in the score (a box coordinate that does
+    not fall to 0) changes nothing, and the true ranking beats the reversed one."""
+    import faith_tasks
+
+    x = torch.tensor([[[4.0, 3.0], [2.0, 1.0]]])
+    x0 = torch.zeros_like(x)
+    valid = np.ones((2, 2), bool)
+
+    def score(batch):
+        return batch.flatten(1).sum(1) + 100.0
+
+    good = faith_tasks.difference_curves(score, x, x0, x[0].numpy(), valid, steps=4)
+    bad = faith_tasks.difference_curves(score, x, x0, -x[0].numpy(), valid, steps=4)
+    np.testing.assert_allclose(good["deletion"], [1.0, 0.6, 0.3, 0.1, 0.0])
+    np.testing.assert_allclose(good["insertion"], [0.0, 0.4, 0.7, 0.9, 1.0])
+    assert good["deletion_auc"] < bad["deletion_auc"] and good["insertion_auc"] > bad["insertion_auc"]
+
+
+def test_task_rows_rebuild_the_explained_score():
+    """faith_tasks.target_score is the score the Explanation explained (pose keypoints: Σ W·pred over the matched
+    candidates), and refuses an Explanation whose score it does not reproduce."""
+    import dataclasses
+
+    import faith_tasks
+    import relprop
+    from relprop.image import Letterbox, read_image, to_input
+
+    from tests.tasks_fixtures import task_trace
+
+    ex = relprop.Explainer(task_trace("yolov8n-pose.yaml", 64, torch.float64).with_folded_batchnorm())
+    image = read_image((np.random.default_rng(0).random((64, 64, 3)) * 255).astype(np.uint8))
+    lb = Letterbox.fit(image.shape[:2], ex.imgsz)
+    x = to_input(image, lb, ex.graph.dtype, ex.graph.device)[0]
+    pred = ex.graph.module(x[None])[0][0].detach()
+    best = int(pred[4:4 + ex.graph.nc].amax(0).argmax())
+    cx, cy, w, h = pred[:4, best].tolist()
+    e = ex.explain_box(image, [cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], target="keypoints", iou=0.5)
+    f = faith_tasks.target_score(ex, e, x, lb, 0.5)
+    assert float(f(x[None])[0]) == pytest.approx(e.score, rel=1e-9)
+    # every keypoint's x, y and visibility of every matched candidate
+    assert float(f(x[None])[0]) == pytest.approx(float(pred[4 + ex.graph.nc:, e.candidates].sum()), rel=1e-9)
+    with pytest.raises(RuntimeError, match=r"re-built score .* is not the explained"):
+        faith_tasks.target_score(ex, dataclasses.replace(e, score=e.score + 1.0), x, lb, 0.5)

@@ -48,6 +48,39 @@ def weighted(w):
     return lambda y: (y * w).flatten(1).sum(1)
 
 
+
+class BNThenTranspose(nn.Module):
+    """BatchNorm whose output is read through `flatten(2).transpose(1, 2)` (YOLO12's AAttn): the gradient reaching the
+    BN is channels-last strided."""
+
+    def __init__(self, c: int):
+        super().__init__()
+        self.bn = nn.BatchNorm2d(c)
+        with torch.no_grad():
+            self.bn.weight.uniform_(0.5, 1.5)
+            self.bn.running_var.uniform_(0.5, 1.5)
+            self.bn.running_mean.normal_()
+
+    def forward(self, x):
+        return self.bn(x).flatten(2).transpose(1, 2)
+
+
+def test_batchnorm_rule_is_exact_for_a_channels_last_gradient():
+    """m_x = m_y·γ/√(σ²+ε): the plain autograd of torch 2.14.1 on CPU gets this wrong at batch 1 (the BatchNorm rule
+    makes the incoming gradient contiguous)."""
+    net = BNThenTranspose(16).to(D).eval()
+    gm = fxgraph.trace_module(net, torch.randn(2, 16, 4, 4, dtype=D))
+    engine = relprop.RelevanceGraph(gm)
+    gen = torch.Generator().manual_seed(0)
+    x, x0 = (torch.randn(1, 16, 4, 4, dtype=D, generator=gen) for _ in range(2))
+    w = torch.randn(1, 16, 16, dtype=D, generator=gen)  # (batch, position, channel), contiguous like a matmul's grad
+    rel = engine.relevance(x, engine.reference(x0), lambda o: (o[0] * w).flatten(1).sum(1))
+    scale = (net.bn.weight / torch.sqrt(net.bn.running_var + net.bn.eps)).view(1, 16, 1, 1)
+    want = w.transpose(1, 2).reshape(1, 16, 4, 4) * scale * (x - x0)
+    torch.testing.assert_close(rel.attribution, want, rtol=1e-12, atol=1e-12)
+    assert abs(float(rel.delta)) < 1e-12
+
+
 # -- rescale ----------------------------------------------------------------------------------------------------------
 
 def test_silu_rescale_is_closed_form(silu_graph):

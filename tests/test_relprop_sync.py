@@ -161,3 +161,21 @@ class _SyncCounter(_Recorder):
         if func is aten.equal.default or func is aten.is_nonzero.default:
             self.bad.append(str(func))
         return super().__torch_dispatch__(func, types, args, kwargs)
+
+
+def test_batchnorm_rule_is_sync_free():
+    """An unfolded BatchNorm runs the BatchNorm rule (the gradient made contiguous): no host synchronisation either."""
+    import fxgraph
+    from tests.test_relprop_rules import BNThenTranspose
+
+    gm = fxgraph.trace_module(BNThenTranspose(16).eval(), torch.randn(2, 16, 4, 4))
+    engine = RelevanceGraph(gm)
+    assert {type(b.rule).__name__ for b in engine.bound.values()} == {"BatchNorm"}
+    gen = torch.Generator().manual_seed(0)
+    x, x0, w = torch.rand(1, 16, 4, 4, generator=gen), torch.rand(1, 16, 4, 4, generator=gen), torch.rand(1, 16, 16)
+    refs = engine.reference(x0)
+    engine.relevance(x, refs, lambda o: (o[0] * w).flatten(1).sum(1))  # warm-up
+    rec = _Recorder()
+    with rec:
+        engine.relevance(x, refs, lambda o: (o[0] * w).flatten(1).sum(1))
+    assert not rec.bad, f"host synchronisations in the relevance pass: {sorted(set(rec.bad))}"

@@ -129,6 +129,55 @@ def test_classify_top1_and_other_class():
         assert completeness_ok(other, 1e-6) and other.box.size == 0
 
 
+def test_classifier_explains_the_pixels_ultralytics_classifies():
+    """A classifier is explained on ultralytics's classify preprocessing (short side resized, centre cropped), not a
+    letterbox: the explained top-1 class and probability are `YOLO.predict`'s, and the heatmap, in original pixels, is
+    0 where the crop cut the image and keeps the relevance's sum."""
+    import copy
+
+    from ultralytics import YOLO
+
+    from relprop.image import CenterCrop, read_image, to_input
+    from tests.tasks_fixtures import task_model
+
+    yaml = "yolo11n-cls.yaml"
+    ex = explainer(yaml)  # 64 px, float64
+    image = (np.random.default_rng(1).random((48, 80, 3)) * 255).astype(np.uint8)  # wide: cropped at both sides
+    yolo = YOLO(yaml, task="classify")
+    yolo.model = copy.deepcopy(task_model(yaml))
+    probs = yolo.predict(image, imgsz=64, verbose=False)[0].probs.data.double()
+    e = ex.explain(image)
+    assert e.cls == int(probs.argmax()) and e.score == pytest.approx(float(probs[e.cls]), rel=1e-5)
+    # the letterboxed pixels give another probability, far outside that tolerance: the check can tell them apart
+    boxed = ex.graph.module(to_input(read_image(image), relprop.Letterbox.fit((48, 80), (64, 64)), D, "cpu"))[0][0]
+    assert abs(float(boxed[e.cls]) - e.score) > 1e-3 * e.score
+    crop = CenterCrop.fit((48, 80), (64, 64))
+    assert (crop.resized, crop.top, crop.left) == ((106, 64), 0, 21)  # int(64·80/48) = 106, (106 − 64)/2 = 21
+    assert e.heatmap.shape == (48, 80)
+    assert not e.heatmap[:, :15].any() and not e.heatmap[:, 66:].any()  # columns < 21/1.325, >= 85/1.325 are cut
+    np.testing.assert_allclose(e.heatmap, crop.map_to_original(e.input_relevance.sum(0).numpy()), rtol=1e-12)
+    ones = crop.map_to_original(np.ones((64, 64)))  # a uniform map keeps its sum, inside the crop's columns
+    assert ones.sum() == pytest.approx(64 * 64, rel=0.02) and ones[:, 20:60].min() > 0
+
+@pytest.mark.parametrize("shape,imgsz", [((48, 80), (64, 64)), ((97, 33), (64, 64)), ((50, 70), (32, 48)),
+                                         ((64, 64), (64, 64))])
+def test_center_crop_is_ultralytics_classify_transforms(shape, imgsz):
+    """CenterCrop.apply gives exactly the pixels of classify_transforms' resize and crop (the part ultralytics's
+    predictor runs on the host, on the uint8 BGR image); a non-integral float image takes the float path, which agrees
+    to within one grey level."""
+    from PIL import Image
+    from ultralytics.data.augment import classify_transforms
+
+    from relprop.image import CenterCrop
+
+    image = (np.random.default_rng(2).random((*shape, 3)) * 255).astype(np.uint8)
+    host = classify_transforms(imgsz).transforms[:2]  # Resize, CenterCrop
+    want = np.asarray(host[1](host[0](Image.fromarray(image))), dtype=np.float32)
+    crop = CenterCrop.fit(shape, imgsz)
+    np.testing.assert_array_equal(crop.apply(image.astype(np.float32)), want)
+    shifted = crop.apply(image.astype(np.float32) * 0.98 + 0.25)
+    assert shifted.shape == want.shape and np.abs(shifted - (want * 0.98 + 0.25)).max() <= 1.0
+
 def test_mask_target_png_marks_the_instance(tmp_path):
     ex = explainer("yolo12n-seg.yaml")
     e = ex.explain_box(IMAGE, best_boxes(ex)[0], target="mask", iou=0.5)
@@ -137,6 +186,17 @@ def test_mask_target_png_marks_the_instance(tmp_path):
     pose = explainer("yolov8n-pose.yaml").explain_box(IMAGE, best_boxes(explainer("yolov8n-pose.yaml"))[0],
                                                       target="keypoints", keypoint=0, iou=0.5)
     assert pose.save_png(tmp_path / "pose.png").stat().st_size > 0
+
+
+
+def test_unfolded_yolo12_is_complete():
+    """BatchNorm left unfolded in YOLO12: AAttn's `flatten(2).transpose(1, 2)` hands BN a channels-last gradient, for
+    which torch's CPU batch_norm backward is wrong (2.14.1; 8+ channels); relprop's BatchNorm rule makes it exact."""
+    ex = relprop.Explainer(task_trace("yolo12n.yaml", 64, D))
+    assert any(fxgraph.info(n).kind == "batchnorm" for n in ex.graph.module.graph.nodes)
+    for target in ("class", "box"):
+        for e in ex.explain_boxes(IMAGE, best_boxes(ex), target=target, iou=0.5):
+            assert completeness_ok(e, 1e-6), (target, e.delta, e.score, e.reference_score)
 
 
 # -- closed forms -------------------------------------------------------------------------------------------------
