@@ -77,12 +77,8 @@ def trace_joint(engine: RelevanceGraph, x: torch.Tensor, refs: References) -> Jo
     sinks = [torch.zeros(x.shape[0], refs.saved[f"tap:{i}"][0].shape[channel_dim(engine, i)], dtype=x.dtype,
                          device=x.device) for i in range(len(engine.tap_keys))]
     n_saved, n_sinks = len(saved), len(sinks)
-    with torch.enable_grad():
-        probe = gm(x.detach().requires_grad_(True), *saved, *[s.requires_grad_(True) for s in sinks])
-    outputs = tuple(probe) if engine.outputs_are_tuple else (probe,)
-    n_out = len(outputs)
-    tangents = [torch.zeros_like(o) for o in outputs]
-    del probe, outputs
+    n_out = len(refs.outputs)
+    tangents = [torch.zeros(x.shape[0], *o.shape[1:], dtype=o.dtype, device=o.device) for o in refs.outputs]
 
     def joint(primals: list[torch.Tensor], cotangents: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
         xs, saved_, sinks_ = primals[0], primals[1:1 + n_saved], primals[1 + n_saved:]
@@ -94,7 +90,7 @@ def trace_joint(engine: RelevanceGraph, x: torch.Tensor, refs: References) -> Jo
         return (*out, *grads)
 
     primals = [x.detach().requires_grad_(True), *saved, *[s.detach().requires_grad_(True) for s in sinks]]
-    joint_gm = make_fx(joint)(primals, tangents)
+    joint_gm = make_fx(joint, tracing_mode="fake", _allow_non_fake_inputs=True)(primals, tangents)
     _name_inputs(joint_gm, 1 + n_saved + n_sinks, n_out)
     forward_gm, backward_gm = default_partition(joint_gm, None, num_fwd_outputs=n_out)
     forward_gm, backward_gm = clean(forward_gm), clean(backward_gm)
@@ -228,7 +224,8 @@ class JointRelevance:
             saved = [refs.saved[name][i] for name, i in graphs.layout]
             weights = torch.zeros(n, *refs.outputs[0].shape[1:], dtype=x.dtype, device=x.device)
             with torch.no_grad():
-                gm = clean(make_fx(one)(x.detach(), refs.input, refs.outputs[0], *saved, weights))
+                gm = clean(make_fx(one, tracing_mode="fake", _allow_non_fake_inputs=True)(
+                    x.detach(), refs.input, refs.outputs[0], *saved, weights))
             fn = gm if self.backend is None else self.compiler(gm, fullgraph=True, backend=self.backend,
                                                                 dynamic=False)
             self._one[key] = (gm, fn)
