@@ -94,7 +94,7 @@ def test_joint_pass_has_fewer_ops_per_box_than_eager():
     eager_ops = count_ops(lambda: eager.forward(x, refs).backward(w[0]))
     assert per_box < 0.9 * eager_ops, (per_box, eager_ops)  # measured: 1,331 against 1,579 (float64, 64 px)
     # the one graph for 2 targets: the forward, 2 backwards, and per target only its seeds, scores and delta (plus
-    # one zero sink per tap)
+    # one stack per tap, of its per-filter relevance)
     extra = aten_ops(joint.one_graph(x, refs, 2)) - aten_ops(graphs.forward_gm) - 2 * aten_ops(graphs.backward_gm)
     assert extra <= len(graphs.sink_shapes) + 12, extra
 
@@ -166,3 +166,21 @@ def test_unknown_compile_choice_is_refused():
         relprop.Explainer(graph64("yolov8n.yaml"), compile="fast")
     with pytest.raises(relprop.RelpropError, match="unknown joint-graph backend 'tvm'"):
         JointRelevance(RelevanceGraph(graph64("yolov8n.yaml").module), backend="tvm")
+
+
+@pytest.mark.parametrize("flags, want", [(["--graph"], "graph"), (["--compile"], True)])
+def test_cli_graph_flag_builds_a_joint_explainer(monkeypatch, tmp_path, flags, want):
+    """`python -m relprop explain ... --graph` asks for Explainer(compile="graph"), `--compile` for compile=True."""
+    from ultralytics.utils import ASSETS
+
+    from relprop import cli, explainer
+
+    seen = []
+
+    def fake(*args, **kwargs):
+        seen.append(kwargs.get("compile"))
+        raise relprop.RelpropError("stop here: the Explainer's arguments are what is tested")
+
+    monkeypatch.setattr(explainer, "Explainer", fake)
+    assert cli.main(["explain", str(ASSETS / "bus.jpg"), "--imgsz", "64", *flags, "--out", str(tmp_path / "r")]) == 2
+    assert seen == [want]
