@@ -118,24 +118,41 @@ def _name_inputs(gm: fx.GraphModule, n_primals: int, n_outputs: int) -> None:
 
 class JointPass(Pass):
     """A `Pass` whose forward ran as the joint forward graph and whose backward runs the backward graph once per
-    target (the target's cotangents on the outputs come from a small autograd pass over the target function alone)."""
+    target (the target's cotangents on the outputs: its weights, or for a target function a small autograd pass over
+    that function alone)."""
 
     def __init__(self, graph: RelevanceGraph, x: torch.Tensor, refs: References, outputs: tuple[torch.Tensor, ...],
                  residuals: list[torch.Tensor], joint: JointGraphs):
         live = tuple(o.detach().requires_grad_(True) for o in outputs)
         super().__init__(graph, x, refs, live, [])
         self._residuals, self._joint = residuals, joint
+        self._weights: torch.Tensor | None = None  # the targets, when they are weights (see backward)
+
+    def backward(self, targets: Any, *, chunk: int = 1) -> Relevance:
+        """As `Pass.backward`; weight targets seed the backward graph directly (no autograd over the targets)."""
+        self._weights = targets if isinstance(targets, torch.Tensor) else None
+        return super().backward(targets, chunk=chunk)
+
+    def _cotangents(self, t: torch.Tensor, d: int) -> list[torch.Tensor]:
+        """The cotangents of the outputs for target d: its weights on the first output, else autograd over the
+        target function alone (seeding target d of every example)."""
+        live, w = self._live, self._weights
+        if w is not None:
+            w = w.to(dtype=live[0].dtype, device=live[0].device)
+            w = w if w.dim() == live[0].dim() else w.unsqueeze(0)  # one target shaped like one example
+            return [w[d].expand_as(live[0]), *[torch.zeros_like(o) for o in live[1:]]]
+        seed = torch.zeros_like(t)
+        seed[:, d] = 1
+        cot = torch.autograd.grad(t, live, seed, retain_graph=d + 1 < t.shape[1], allow_unused=True)
+        return [c if c is not None else torch.zeros_like(o) for c, o in zip(cot, live)]
 
     def _grads(self, t: torch.Tensor, inputs: list[torch.Tensor], chunk: int) -> list[torch.Tensor]:
         """(B, D, ...) multipliers of x and per-filter relevance for each target of t (B, D), one backward-graph call
         per target; `inputs` is [x] (backward) or [] (channel_relevance), `chunk` is ignored (no vmap needed)."""
-        n, live = t.shape[1], self._live
+        n = t.shape[1]
         per: list[list[torch.Tensor]] = []
         for d in range(n):
-            seed = torch.zeros_like(t)
-            seed[:, d] = 1
-            cot = torch.autograd.grad(t, live, seed, retain_graph=d + 1 < n, allow_unused=True)
-            cot = [c if c is not None else torch.zeros_like(o) for c, o in zip(cot, live)]
+            cot = self._cotangents(t, d)
             grads = self._joint.backward(*self._residuals, *cot)
             per.append(list(grads) if inputs else list(grads[1:]))
         self._live = self._residuals = None
