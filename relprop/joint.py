@@ -9,8 +9,8 @@ Function dispatch per op.
 and splits it, as AOTAutograd does, into a forward graph (x, saved, sinks) -> (outputs, residuals) and a backward graph
 (residuals, cotangents) -> (multipliers of x, per-filter relevance).  The split keeps explaining two-phase: targets are
 still chosen from the forward's outputs, and each target is one call of the backward graph (a pure function: nothing
-to retain between targets).  `JointPass.graph(d)` fuses the forward and d backward calls into ONE ATen graph for a
-fixed number d of targets given as weight tensors, which `torch.compile(fullgraph=True)` takes whole.
+to retain between targets).  `JointRelevance.one_graph(x, refs, d)` fuses the forward and d backward calls into ONE
+ATen graph for a fixed number d of targets given as weight tensors, which `torch.compile(fullgraph=True)` takes whole.
 
     engine = JointRelevance(RelevanceGraph(gm))      # or Explainer(model, compile="graph")
     step = engine.forward(x, engine.reference(x0))   # a relprop.engine.Pass, as in eager
@@ -34,16 +34,49 @@ from .errors import RelpropError
 
 
 def clean(gm: fx.GraphModule) -> fx.GraphModule:
-    """Dead-code elimination and common-subexpression elimination of an ATen graph (in place; `gm` returned)."""
+    """Dead-code elimination and common-subexpression elimination of an ATen graph (returns the cleaned module).
+
+    CSE is only sound on a functional graph (merging two equal values one of which is later written in place would
+    let the other see the write): in-place ops on fresh temporaries are made out-of-place first, and a graph with any
+    other mutation is left without CSE."""
     from torch.fx.passes.dialect.common.cse_pass import CSEPass
 
     gm.graph.eliminate_dead_code()
-    result = CSEPass()(gm)
-    if result.modified:
-        gm = result.graph_module
+    if _functionalize(gm.graph):
+        result = CSEPass()(gm)
+        if result.modified:
+            gm = result.graph_module
     gm.graph.eliminate_dead_code()
     gm.recompile()
     return gm
+
+
+def _functionalize(graph: fx.Graph) -> bool:
+    """Rewrite each in-place ATen op `a.op_(...)` whose `a` is a fresh (non-view) result into `b = op(a, ...)`, the
+    later uses of `a` reading `b`; False (graph unchanged from the first refusal on) when some mutation is not of
+    that kind (a view, an input, an op without an out-of-place twin)."""
+    order = {n: i for i, n in enumerate(graph.nodes)}
+    for node in list(graph.nodes):
+        target = node.target
+        if node.op != "call_function" or not isinstance(target, torch._ops.OpOverload):
+            continue
+        schema = target._schema
+        if not any(a.alias_info is not None and a.alias_info.is_write for a in schema.arguments):
+            continue
+        first = node.args[0] if node.args else None
+        written = [a for a in schema.arguments if a.alias_info is not None and a.alias_info.is_write]
+        name = schema.name.split("::")[-1]
+        functional = getattr(torch.ops.aten, name[:-1], None) if name.endswith("_") else None
+        if (len(written) != 1 or schema.arguments[0] is not written[0] or functional is None
+                or not hasattr(functional, schema.overload_name or "default")
+                or not isinstance(first, fx.Node) or first.op != "call_function"
+                or not isinstance(first.target, torch._ops.OpOverload) or first.target.is_view):
+            return False
+        node.target = getattr(functional, schema.overload_name or "default")
+        for user in list(first.users):
+            if user is not node and order[user] > order[node]:
+                user.replace_input_with(first, node)
+    return True
 
 
 def aten_ops(gm: fx.GraphModule) -> int:

@@ -64,8 +64,10 @@ def test_joint_pass_equals_eager(name):
 @pytest.mark.parametrize("name", ["yolov8n.yaml", "yolo11n.yaml"])
 def test_one_graph_compiles_whole_and_equals_eager(name):
     """The one graph (forward + D backwards) under torch.compile(fullgraph=True, backend="aot_eager")."""
-    eager, _, x, refs, w, want = setup(name)
+    eager, traced, x, refs, w, want = setup(name)
     joint = JointRelevance(eager, backend="aot_eager")
+    traced.graphs(x, refs)
+    joint._graphs = traced._graphs  # the forward and backward graphs traced once (the one graph is compiled here)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a graph break (fullgraph=True) would warn and fall back: fails here
         got = joint.relevance(x, refs, w)
@@ -116,6 +118,27 @@ def test_clean_removes_dead_and_repeated_ops():
     gm = clean(gm)
     assert aten_ops(gm) == before - 4  # mul, exp, the second sin and add
     torch.testing.assert_close(gm(x), want, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("mutation", ["fresh", "view"])
+def test_clean_keeps_in_place_writes_apart(mutation):
+    """Two equal values, one written in place afterwards: CSE must not merge them (an in-place op on a fresh value
+    becomes out-of-place first; a write through a view leaves the graph without CSE)."""
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    from relprop.joint import clean
+
+    def f(x):
+        a, b = x.abs(), x.abs()
+        (a if mutation == "fresh" else a[:2]).sub_(1)
+        return a * 3 + b
+
+    x = torch.randn(4, dtype=D)
+    gm = clean(make_fx(f)(x.clone()))
+    torch.testing.assert_close(gm(x), f(x.clone()), rtol=0, atol=0)
+    if mutation == "fresh":
+        assert not any("sub_" in str(n.target) for n in gm.graph.nodes)
+        assert sum("abs" in str(n.target) for n in gm.graph.nodes) == 1  # the two abs merged once it is functional
 
 
 def test_joint_pass_never_syncs_with_the_host():
