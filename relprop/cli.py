@@ -124,6 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--device", default=None)
     ex.add_argument("--compile", action="store_true", help="run the relevance pass under torch.compile (seconds to "
                     "minutes on the first call; pays off over many boxes of one size; eager if compiling fails)")
+    ex.add_argument("--graph", action="store_true", help="run the relevance pass as traced ATen graphs, forward and "
+                    "backward, with no compiler (relprop.joint; traced in seconds once per image size; eager if "
+                    "tracing fails)")
     ex.add_argument("--branch", default=None, choices=("one2many", "one2one"),
                     help="YOLO26 head branch: one2many (NMS) or one2one (end-to-end, top-k); default: the one "
                          "ultralytics's predict uses for the checkpoint")
@@ -181,9 +184,10 @@ def run_explain(args: argparse.Namespace) -> Path:
     _say(f"relprop: explaining {which} of {model} on {shown_path(image)} at {args.imgsz} px "
          f"({args.target}, {args.baseline} reference, {args.rules} rules)")
     start = time.perf_counter()
-    if getattr(args, "compile", False):
+    if getattr(args, "compile", False) or getattr(args, "graph", False):
         from .explainer import Explainer
-        weights = Explainer(weights, args.imgsz, rules=args.rules, device=args.device, branch=args.branch, compile=True)
+        weights = Explainer(weights, args.imgsz, rules=args.rules, device=args.device, branch=args.branch,
+                            compile="graph" if getattr(args, "graph", False) else True)
     result = explain(weights, image, args.box, options)
     explanations = list(result) if isinstance(result, list) else [result]  # one box, or a classifier's image
     if not explanations:

@@ -198,6 +198,9 @@ def compile_by_default(device: str | torch.device) -> bool:
     eager box costs well under a second there, so compiling would pay only after thousands of boxes of one size.
     CUDA: not measured yet (no GPU in the session that wrote this); `benchmarks/gpu_suite.py` times eager, compiled
     and CUDA-graph passes side by side, and this default should follow its figures.
+    `compile="graph"` (`relprop.joint`, traced ATen graphs, no compiler) is opt-in too: on the same loaded CPU it
+    traced in 10-15 s and took one box's pass from 1.68-1.83x to 1.45-1.55x a gradient at 64 px and from 1.45-1.57x
+    to 1.35-1.57x at 640 px (two runs, benchmarks/results/joint_speed_*.json): too little and too noisy for a default.
     """
     return False
 

@@ -41,12 +41,17 @@ class Explainer:
     (used as is, and moved / cast in place when `device` / `dtype` are given).
     BatchNorm is folded into the convolutions (`fold_bn`, exact up to rounding; channel keys are the conv paths),
     which makes both the forward and the backward cheaper.  `dtype=torch.float64` gives exact completeness checks.
-    `compile=True` runs the relevance pass under torch.compile (`relprop.compiled`; None: the measured default).
+    `compile=True` runs the relevance pass under torch.compile (`relprop.compiled`; None: the measured default);
+    `compile="graph"` runs it as traced ATen graphs, forward and backward, with no compiler and no autograd engine
+    (`relprop.joint`; traced in seconds on the first call per image size).
     """
 
     def __init__(self, model: Any = None, imgsz: int | tuple[int, int] = 640, *, rules: RulesSpec = None,
                  device: str | torch.device | None = None, dtype: torch.dtype | None = None, fold_bn: bool = True,
-                 cache_size: int = 4, branch: str | None = None, compile: bool | None = None):
+                 cache_size: int = 4, branch: str | None = None, compile: bool | str | None = None):
+        if compile not in (None, False, True, "graph"):
+            raise OptionsError(f"compile={compile!r}: choose True (torch.compile), 'graph' (traced ATen graphs) or "
+                               "False (eager)")
         if isinstance(model, fxgraph.FlatGraph):
             graph = model
             if device is not None or dtype is not None:
@@ -57,7 +62,11 @@ class Explainer:
         self.layout = Layout.of(graph)
         self.rules = rules
         self.engine = RelevanceGraph(graph.module, rules)
-        if compile or (compile is None and compiled.compile_by_default(graph.device)):  # see relprop.compiled
+        if compile == "graph":
+            from .joint import JointRelevance
+
+            self.engine = JointRelevance(self.engine)
+        elif compile or (compile is None and compiled.compile_by_default(graph.device)):  # see relprop.compiled
             self.engine = compiled.compile_relevance(self.engine)
         self.cache_size = cache_size
         self._refs: OrderedDict[tuple, References] = OrderedDict()
