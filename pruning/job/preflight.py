@@ -2,7 +2,7 @@
 
 `load_config` checks each setting alone (types, ranges, choices, device, files exist); `check_inputs` opens what
 they name: the project folder must take new folders, the data yaml must read and find its images, the weights must
-load as an ultralytics detector or segmenter, trace at `imgsz`, and predict as many classes as the data has when
+load as an ultralytics model of any task, trace at `imgsz`, and predict as many classes as the data has when
 they are pruned as they are.  Each failure is a `ConfigError` naming the setting and the user's own path, raised
 before anything is written (the run's copy `weights/step0.pt` would otherwise be what a later error names).
 `check_score_inputs` does the same for `score`: its --out, the dataset folder and the classes of the weights.
@@ -29,8 +29,20 @@ from .trees import TREES, deepforest_data_dir
 def check_inputs(settings: Settings) -> None:
     """Raise ConfigError naming the first input the job could not use; writes nothing."""
     check_project(settings.project)
-    classes = data_classes(settings, check_data_task(settings))
+    task = check_data_task(settings)
+    check_criterion_task(settings, task)
+    classes = data_classes(settings, task)
     check_weights(settings, classes)
+
+
+def check_criterion_task(settings: Settings, task: str | None) -> None:
+    """The criterion can score a model of `task`: every criterion scores every task, except DetDSHAP explaining
+    only box coordinates (calib_target=box) on a classifier, which has no box; ConfigError saying what to use."""
+    if task == "classify" and settings.criterion == "detdshap" and settings.calib_target == "box":
+        key, source = model_source(settings)
+        raise ConfigError(f"criterion=detdshap with calib_target=box explains box coordinates, but {key}={source} "
+                          f"is a classifier (no boxes): use calib_target=class or all (its class), or another "
+                          f"criterion")
 
 
 def check_data_task(settings: Settings) -> str | None:
@@ -149,12 +161,6 @@ def check_weights(settings: Settings, data_classes: int, trained_head: bool | No
     except Exception as exc:  # ultralytics building a foreign or broken yaml
         raise ConfigError(f"{key}={source}: cannot build an ultralytics model from it ({type(exc).__name__}: "
                           f"{exc})") from None
-    layers = getattr(model, "model", None)
-    head = layers[-1] if isinstance(layers, (list, tuple)) or hasattr(layers, "__getitem__") else None
-    task = fxgraph.trace_yolo.TASK_OF_HEAD.get(type(head).__name__)
-    if task not in (None, "detect", "segment"):  # traced and explained, not yet pruned (issue 27)
-        raise ConfigError(f"{key}={source} cannot be pruned: {type(model).__name__} ends in {type(head).__name__} "
-                          f"(a {task} model); pruning supports detect and segment models")
     stride = int(max(getattr(model, "stride", [32])))
     if settings.imgsz % stride:
         low, high = max(stride, settings.imgsz // stride * stride), (settings.imgsz // stride + 1) * stride
