@@ -80,7 +80,8 @@ def _bad_inputs(inputs: dict[str, Path], tmp: Path) -> dict[str, tuple[dict, str
                                                         f"ultralytics checkpoint"),
         "classifier_box": (dict(pretrained=inputs["classify"], data=None, criterion="detdshap", calib_target="box"),
                            f"criterion=detdshap with calib_target=box explains box coordinates, but "
-                           f"pretrained={inputs['classify']} is a classifier (no boxes): use calib_target=class or all"),
+                           f"pretrained={inputs['classify']} is a classifier (no boxes): use calib_target=class or "
+                           f"all"),
         "pose_data_for_obb": (dict(pretrained=inputs["obb"], data=inputs["pose_data"], pretrain_epochs=1),
                               f"data={inputs['pose_data']} holds pose/detect labels but pretrained={inputs['obb']} is "
                               f"a model for obb: give data labelled for obb"),
@@ -100,8 +101,8 @@ def _bad_inputs(inputs: dict[str, Path], tmp: Path) -> dict[str, tuple[dict, str
     }
 
 
-@pytest.mark.parametrize("name", ["garbage", "classifier_box", "pose_data_for_obb", "rtdetr_yaml", "imgsz", "images_missing",
-                                  "images_empty", "classes", "project_file"])
+@pytest.mark.parametrize("name", ["garbage", "classifier_box", "pose_data_for_obb", "rtdetr_yaml", "imgsz",
+                                  "images_missing", "images_empty", "classes", "project_file"])
 def test_bad_weights_data_and_project_are_refused_before_the_run_directory_exists(tmp_path, inputs, monkeypatch,
                                                                                    name):
     """Our ConfigError naming the user's own path and what to do; no run folder, datasets, step0.pt, state.json or

@@ -1,6 +1,7 @@
-"""The pruning job end to end on pose, OBB and classify (issue 28, item 3): train, one pruned step fine-tuned with the
-task's pruned-model trainer, report with the task's own quality metric (pruning.job.metrics.primary), ONNX; tiny data
-at imgsz 64, one epoch each."""
+"""The pruning job end to end on pose, OBB and classify (issue 28, item 3): one pruned step of a random-weight model
+with the data's classes (and keypoints), fine-tuned one epoch with the task's pruned-model trainer, a report with the
+task's own quality metric (pruning.job.metrics.primary), ONNX; tiny data at imgsz 64.  (Training from a yaml first is
+the same ultralytics trainer for every task: tests/test_pipeline.py runs it.)"""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 import fxgraph
 from pruning import save_checkpoint
@@ -31,8 +33,19 @@ def task_data(root: Path, task: str) -> Path:
     return make_shapes_dataset(root, ShapesConfig(n_train=8, n_val=4, imgsz=64, seed=1), task=task)
 
 
-def _settings(tmp_path: Path, data: Path, model: str, criterion: str):
-    base = dict(model=model, data=str(data), imgsz=64, batch=4, pretrain_epochs=1, criterion=criterion,
+def start_weights(folder: Path, task: str, model: str) -> Path:
+    """A random-weight checkpoint of `model` for the synthetic data of `task` (4 shapes; pose: stars, 5 tips)."""
+    from ultralytics.nn.tasks import ClassificationModel, OBBModel, PoseModel
+
+    torch.manual_seed(0)
+    build = {"pose": lambda: PoseModel(model, nc=1, data_kpt_shape=(5, 3), verbose=False),
+             "obb": lambda: OBBModel(model, nc=4, verbose=False),
+             "classify": lambda: ClassificationModel(model, nc=4, verbose=False)}[task]
+    return save_checkpoint(build().eval(), folder / f"{task}.pt", half=False)
+
+
+def _settings(tmp_path: Path, data: Path, weights: Path, criterion: str):
+    base = dict(pretrained=str(weights), data=str(data), imgsz=64, batch=4, pretrain_epochs=0, criterion=criterion,
                 step_ratio=0.2, target=0.1, max_steps=1, epochs_per_step=1, final_epochs=0, calib_images=4,
                 project=str(tmp_path / "runs"), name="exp", latency_imgsz=64, latency_repeats=1)
     return load_config(None, [f"{k}={v}" for k, v in base.items()])
@@ -43,7 +56,8 @@ def test_the_job_runs_end_to_end_on_each_task(tmp_path, shapes, task):
     from ultralytics import YOLO
 
     model, criterion = CASES[task]
-    out = pipeline.run(_settings(tmp_path, task_data(shapes, task), model, criterion))
+    weights = start_weights(tmp_path, task, model)
+    out = pipeline.run(_settings(tmp_path, task_data(shapes, task), weights, criterion))
     rows = json.loads((out / "report.json").read_text())["steps"]
     assert [r["step"] for r in rows] == [0, 1]
     metric = PRIMARY[task]

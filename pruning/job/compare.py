@@ -310,7 +310,8 @@ def write_compare(out: Path, rows: list[dict[str, Any]], settings: dict[str, Any
             f"One-shot pruning (scope {settings['compare_scope']}) to each target fraction of {metric} removed, then "
             f"{settings['compare_epochs']} epochs of fine-tuning; {quality} on the val split; seeds {seeds}.", "",
             latency_note(settings), "",
-            markdown_table(rows, [c for c in COMPARE_COLUMNS if c[0] not in METRIC_KEYS or any(c[0] in r for r in rows)]),
+            markdown_table(rows, [c for c in COMPARE_COLUMNS  # the task's metrics only
+                                  if c[0] not in METRIC_KEYS or any(c[0] in r for r in rows)]),
             "", f"{quality} kept, as a fraction of the unpruned model's {_mean_std(list(unpruned.values()), '{:.3f}')}"
             f"{' (mean ± std over seeds, each seed against its own unpruned model)' if len(seeds) > 1 else ''}:", "",
             _cell_table(rows, lambda r: primary(r) / unpruned[_seed(r)] if unpruned.get(_seed(r)) else None,
@@ -325,7 +326,8 @@ def write_compare(out: Path, rows: list[dict[str, Any]], settings: dict[str, Any
     detdshap = {(_seed(r), r["target"]): primary(r) for r in rows if r["criterion"] == "detdshap"
                 and r["target"] > 0}
     if detdshap:
-        text += [f"Paired difference to DetDSHAP (criterion minus DetDSHAP, {quality} points ×100, same seed and target; "
+        text += [f"Paired difference to DetDSHAP (criterion minus DetDSHAP, {quality} points ×100, same seed and "
+                 "target; "
                  "mean ± std over seeds; negative: DetDSHAP is ahead):", "",
                  _cell_table([r for r in rows if r["criterion"] != "detdshap"],
                              lambda r: 100 * (primary(r) - detdshap[_seed(r), r["target"]])

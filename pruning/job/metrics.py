@@ -27,11 +27,11 @@ class PrimaryMetric(NamedTuple):
 # pose: the keypoints' mAP50-95 (OKS), since the keypoints are what a pose model is for and what its protected branch
 # predicts; its box mAP stays in the row.  OBB: ultralytics's box metric of an OBB model is over the rotated boxes.
 PRIMARY = {
-    "detect": PrimaryMetric("map50_95", "mAP50-95 (box)"),
-    "segment": PrimaryMetric("map50_95", "mAP50-95 (box)"),
-    "obb": PrimaryMetric("map50_95", "mAP50-95 (rotated box)"),
-    "pose": PrimaryMetric("map50_95_pose", "mAP50-95 (pose, OKS)"),
-    "classify": PrimaryMetric("top1", "top-1 accuracy"),
+    "detect": PrimaryMetric("map50_95", "mAP50-95"),
+    "segment": PrimaryMetric("map50_95", "mAP50-95"),  # of the boxes, as for detect
+    "obb": PrimaryMetric("map50_95", "mAP50-95 (rotated boxes)"),
+    "pose": PrimaryMetric("map50_95_pose", "pose mAP50-95"),
+    "classify": PrimaryMetric("top1", "top-1"),
 }
 
 

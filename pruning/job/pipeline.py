@@ -1,8 +1,8 @@
 """The relevance-guided pruning job (the paper's Algorithm 2 around ultralytics training) as an object, `PruningJob`:
 
 load (or train) → validate → repeat { score filters, plan `step_ratio` of the remaining, prune, fine-tune,
-validate } until `target` of params/GFLOPs/latency is removed, the task's quality metric (metrics.primary: mAP50-95, pose mAP50-95
-or top-1) drops more than `max_map_drop`, or `max_steps`
+validate } until `target` of params/GFLOPs/latency is removed, the task's quality metric (metrics.primary: box or
+pose mAP50-95, top-1) drops more than `max_map_drop`, or `max_steps`
 → final fine-tune → export ONNX → report.
 
 Each stage is a method a subclass may override; `run()` calls them in that order.  Everything goes into a run

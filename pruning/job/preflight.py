@@ -22,6 +22,7 @@ from .config import ConfigError, Settings
 from .synthetic import KPT_SHAPE as SHAPES_KPT_SHAPE
 from .synthetic import task_classes
 from .tasks import DataTaskError, class_folders, data_tasks, describe_tasks, model_source, model_task
+from .tracecache import traced
 from .trees import CLASSES as TREES_CLASSES
 from .trees import TREES, deepforest_data_dir
 
@@ -166,8 +167,9 @@ def check_weights(settings: Settings, data_classes: int, trained_head: bool | No
         low, high = max(stride, settings.imgsz // stride * stride), (settings.imgsz // stride + 1) * stride
         raise ConfigError(f"imgsz={settings.imgsz} is not a multiple of the largest stride {stride} of {key}={source}; "
                           f"use imgsz={low} or {high}")
-    try:
-        graph = fxgraph.trace(model, settings.imgsz)
+    try:  # a checkpoint through the job's trace cache: the run's copy step0.pt is then not traced again
+        graph = traced(source, settings.imgsz) if Path(source).is_file() and Path(source).suffix == ".pt" \
+            else fxgraph.trace(model, settings.imgsz)
     except fxgraph.FxGraphError as exc:
         raise ConfigError(f"{key}={source} cannot be pruned: {exc}") from None
     nc = graph.nc

@@ -115,7 +115,7 @@ def write_report(run_dir: Path, rows: Sequence[dict[str, Any]], settings: Mappin
                                                   f"{Path(str(settings.get('pretrained') or settings.get('model'))).name}")
 
 
-METRIC_NAMES = {"map50": "mAP50 (box)", **{m.key: m.label for m in PRIMARY.values()}}
+METRIC_NAMES = {**{m.key: m.label for m in PRIMARY.values()}, "map50": "mAP50 (box)", "map50_95": "mAP50-95 (box)"}
 
 
 def plot_trend(rows: Sequence[dict[str, Any]], path: Path, title: str = "pruning") -> None:
