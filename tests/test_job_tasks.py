@@ -87,3 +87,15 @@ def test_a_classifier_with_other_classes_than_its_folder_is_refused(tmp_path, sh
                                           r"pruned head cannot be re-sized"):
         pipeline.PruningJob(cfg=settings).run()
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("task, fell, held", [("pose", "map50_95_pose", "map50_95"), ("classify", "top1", "top5"),
+                                              ("detect", "map50_95", "map50_95_pose")])
+def test_max_map_drop_reads_the_tasks_own_metric(tmp_path, task, fell, held):
+    """The stop rule compares the task's metric (pose mAP50-95, top-1, box mAP50-95), not whichever map50_95."""
+    job = pipeline.PruningJob(cfg=dict(max_map_drop=0.1, target=0.9, max_steps=9, project=str(tmp_path / "runs")))
+    base = {"step": 0, "task": task, "params": 100, "gflops": 1.0, fell: 0.8, held: 0.8}
+    job.state = {"step": 1, "rows": [base, {**base, "step": 1, "params": 90, "gflops": 0.9, fell: 0.6}]}
+    assert job._stop_reason() == f"{PRIMARY[task].label} fell 0.200 below the start"
+    job.state["rows"][1] = {**base, "step": 1, "params": 90, "gflops": 0.9, held: 0.1}
+    assert job._stop_reason() is None
