@@ -29,9 +29,9 @@ def seg(tmp_path_factory):
     return graph, coupling, calibration, group
 
 
-@pytest.mark.parametrize("make, dense", [(Taylor, True), (HSIC, True), pytest.param(lambda c: DetDSHAP(c, iou=0.01), True, marks=pytest.mark.xfail(
-                             strict=True, reason="DetDSHAP explains boxes and classes only; the proto branch feeds "
-                                                 "the masks alone, so no box relevance reaches it (open: issue 17)"))],
+@pytest.mark.parametrize("make, dense", [(Taylor, True), (HSIC, True),
+                                         # calib_target=all explains each box's mask too, which the proto feeds
+                                         (lambda c: DetDSHAP(c, iou=0.01), True)],
                          ids=["taylor", "hsic", "detdshap"])
 def test_every_criterion_gives_convtranspose_channels_a_nonzero_score(seg, make, dense):
     """Every criterion scores (nearly) every channel: Taylor and DetDSHAP above 0; HSIC-Lasso gives a full order

@@ -25,10 +25,12 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory) -> dict[str, Path]:
-    """Weights (a detector, a classifier, a pose model, garbage), a tiny dataset, and data yamls that lack images."""
+    """Weights (a detector, a classifier, an OBB model, garbage), tiny box and pose datasets, and data yamls that lack
+    images."""
     root = tmp_path_factory.mktemp("inputs")
-    made = {"data": make_shapes_dataset(root, ShapesConfig(n_train=4, n_val=2, imgsz=64, seed=1))}
-    for key, yaml in (("detect", "yolov8n.yaml"), ("classify", "yolov8n-cls.yaml"), ("pose", "yolov8n-pose.yaml")):
+    made = {"data": make_shapes_dataset(root, ShapesConfig(n_train=4, n_val=2, imgsz=64, seed=1)),
+            "pose_data": make_shapes_dataset(root, ShapesConfig(n_train=4, n_val=2, imgsz=64, seed=1), task="pose")}
+    for key, yaml in (("detect", "yolov8n.yaml"), ("classify", "yolov8n-cls.yaml"), ("obb", "yolov8n-obb.yaml")):
         made[key] = save_checkpoint(fxgraph.load_ultralytics(yaml), root / f"{key}.pt", half=False)
     made["garbage"] = root / "garbage.pt"
     made["garbage"].write_bytes(b"\x00 not a checkpoint" * 8)
@@ -76,12 +78,15 @@ def _bad_inputs(inputs: dict[str, Path], tmp: Path) -> dict[str, tuple[dict, str
     return {
         "garbage": (dict(pretrained=inputs["garbage"]), f"pretrained={inputs['garbage']}: not a readable "
                                                         f"ultralytics checkpoint"),
-        "classifier": (dict(pretrained=inputs["classify"], data=None), f"pretrained={inputs['classify']} cannot be "
-                                                                       f"pruned: ClassificationModel ends in Classify"),
-        "pose": (dict(pretrained=inputs["pose"], data=None, pretrain_epochs=1),
-                 f"pretrained={inputs['pose']} cannot be pruned: PoseModel ends in Pose"),
-        "classifier_yaml": (dict(pretrained=None, model="yolov8n-cls.yaml", pretrain_epochs=1, data=None),
-                            "model=yolov8n-cls.yaml cannot be pruned: ClassificationModel"),
+        "classifier_box": (dict(pretrained=inputs["classify"], data=None, criterion="detdshap", calib_target="box"),
+                           f"criterion=detdshap with calib_target=box explains box coordinates, but "
+                           f"pretrained={inputs['classify']} is a classifier (no boxes): use calib_target=class or "
+                           f"all"),
+        "pose_data_for_obb": (dict(pretrained=inputs["obb"], data=inputs["pose_data"], pretrain_epochs=1),
+                              f"data={inputs['pose_data']} holds pose/detect labels but pretrained={inputs['obb']} is "
+                              f"a model for obb: give data labelled for obb"),
+        "rtdetr_yaml": (dict(pretrained=None, model="rtdetr-l.yaml", pretrain_epochs=1, data=None),
+                        "model=rtdetr-l.yaml cannot be pruned: RTDETRDetectionModel ends in RTDETRDecoder"),
         "imgsz": (dict(pretrained=det, imgsz=100), f"imgsz=100 is not a multiple of the largest stride 32 of "
                                                    f"pretrained={det}; use imgsz=96 or 128"),
         "images_missing": (dict(pretrained=det, data=inputs["no_images"]),
@@ -96,8 +101,8 @@ def _bad_inputs(inputs: dict[str, Path], tmp: Path) -> dict[str, tuple[dict, str
     }
 
 
-@pytest.mark.parametrize("name", ["garbage", "classifier", "pose", "classifier_yaml", "imgsz", "images_missing",
-                                  "images_empty", "classes", "project_file"])
+@pytest.mark.parametrize("name", ["garbage", "classifier_box", "pose_data_for_obb", "rtdetr_yaml", "imgsz",
+                                  "images_missing", "images_empty", "classes", "project_file"])
 def test_bad_weights_data_and_project_are_refused_before_the_run_directory_exists(tmp_path, inputs, monkeypatch,
                                                                                    name):
     """Our ConfigError naming the user's own path and what to do; no run folder, datasets, step0.pt, state.json or
@@ -130,13 +135,14 @@ def test_unwritable_project_is_refused(tmp_path, inputs):
     assert not project.exists()
 
 
-def test_cli_refuses_a_classifier_checkpoint_with_one_line_and_writes_nothing(tmp_path, inputs):
+def test_cli_refuses_a_classifier_on_box_labels_with_one_line_and_writes_nothing(tmp_path, inputs):
     res = subprocess.run([sys.executable, "-m", "pruning", "--pretrained", str(inputs["classify"]), "pretrain_epochs=0",
-                          f"project={tmp_path / 'runs'}", "imgsz=64"], cwd=tmp_path, capture_output=True, text=True,
-                         timeout=600, env={**os.environ, "PYTHONPATH": str(REPO)})
+                          f"data={inputs['data']}", f"project={tmp_path / 'runs'}", "imgsz=64"], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(REPO)})
     assert res.returncode == 2, res.stderr[-2000:]
     assert "Traceback" not in res.stderr
-    assert f"error: pretrained={inputs['classify']} cannot be pruned: ClassificationModel" in res.stderr
+    assert (f"error: data={inputs['data']} holds segment/detect labels but pretrained={inputs['classify']} is a model "
+            f"for classify") in res.stderr
     assert list(tmp_path.iterdir()) == []
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -188,9 +189,13 @@ def test_traced_checkpoint_is_reused_until_the_file_changes(tmp_path):
     path = save_checkpoint(model, tmp_path / "w.pt", half=False)
     first = tracecache.traced(path, 64)
     assert tracecache.traced(path, 64) is first
-    assert tracecache.traced(path, 128) is not first  # another image size is another graph
-    os.utime(path, ns=(0, 0))  # the file changed (here: its mtime) -> traced anew
-    assert tracecache.traced(path, 64) is not first
+    shutil.copyfile(path, tmp_path / "copy.pt")  # the run's step0.pt is a byte copy of the weights: reused
+    assert tracecache.traced(tmp_path / "copy.pt", 64) is first
+    with open(path, "ab") as f:  # the file changed -> traced anew
+        f.write(b"\0")
+    second = tracecache.traced(path, 64)
+    assert second is not first
+    assert tracecache.traced(path, 128) is not second  # another image size is another graph
 
 
 def test_compare_refuses_an_unreachable_target_before_training_or_writing(tmp_path, tiny_data):

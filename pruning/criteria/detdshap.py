@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Iterable, Iterator, NamedTuple
 
 import numpy as np
@@ -26,8 +27,10 @@ class DetDSHAP:
     `target` is what is explained of each box (relprop.target): its class probability ("class", the paper), its
     coordinates ("box"), or both ("all"), where each of the two explanations of a box is scaled to a total
     |relevance| of 1 so that probabilities and pixels weigh alike (filters that only localise count too).  "all"
-    adds the task's own rows of each box's candidates as a third explanation: a pose model's keypoints, an OBB
-    model's angle (`task_rows`); a classifier explains each image's class only.
+    adds the task's own outputs of each box as a third explanation, also scaled to 1: a pose model's keypoint rows,
+    an OBB model's angle row (`task_rows`), a segmenter's mask (relprop's `target="mask"`: the mask logits summed in
+    the box, built by `relprop.target.TargetSet`); a classifier explains each image's class only.
+    `task_outputs=False` keeps "all" to the class and the coordinates (the paper's two explanations).
 
     Batched: `batch` images share one forward, and every (box, kind) of every image of it one backward pass per
     slot: slot s of image b holds b's s-th (box, kind), so a pass seeds one target of each image at once (the
@@ -40,7 +43,7 @@ class DetDSHAP:
 
     def __init__(self, calibration: Calibration, *, boxes: str = "labels", iou: float = 0.7,
                  baseline: Any = "black", rules: Any = None, conf: float = 0.25, target: str = "all",
-                 batch: int = 8, chunk: int = 1) -> None:
+                 batch: int = 8, chunk: int = 1, task_outputs: bool = True) -> None:
         import relprop
 
         if boxes not in ("labels", "detections"):
@@ -58,6 +61,7 @@ class DetDSHAP:
         self.batch, self.chunk = int(batch), int(chunk)
         self.kinds = self.TARGETS[target]
         self.target = target
+        self.task_outputs = bool(task_outputs)
         self.active = self.kinds  # the kinds explained on the graph being scored (+ "task" rows, see filter_stats)
         self.task_rows: np.ndarray | None = None
         self.explained = 0
@@ -67,8 +71,10 @@ class DetDSHAP:
         import relprop
 
         explainer = relprop.Explainer(graph.with_folded_batchnorm(), rules=self.options[self.kinds[0]].rules)
-        self.task_rows = task_rows(graph) if self.target == "all" else None
-        self.active = self.kinds + (("task",) if self.task_rows is not None else ())
+        extra = self.target == "all" and self.task_outputs
+        self.task_rows = task_rows(graph) if extra else None
+        mask = extra and graph.task == "segment"  # the instance mask: a product of outputs, not rows (TargetSet)
+        self.active = self.kinds + (("task",) if self.task_rows is not None else ()) + (("mask",) if mask else ())
         stats: FilterStats = {}
         self.explained = self.skipped = 0
         groups = _groups(self.calibration.images(), self.batch, by_labels=self.boxes == "labels")
@@ -93,7 +99,7 @@ class DetDSHAP:
         """Add Σ |relevance| per filter of every matched (box, kind) of a group of images to `stats`: one forward of
         the group, then `Pass.channel_relevance` over (image, slot) targets."""
         import relprop
-        from relprop.target import check_inside, parse_box
+        from relprop.target import TargetSet, check_inside, parse_box
 
         opts = self.options[self.kinds[0]]  # the kinds differ only in what is explained, not in which boxes
         inputs = [explainer.inputs(image, opts.baseline) for image, _, _ in group]
@@ -133,12 +139,22 @@ class DetDSHAP:
         slots = per_kind * len(self.active)
         anchors = pred.shape[-1]
         rows_b, rows_s, rows_i = [], [], []
+        masks: list[Any] = []  # the mask targets, and for each (row of the batch, slot) the index of its target
+        mask_b, mask_s, mask_m = [], [], []
         valid = torch.zeros(n_img, slots, dtype=torch.bool)
         for b, targets in enumerate(found):
             for j, t in enumerate(targets):
                 for k, kind in enumerate(self.active):
                     if classify and kind != "class":
                         continue  # a classifier has no box rows: its class is its only target
+                    if kind == "mask":
+                        for r in range(n_ref):
+                            mask_b.append(b * n_ref + r)
+                            mask_s.append(k * per_kind + j)
+                            mask_m.append(len(masks))
+                        masks.append(dataclasses.replace(t, kind="mask"))
+                        valid[b, k * per_kind + j] = True
+                        continue
                     rows = np.array([0]) if classify else np.array([4 + t.cls]) if kind == "class" \
                         else self.task_rows if kind == "task" else np.arange(4)
                     flat = (rows[:, None] * anchors + np.asarray(t.candidates)[None, :]).ravel()
@@ -150,12 +166,21 @@ class DetDSHAP:
         device = pred.device
         bi, si, fi = (torch.as_tensor(np.concatenate(v), dtype=torch.long, device=device)
                       for v in (rows_b, rows_s, rows_i))
+        mask_fn = None
+        if masks:  # relprop's mask targets: Σ_d products u_d·v_d split against the reference (TargetSet.function)
+            mask_fn = TargetSet.build(masks, explainer.layout, step.outputs, explainer.imgsz).function(
+                step.reference_outputs)
+            mb, ms, mm = (torch.as_tensor(v, dtype=torch.long, device=device) for v in (mask_b, mask_s, mask_m))
 
         def scores(outputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
-            """(B·K, slots): Σ of the explained rows of the matched candidates, slot by slot (linear in the output)."""
+            """(B·K, slots): Σ of the explained rows of the matched candidates, slot by slot (linear in the output),
+            plus each mask slot's mask target (its image's row of the TargetSet's (B·K, M) values)."""
             y = outputs[0].flatten(1)
             out = torch.zeros(y.shape[0], slots, dtype=y.dtype, device=y.device)
-            return out.index_put((bi, si), y[bi, fi], accumulate=True)
+            out = out.index_put((bi, si), y[bi, fi], accumulate=True)
+            if mask_fn is not None:
+                out = out.index_put((mb, ms), mask_fn(outputs)[mb, mm], accumulate=True)
+            return out
 
         channels = step.channel_relevance(scores, chunk=self.chunk)
         with torch.no_grad():
@@ -172,7 +197,7 @@ class DetDSHAP:
 def task_rows(graph: fxgraph.FlatGraph) -> np.ndarray | None:
     """The rows of `pred` (graph.facts.pred_layout) a task adds to each candidate: a pose model's nk keypoint
     values (B,4+nc+nk,A), an OBB model's angle (B,4+nc+1,A); None for detect, segment (its mask is a product of
-    coefficients and prototypes, not a row) and classify."""
+    coefficients and prototypes, not a row: DetDSHAP explains it as relprop's mask target) and classify."""
     facts, nc = graph.facts, graph.nc
     if facts is None:
         return None

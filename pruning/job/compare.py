@@ -37,12 +37,12 @@ from ..devices import torch_device
 from ..errors import OutputError, PruningError
 from .config import Settings
 from .preflight import check_inputs
-from .report import COLUMNS, METRIC_WORDS, latency_note, markdown_table, removed_fraction
+from .report import COLUMNS, METRIC_KEYS, METRIC_WORDS, latency_note, markdown_table, removed_fraction
 from .resume import MAY_CHANGE, check_same_settings
 from .runlock import RunLock
 from .datasets import dataset, lazy_calibration
 from .finetuning import finetune_to, initial_weights
-from .metrics import measure
+from .metrics import measure, primary, primary_metric
 from .rundir import log, run_dir
 from .timing import check_reachable, latency_options
 from .tracecache import traced
@@ -303,31 +303,34 @@ def write_compare(out: Path, rows: list[dict[str, Any]], settings: dict[str, Any
     write_text(out / "compare.json", json.dumps({"settings": settings, "rows": rows}, indent=2, default=str),
                error=OutputError)
     metric = settings["compare_metric"]
+    quality = primary_metric(rows[0].get("task") if rows else None).label  # the task's metric (metrics.primary)
     unpruned = _per_seed(rows, "unpruned")
     seeds = sorted(unpruned)
     text = [f"# Criteria compared on {settings.get('pretrained') or settings.get('model')}", "",
             f"One-shot pruning (scope {settings['compare_scope']}) to each target fraction of {metric} removed, then "
-            f"{settings['compare_epochs']} epochs of fine-tuning; box metrics on the val split; seeds {seeds}.", "",
+            f"{settings['compare_epochs']} epochs of fine-tuning; {quality} on the val split; seeds {seeds}.", "",
             latency_note(settings), "",
-            markdown_table(rows, COMPARE_COLUMNS), "",
-            f"mAP50-95 kept, as a fraction of the unpruned model's {_mean_std(list(unpruned.values()), '{:.3f}')}"
+            markdown_table(rows, [c for c in COMPARE_COLUMNS  # the task's metrics only
+                                  if c[0] not in METRIC_KEYS or any(c[0] in r for r in rows)]),
+            "", f"{quality} kept, as a fraction of the unpruned model's {_mean_std(list(unpruned.values()), '{:.3f}')}"
             f"{' (mean ± std over seeds, each seed against its own unpruned model)' if len(seeds) > 1 else ''}:", "",
-            _cell_table(rows, lambda r: r["map50_95"] / unpruned[_seed(r)] if unpruned.get(_seed(r)) else None,
+            _cell_table(rows, lambda r: primary(r) / unpruned[_seed(r)] if unpruned.get(_seed(r)) else None,
                         "{:.1%}"), ""]
     control = _per_seed(rows, "unpruned+ft")
     if control:
         text += [f"... and of the unpruned model fine-tuned for the same {settings['compare_epochs']} epochs "
                  f"({_mean_std(list(control.values()), '{:.3f}')}; the fair reference when extra training alone "
                  f"still helps):", "",
-                 _cell_table(rows, lambda r: r["map50_95"] / control[_seed(r)] if control.get(_seed(r)) else None,
+                 _cell_table(rows, lambda r: primary(r) / control[_seed(r)] if control.get(_seed(r)) else None,
                              "{:.1%}"), ""]
-    detdshap = {(_seed(r), r["target"]): r["map50_95"] for r in rows if r["criterion"] == "detdshap"
+    detdshap = {(_seed(r), r["target"]): primary(r) for r in rows if r["criterion"] == "detdshap"
                 and r["target"] > 0}
     if detdshap:
-        text += ["Paired difference to DetDSHAP (criterion minus DetDSHAP, mAP50-95 points, same seed and target; "
+        text += [f"Paired difference to DetDSHAP (criterion minus DetDSHAP, {quality} points ×100, same seed and "
+                 "target; "
                  "mean ± std over seeds; negative: DetDSHAP is ahead):", "",
                  _cell_table([r for r in rows if r["criterion"] != "detdshap"],
-                             lambda r: 100 * (r["map50_95"] - detdshap[_seed(r), r["target"]])
+                             lambda r: 100 * (primary(r) - detdshap[_seed(r), r["target"]])
                              if (_seed(r), r["target"]) in detdshap else None, "{:+.1f}"), ""]
     write_text(out / "compare.md", "\n".join(text), error=OutputError)
     _plot(out, rows, metric)
@@ -339,7 +342,7 @@ def _seed(row: dict[str, Any]) -> int:
 
 def _per_seed(rows: list[dict[str, Any]], criterion: str) -> dict[int, float]:
     """seed -> mAP50-95 of the row `criterion` (unpruned, unpruned+ft) of that seed."""
-    return {_seed(r): r["map50_95"] for r in rows if r["criterion"] == criterion}
+    return {_seed(r): primary(r) for r in rows if r["criterion"] == criterion}
 
 
 def _mean_std(values: list[float], fmt: str) -> str:
@@ -373,7 +376,7 @@ def _plot(out: Path, rows: list[dict[str, Any]], metric: str) -> None:
     import matplotlib.pyplot as plt
 
     base = {_seed(r): r for r in rows if r["criterion"] == "unpruned"}
-    unpruned = float(np.mean([r["map50_95"] for r in base.values()]))
+    unpruned = float(np.mean([primary(r) for r in base.values()]))
     fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
     for name in dict.fromkeys(r["criterion"] for r in rows if r["target"] > 0):
         mine = [r for r in rows if r["criterion"] == name and r["target"] > 0 and _seed(r) in base]
@@ -381,17 +384,17 @@ def _plot(out: Path, rows: list[dict[str, Any]], metric: str) -> None:
         for t in sorted({r["target"] for r in mine}):
             at = [r for r in mine if r["target"] == t]
             removed = [removed_fraction(r, base[_seed(r)], metric) for r in at]
-            maps = [r["map50_95"] for r in at]
+            maps = [primary(r) for r in at]
             pts.append((float(np.mean(removed)), float(np.mean(maps)), float(np.std(maps, ddof=1)) if len(maps) > 1
                         else 0.0))
         x, y, e = zip(*pts)
         ax.errorbar(x, y, yerr=e, fmt="o-", capsize=3, label=name)
-    control = [r["map50_95"] for r in rows if r["criterion"] == "unpruned+ft"]
+    control = [primary(r) for r in rows if r["criterion"] == "unpruned+ft"]
     if control:
         ax.axhline(float(np.mean(control)), color="grey", ls=":", label="unpruned + same fine-tuning")
     ax.axhline(0.97 * unpruned, color="grey", ls="--", lw=0.8, label="97% of unpruned")
     ax.set_xlabel(f"fraction of {METRIC_WORDS.get(metric, metric)} removed")
-    ax.set_ylabel("mAP50-95 (box, val)")
+    ax.set_ylabel(f"{primary_metric(rows[0].get('task') if rows else None).label}, val")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.savefig(out / "compare.png", dpi=110)

@@ -1,7 +1,8 @@
 """The relevance-guided pruning job (the paper's Algorithm 2 around ultralytics training) as an object, `PruningJob`:
 
 load (or train) → validate → repeat { score filters, plan `step_ratio` of the remaining, prune, fine-tune,
-validate } until `target` of params/GFLOPs/latency is removed, mAP50-95 drops more than `max_map_drop`, or `max_steps`
+validate } until `target` of params/GFLOPs/latency is removed, the task's quality metric (metrics.primary: box or
+pose mAP50-95, top-1) drops more than `max_map_drop`, or `max_steps`
 → final fine-tune → export ONNX → report.
 
 Each stage is a method a subclass may override; `run()` calls them in that order.  Everything goes into a run
@@ -37,7 +38,7 @@ from .runlock import LOCK_NAME, RunLock, describe
 from .datasets import dataset, lazy_calibration
 from .export import export_onnx
 from .finetuning import finetune_to, initial_weights, train_to
-from .metrics import measure
+from .metrics import measure, primary, primary_metric
 from .rundir import log, relative_to, run_dir, save_state
 from .timing import check_reachable, latency_step_plan
 from .tracecache import traced
@@ -123,10 +124,11 @@ class PruningJob:
 
     def validate(self, weights: Path, step: int | str, criterion: str) -> dict[str, Any]:
         """One report row for `weights`: params, GFLOPs (at `imgsz`), latency (at `latency_imgsz`) and the speed-up
-        against step 0, box mAP50/mAP50-95, recall, F1."""
+        against step 0, and the task's validation metrics (box mAP50/mAP50-95, recall, F1; pose mAP; top-1/5)."""
         reference = None if step == 0 else self.weights_dir / "step0.pt"
         row = measure(weights, self.settings, self.data, self.out, step, criterion, reference=reference)
-        blind = warn_if_blind(row, weights, self.calibration().batches, self.settings.device)
+        blind = None if row.get("task") == "classify" else (  # a classifier always names a class: never blind
+            warn_if_blind(row, weights, self.calibration().batches, self.settings.device))
         if blind is not None:  # a model that detects nothing on its calibration images: log, warnings, report.md
             log(f"warning: {blind}")
         return row
@@ -209,8 +211,9 @@ class PruningJob:
         removed = removed_fraction(last, base, s.target_metric)
         if removed >= s.target:
             return f"target reached: {removed:.1%} of {s.target_metric} removed"
-        if base["map50_95"] - last["map50_95"] > s.max_map_drop:
-            return f"mAP50-95 fell {base['map50_95'] - last['map50_95']:.3f} below the start"
+        if primary(base) - primary(last) > s.max_map_drop:  # the task's quality metric (metrics.primary)
+            return (f"{primary_metric(last.get('task')).label} fell {primary(base) - primary(last):.3f} below "
+                    f"the start")
         if self.state["step"] >= s.max_steps:
             return f"max_steps={s.max_steps} reached"
         return None
@@ -274,7 +277,8 @@ class PruningJob:
         log(f"model: {model}")
         log(f"data: {s.data or 'the offline synthetic shapes dataset'} at {s.imgsz} px")
         log(f"plan: up to {s.max_steps} step(s) of {s.criterion} in scope {s.scope}, each removing {how}, until "
-            f"{s.target:.0%} of {s.target_metric} is removed or mAP50-95 falls {s.max_map_drop} below the start; "
+            f"{s.target:.0%} of {s.target_metric} is removed or the quality metric (mAP50-95; top-1 for classify) "
+            f"falls {s.max_map_drop} below the start; "
             f"{s.epochs_per_step} fine-tuning epoch(s) per step, {s.final_epochs} final; export {s.export}")
         log(f"run directory: {self.out}" + (" (resume)" if s.resume else ""))
 

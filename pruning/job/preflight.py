@@ -2,7 +2,7 @@
 
 `load_config` checks each setting alone (types, ranges, choices, device, files exist); `check_inputs` opens what
 they name: the project folder must take new folders, the data yaml must read and find its images, the weights must
-load as an ultralytics detector or segmenter, trace at `imgsz`, and predict as many classes as the data has when
+load as an ultralytics model of any task, trace at `imgsz`, and predict as many classes as the data has when
 they are pruned as they are.  Each failure is a `ConfigError` naming the setting and the user's own path, raised
 before anything is written (the run's copy `weights/step0.pt` would otherwise be what a later error names).
 `check_score_inputs` does the same for `score`: its --out, the dataset folder and the classes of the weights.
@@ -22,6 +22,7 @@ from .config import ConfigError, Settings
 from .synthetic import KPT_SHAPE as SHAPES_KPT_SHAPE
 from .synthetic import task_classes
 from .tasks import DataTaskError, class_folders, data_tasks, describe_tasks, model_source, model_task
+from .tracecache import traced
 from .trees import CLASSES as TREES_CLASSES
 from .trees import TREES, deepforest_data_dir
 
@@ -29,8 +30,20 @@ from .trees import TREES, deepforest_data_dir
 def check_inputs(settings: Settings) -> None:
     """Raise ConfigError naming the first input the job could not use; writes nothing."""
     check_project(settings.project)
-    classes = data_classes(settings, check_data_task(settings))
+    task = check_data_task(settings)
+    check_criterion_task(settings, task)
+    classes = data_classes(settings, task)
     check_weights(settings, classes)
+
+
+def check_criterion_task(settings: Settings, task: str | None) -> None:
+    """The criterion can score a model of `task`: every criterion scores every task, except DetDSHAP explaining
+    only box coordinates (calib_target=box) on a classifier, which has no box; ConfigError saying what to use."""
+    if task == "classify" and settings.criterion == "detdshap" and settings.calib_target == "box":
+        key, source = model_source(settings)
+        raise ConfigError(f"criterion=detdshap with calib_target=box explains box coordinates, but {key}={source} "
+                          f"is a classifier (no boxes): use calib_target=class or all (its class), or another "
+                          f"criterion")
 
 
 def check_data_task(settings: Settings) -> str | None:
@@ -149,19 +162,14 @@ def check_weights(settings: Settings, data_classes: int, trained_head: bool | No
     except Exception as exc:  # ultralytics building a foreign or broken yaml
         raise ConfigError(f"{key}={source}: cannot build an ultralytics model from it ({type(exc).__name__}: "
                           f"{exc})") from None
-    layers = getattr(model, "model", None)
-    head = layers[-1] if isinstance(layers, (list, tuple)) or hasattr(layers, "__getitem__") else None
-    task = fxgraph.trace_yolo.TASK_OF_HEAD.get(type(head).__name__)
-    if task not in (None, "detect", "segment"):  # traced and explained, not yet pruned (issue 27)
-        raise ConfigError(f"{key}={source} cannot be pruned: {type(model).__name__} ends in {type(head).__name__} "
-                          f"(a {task} model); pruning supports detect and segment models")
     stride = int(max(getattr(model, "stride", [32])))
     if settings.imgsz % stride:
         low, high = max(stride, settings.imgsz // stride * stride), (settings.imgsz // stride + 1) * stride
         raise ConfigError(f"imgsz={settings.imgsz} is not a multiple of the largest stride {stride} of {key}={source}; "
                           f"use imgsz={low} or {high}")
-    try:
-        graph = fxgraph.trace(model, settings.imgsz)
+    try:  # a checkpoint through the job's trace cache: the run's copy step0.pt is then not traced again
+        graph = traced(source, settings.imgsz) if Path(source).is_file() and Path(source).suffix == ".pt" \
+            else fxgraph.trace(model, settings.imgsz)
     except fxgraph.FxGraphError as exc:
         raise ConfigError(f"{key}={source} cannot be pruned: {exc}") from None
     nc = graph.nc

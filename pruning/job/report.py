@@ -10,6 +10,7 @@ from fxgraph.outputs import write_text
 
 from ..errors import OutputError
 from .blind import report_warnings
+from .metrics import PRIMARY, primary, primary_metric
 
 COLUMNS = (
     ("step", "step", "{}"),
@@ -23,7 +24,13 @@ COLUMNS = (
     ("map50_95", "mAP50-95", "{:.3f}"),
     ("recall", "recall", "{:.3f}"),
     ("f1", "F1", "{:.3f}"),
+    ("map50_95_pose", "pose mAP50-95", "{:.3f}"),
+    ("top1", "top-1", "{:.3f}"),
+    ("top5", "top-5", "{:.3f}"),
 )
+
+
+METRIC_KEYS = frozenset({"map50", "map50_95", "recall", "f1", "map50_95_pose", "top1", "top5"})  # per task
 
 
 def markdown_table(rows: Sequence[dict[str, Any]], columns=COLUMNS) -> str:
@@ -83,14 +90,16 @@ def write_report(run_dir: Path, rows: Sequence[dict[str, Any]], settings: Mappin
                                                    default=str), error=OutputError)
     base = rows[0] if rows else {}
     imgsz = settings.get("imgsz")
+    columns = [c for c in columns_at(imgsz, settings.get("latency_imgsz"))  # the task's metrics only
+               if c[0] not in METRIC_KEYS or any(c[0] in r for r in rows)]
     lines = [f"# Pruning report: {settings.get('criterion')} on {settings.get('pretrained') or settings.get('model')}",
-             "", markdown_table(rows, columns_at(imgsz, settings.get("latency_imgsz"))), ""]
+             "", markdown_table(rows, columns), ""]
     if rows and base.get("params"):
         last = rows[-1]
         lines.append(
             f"Removed {1 - last['params'] / base['params']:.1%} of parameters and "
-            f"{1 - last['gflops'] / base['gflops']:.1%} of GFLOPs; mAP50-95 {base.get('map50_95', 0):.3f} -> "
-            f"{last.get('map50_95', 0):.3f}"
+            f"{1 - last['gflops'] / base['gflops']:.1%} of GFLOPs; {primary_metric(base.get('task')).label} "
+            f"{primary(base):.3f} -> {primary(last):.3f}"
             + (f"; {last['speedup']:.2f}× faster than the unpruned model ({last['latency_ms']:.1f} ms against "
                f"{last['latency_ms'] * last['speedup']:.1f} ms)." if last.get("speedup") else ".")
         )
@@ -106,7 +115,7 @@ def write_report(run_dir: Path, rows: Sequence[dict[str, Any]], settings: Mappin
                                                   f"{Path(str(settings.get('pretrained') or settings.get('model'))).name}")
 
 
-METRIC_NAMES = {"map50": "mAP50 (box)", "map50_95": "mAP50-95 (box)"}
+METRIC_NAMES = {**{m.key: m.label for m in PRIMARY.values()}, "map50": "mAP50 (box)", "map50_95": "mAP50-95 (box)"}
 
 
 def plot_trend(rows: Sequence[dict[str, Any]], path: Path, title: str = "pruning") -> None:
@@ -123,17 +132,18 @@ def plot_trend(rows: Sequence[dict[str, Any]], path: Path, title: str = "pruning
         for ax, key, label in ((axes[0], "params", "parameters removed"), (axes[1], "gflops", "GFLOPs removed")):
             base = rows[0][key]
             removed = [1 - r[key] / base for r in rows]
-            for metric, style in (("map50", "o-"), ("map50_95", "s--")):
+            best = primary_metric(rows[0].get("task")).key  # the task's quality metric, with box mAP50 when boxed
+            for metric, style in ((("map50", "o-"),) if "map50" in rows[0] else ()) + ((best, "s--"),):
                 values = [r.get(metric, float("nan")) for r in rows]
                 ax.plot(removed, values, style, label=METRIC_NAMES[metric])
                 for x, y, r in zip(removed, values, rows):
                     final = r.get("step") == "final"
                     text = "final (fine-tuned)" if final else f"step {r.get('step')}"
-                    if metric == "map50_95":  # the final point shares the last step's x: label it above, not below
+                    if metric == best:  # the final point shares the last step's x: label it above, not below
                         ax.annotate(text, (x, y), textcoords="offset points", xytext=(4, 6 if final else -10),
                                     fontsize=7)
             ax.set_xlabel(f"fraction of {label}")
-            ax.set_ylabel("mAP on the val split")
+            ax.set_ylabel("quality on the val split")
             ax.grid(alpha=0.3)
             ax.legend(fontsize=8)
     fig.savefig(path, dpi=110)

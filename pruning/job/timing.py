@@ -15,6 +15,7 @@ from ..devices import torch_device
 from ..errors import PlanError, PruningError
 from ..latency import LatencyOptions, measure_latency
 from ..plans import Plan
+from .tracecache import traced
 
 if TYPE_CHECKING:
     from .config import Settings
@@ -46,7 +47,9 @@ def check_reachable(settings: Settings, target: float | None, metric: str, scope
     the weights or the criterion."""
     from ..api import plan_for_target
 
-    graph = fxgraph.trace(settings.pretrained or settings.model, settings.imgsz)
+    source = settings.pretrained or settings.model
+    graph = traced(source, settings.imgsz) if Path(source).suffix == ".pt" and Path(source).is_file() else \
+        fxgraph.trace(source, settings.imgsz)  # a checkpoint: the trace preflight made (tracecache)
     stride = int(max(graph.stride))
     if settings.latency_imgsz % stride:
         raise PruningError(f"latency_imgsz={settings.latency_imgsz} must be a multiple of the model's stride "
