@@ -104,10 +104,10 @@ def finetune_all(rows: list[dict], settings, data: Path, work: Path, epochs: int
         name = key_of(row["mode"], row["target"])
         weights = Path(row["weights"])
         row["before_ft"] = validate(weights, settings, data, work)
-        tuned = work / f"{name}-ft.pt"
+        tuned = work / f"{name}-ft{epochs}.pt"
         t0 = time.perf_counter()
         if not tuned.is_file():
-            finetune_to(weights, settings, data, work, f"ft-{name}", epochs, tuned)
+            finetune_to(weights, settings, data, work, f"ft{epochs}-{name}", epochs, tuned)
         row["finetune_s"] = round(time.perf_counter() - t0)
         row["after_ft"] = validate(tuned, settings, data, work)
         row["finetuned_weights"] = str(tuned)
