@@ -135,6 +135,7 @@ def time_all(rows: list[dict], threads: list[int], repeats: int, warmup: int) ->
 def markdown(meta: dict, models: list[dict], threads: list[int]) -> str:
     """The headline table per model: GFLOPs removed, blocks removed, speed-up, mAP50-95 before/after fine-tuning."""
     lines = [f"`{meta['command']}`", "", f"machine: {meta['machine']}", "",
+             *([f"note: {meta['note']}", ""] if meta.get("note") else []),
              f"start models trained {meta['start_epochs']} epochs"
              + (f" then {meta['more_epochs']} more (a second trainer run from that checkpoint)" if meta.get("more_epochs") else "")
              + f" on the synthetic shapes (imgsz {TRAIN_IMGSZ}, seed "
