@@ -205,5 +205,5 @@ def test_a_report_row_times_the_checkpoint_against_the_unpruned_one(monkeypatch,
     row = latency_fields(cut, load_config(None, LATENCY_JOB), reference=ref)
     base, mine = _fake_ms([g.model, cut])
     assert row["latency_ms"] == pytest.approx(mine) and row["latency_median_ms"] == pytest.approx(mine)
-    assert row["speedup"] == pytest.approx(base / mine)
+    assert row["speedup"] == pytest.approx(base / mine) and row["speedup_median"] == pytest.approx(base / mine)
     assert latency_fields(cut, load_config(None, LATENCY_JOB))["speedup"] == 1.0

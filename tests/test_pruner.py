@@ -43,7 +43,7 @@ def _overrides(data: Path) -> dict:
 def _report_without_timings(out: Path) -> dict:
     report = json.loads((out / "report.json").read_text())
     for row in report["steps"]:
-        for key in ("latency_ms", "latency_median_ms", "speedup"):
+        for key in ("latency_ms", "latency_median_ms", "speedup", "speedup_median"):
             row.pop(key)
     report["settings"]["pretrained"] = Path(report["settings"]["pretrained"]).name
     return report
