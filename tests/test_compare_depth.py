@@ -97,6 +97,9 @@ def test_paired_differences_compare_the_same_pruning_mode(tmp_path):
                                        "compare_epochs": 0})
     paired = (tmp_path / "compare.md").read_text().split("Paired difference to DetDSHAP")[1]
     assert "| l1 (width) | -3.0 |" in paired and "| l1 (both) | +1.0 |" in paired
+    cmp.write_compare(tmp_path, rows[:3], {"model": "m.yaml", "compare_scope": "all", "compare_metric": "gflops",
+                                           "compare_epochs": 0})
+    assert "Paired difference" not in (tmp_path / "compare.md").read_text()  # DetDSHAP alone: nothing to pair
 
 
 @pytest.mark.parametrize("modes", ["[]", "[never, never]", "[width]", "auto"])

@@ -355,7 +355,7 @@ def write_compare(out: Path, rows: list[dict[str, Any]], settings: dict[str, Any
                              "{:.1%}"), ""]
     detdshap = {(_seed(r), r["target"], _prune(r)): r["map50_95"] for r in rows if r["criterion"] == "detdshap"
                 and r["target"] > 0}
-    if detdshap:
+    if detdshap and any(r["criterion"] != "detdshap" and r["target"] > 0 for r in rows):
         text += ["Paired difference to DetDSHAP (criterion minus DetDSHAP, mAP50-95 points, same seed, target and "
                  "pruning (width, depth or both); mean ± std over seeds; negative: DetDSHAP is ahead):", "",
                  _cell_table([r for r in rows if r["criterion"] != "detdshap"],

@@ -83,7 +83,7 @@ def latency_note(settings: Mapping[str, Any]) -> str:
     return (f"Latency: {runtime} {where}, batch 1 at {settings.get('latency_imgsz')}x{settings.get('latency_imgsz')}, "
             f"{settings.get('latency_warmup')} warm-up run(s), then {settings.get('latency_repeats')} timed runs "
             f"interleaved with the unpruned model's; minimum and median in ms.  The speed-up is the unpruned model's "
-            f"minimum over this row's, both from the same interleaved call.")
+            f"minimum over this row's (in brackets: the same of the medians), both from the same interleaved call.")
 
 
 def summary_line(rows: Sequence[Mapping[str, Any]]) -> str:
