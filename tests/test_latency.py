@@ -126,7 +126,7 @@ def _fake_runtime(monkeypatch) -> FakeClock:
 
 LATENCY_JOB = dict(model="yolov8n.yaml", pretrain_epochs=1, target_metric="latency", target=0.5, scope="all",
                    latency_runtime="torch", latency_imgsz=64, latency_warmup=0, latency_repeats=1, imgsz=64,
-                   export="none", prune_depth="never")
+                   export="none", prune_depth="never", max_steps=4)
 
 
 def _fake_ms(models) -> list[float]:
