@@ -47,9 +47,9 @@ from .rundir import log, run_dir
 from .timing import check_reachable, latency_options
 from .tracecache import traced
 
-COMPARE_COLUMNS = (("seed", "seed", "{}"), ("criterion", "criterion", "{}"),
+COMPARE_COLUMNS = (("seed", "seed", "{}"), ("criterion", "criterion", "{}"), ("target", "target", "{:.2f}"),
+                   ("channel_ratio", "channels removed", "{:.3f}"),
                    ("prune", "prune", lambda r: r.get("prune", "width") if r.get("target") else "-"),
-                   ("target", "target", "{:.2f}"), ("channel_ratio", "channels removed", "{:.3f}"),
                    ("blocks_removed", "blocks removed", "{}")) + COLUMNS[2:]
 # ranks wait at a barrier for the slowest one, whose rows may take hours; a rank that dies is noticed at once (gloo
 # sees its connection close, and torchrun stops the others), so the timeout only bounds a rank that hangs
