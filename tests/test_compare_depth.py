@@ -107,3 +107,22 @@ def test_bad_compare_depth_is_refused(modes):
     with pytest.raises(ConfigError, match=r"compare_depth=.* must be a non-empty list of distinct values among "
                                           r"never, auto, only"):
         load_config(None, [f"compare_depth={modes}"])
+
+
+def test_a_real_sweep_prunes_both_rows_to_the_target_with_blocks_and_records_blocks_alone_short_of_it(tmp_path):
+    """No fakes: yolov8n-seg trained one epoch on a tiny shapes set, l1 at 30% of GFLOPs, both and depth rows."""
+    from pruning.job.synthetic import ShapesConfig, make_shapes_dataset
+
+    data = make_shapes_dataset(tmp_path / "data", ShapesConfig(n_train=8, n_val=4, imgsz=64, seed=1))
+    settings = load_config(overrides=dict(
+        model="yolov8n-seg.yaml", data=str(data), imgsz=64, batch=4, pretrain_epochs=1, calib_images=4,
+        project=str(tmp_path / "runs"), name="exp", latency_imgsz=64, latency_repeats=2, compare_epochs=0,
+        compare_criteria=["l1"], compare_targets=[0.3], compare_seeds=[0], compare_depth=["auto", "only"]))
+    out = cmp.compare(settings)
+    rows = json.loads((out / "compare.json").read_text())["rows"]
+    both, depth = rows[1], rows[2]
+    assert (both["prune"], depth["prune"]) == ("both", "depth")
+    assert 0.3 <= 1 - both["gflops"] / rows[0]["gflops"] < 0.33 and both["blocks_removed"] >= 1
+    assert both["speedup"] > 0 and both["speedup_median"] > 0
+    assert "cannot remove 30.0%" in depth["unreachable"]  # yolov8n-seg's two removable blocks hold ~3% of GFLOPs
+    assert "| l1 (both) |" in (out / "compare.md").read_text().split("\n\n")[3]
