@@ -22,7 +22,7 @@ from pruning.job import compare as cmp
 from pruning.job.config import load_config
 
 REPO = Path(__file__).resolve().parents[1]
-TIMINGS = ("latency_ms", "latency_median_ms", "speedup")  # wall-clock: the only fields two runs may differ in
+TIMINGS = ("latency_ms", "latency_median_ms", "speedup", "speedup_median")  # wall-clock: the only fields two runs may differ in
 TINY_YAML = """nc: 4
 backbone:
   - [-1, 1, Conv, [8, 3, 2]]

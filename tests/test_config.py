@@ -9,7 +9,7 @@ from pruning.job.config import DEFAULT_CFG, KEYS, ConfigError, Settings, choices
 
 def test_defaults_load_and_overrides_are_typed():
     s = load_config()
-    assert isinstance(s, Settings) and s.criterion == "detdshap" and s.scope == "backbone"
+    assert isinstance(s, Settings) and s.criterion == "detdshap" and s.scope == "all"
     s = load_config(None, ["criterion=hsic", "step_ratio=0.2", "resume=true", "imgsz=96"])
     assert (s.criterion, s.step_ratio, s.resume, s.imgsz) == ("hsic", 0.2, True, 96)
     assert parse_value("null") is None and parse_value("[1, 2]") == [1, 2]

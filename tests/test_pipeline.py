@@ -28,7 +28,8 @@ def tiny_data(tmp_path_factory) -> Path:
 
 def _settings(tmp_path: Path, data: Path, **extra) -> dict:
     base = dict(model="yolov8n-seg.yaml", data=str(data), imgsz=64, batch=4, pretrain_epochs=1, criterion="l1",
-                step_ratio=0.2, target=0.1, epochs_per_step=1, final_epochs=1, calib_images=4,
+                step_ratio=0.2, target=0.1, epochs_per_step=1, final_epochs=1, calib_images=4, scope="backbone",
+                target_metric="params", prune_depth="never", max_steps=4,  # what these tests check, not default.yaml
                 project=str(tmp_path / "runs"), name="exp", latency_imgsz=64, latency_repeats=2)
     base.update(extra)
     return load_config(None, [f"{k}={v}" for k, v in base.items()])

@@ -4,20 +4,20 @@ from __future__ import annotations
 
 import json
 
-from pruning.job.report import markdown_table, removed_fraction, write_report
+from pruning.job.report import markdown_table, removed_fraction, run_summary, write_report
 
 ROWS = [
     {"step": 0, "criterion": "-", "params": 1000, "gflops": 2.0, "latency_ms": 5.0, "latency_median_ms": 5.5,
      "speedup": 1.0, "map50": 0.9, "map50_95": 0.6, "recall": 0.8, "f1": 0.85},
     {"step": 1, "criterion": "l1", "params": 700, "gflops": 1.5, "latency_ms": 4.0, "latency_median_ms": 4.4,
-     "speedup": 1.6, "map50": 0.85, "map50_95": 0.55, "recall": 0.75, "f1": 0.8},
+     "speedup": 1.6, "speedup_median": 1.5, "map50": 0.85, "map50_95": 0.55, "recall": 0.75, "f1": 0.8},
 ]
 
 
 def test_markdown_has_a_row_per_step_with_formatted_numbers():
     table = markdown_table(ROWS).splitlines()
     assert len(table) == 2 + len(ROWS)
-    assert table[3].startswith("| 1 | l1 | 700 | 1.500 | 4.0 | 4.4 | 1.60× | 0.850 | 0.550 |")
+    assert table[3].startswith("| 1 | l1 | 700 | 1.500 | 4.0 | 4.4 | 1.60× (1.50×) | 0.850 | 0.550 |")
 
 
 def test_report_files_are_written(tmp_path):
@@ -34,8 +34,12 @@ def test_report_states_the_latency_conditions_and_the_speed_up(tmp_path):
                 "onnxruntime", "latency_threads": 4, "latency_warmup": 2, "latency_repeats": 8}
     write_report(tmp_path, ROWS, settings)
     md = (tmp_path / "report.md").read_text()
-    assert "| GFLOPs@64 | latency@640 min (ms) | median (ms) | speed-up |" in md
-    assert "1.60× faster than the unpruned model (4.0 ms against 6.4 ms)" in md
+    first_table = md.split("\n\n")[1]
+    assert "| GFLOPs@64 | latency@640 min (ms) | median (ms) | speed-up min (median) |" in first_table
+    assert "| 1.00× | 0.900 |" in first_table and "| 1.60× (1.50×) | 0.850 |" in first_table
+    summary = "1.60× faster than the unpruned model (4.0 ms against 6.4 ms, minima; 1.50× by the medians)."
+    assert summary in md
+    assert run_summary(tmp_path).endswith(summary)  # the console's last line says the same
     assert ("onnxruntime on the CPU with 4 thread(s), batch 1 at 640x640, 2 warm-up run(s), then 8 timed runs "
             "interleaved" in md)
 
@@ -63,3 +67,21 @@ def test_compare_tables_give_kept_map_against_the_unpruned_model_and_the_fine_tu
     assert "| l1 | 120.0% | 66.7% |" in against_unpruned and "| random | 80.0% | - |" in against_unpruned
     assert "| l1 | 90.0% | 50.0% |" in against_control and "| random | 60.0% | - |" in against_control
     assert (tmp_path / "compare.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_speed_up_cell_is_the_min_ratio_with_the_median_ratio_beside_it():
+    from pruning.job.report import speedup_cell
+
+    assert speedup_cell({"speedup": 1.234, "speedup_median": 1.5}) == "1.23× (1.50×)"
+    assert speedup_cell({"speedup": 1.234}) == "1.23×"  # rows from before medians were recorded
+    assert speedup_cell({"latency_ms": 3.0}) == "-"
+
+
+def test_the_cli_prints_the_runs_summary_with_its_speed_up_last(tmp_path, monkeypatch, capsys):
+    from pruning.job import cli, pipeline
+
+    write_report(tmp_path, ROWS, {"criterion": "l1", "model": "m.yaml"})
+    monkeypatch.setattr(pipeline.PruningJob, "run", lambda self: tmp_path)
+    assert cli.main(["export=none"]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith("Removed 30.0% of parameters and 25.0% of GFLOPs; mAP50-95 0.600 -> 0.550; 1.60× faster")

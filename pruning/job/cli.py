@@ -63,9 +63,11 @@ def main(argv: list[str] | None = None, prog: str = "python -m pruning") -> int:
                 print(f"comparison written to {out}/compare.md and compare.png")
             return 0
         from .pipeline import PruningJob
+        from .report import run_summary
 
         out = PruningJob.from_settings(settings).run()
         print(f"run finished: {out} (report.md, trend.png, weights/)")
+        print(run_summary(out))  # the last line: what the pruning bought, measured speed-up included
         return 0
     except (PruningError, fxgraph.FxGraphError, relprop.RelpropError, OSError) as exc:
         print("error: " + " ".join(str(exc).split()), file=sys.stderr)

@@ -34,7 +34,7 @@ from ..api import analyze, plan_for_target, prune
 from ..criteria import Precomputed, build_criterion, distributed
 from ..criteria.progress import progress
 from ..devices import torch_device
-from ..errors import OutputError, PruningError
+from ..errors import OutputError, PlanError, PruningError
 from .config import Settings
 from .preflight import check_inputs
 from .report import COLUMNS, METRIC_KEYS, METRIC_WORDS, latency_note, markdown_table, removed_fraction
@@ -48,7 +48,9 @@ from .timing import check_reachable, latency_options
 from .tracecache import traced
 
 COMPARE_COLUMNS = (("seed", "seed", "{}"), ("criterion", "criterion", "{}"), ("target", "target", "{:.2f}"),
-                   ("channel_ratio", "channels removed", "{:.3f}")) + COLUMNS[2:]
+                   ("channel_ratio", "channels removed", "{:.3f}"),
+                   ("prune", "prune", lambda r: r.get("prune", "width") if r.get("target") else "-"),
+                   ("blocks_removed", "blocks removed", "{}")) + COLUMNS[2:]
 # ranks wait at a barrier for the slowest one, whose rows may take hours; a rank that dies is noticed at once (gloo
 # sees its connection close, and torchrun stops the others), so the timeout only bounds a rank that hangs
 SWEEP_TIMEOUT = datetime.timedelta(days=7)
@@ -119,19 +121,27 @@ def _on_my_device(settings: Settings, world: int) -> Settings:
                             dev.type)
 
 
+PRUNE_NAMES = {"never": "width", "auto": "both", "only": "depth"}  # compare_depth value -> the rows' `prune` name
+
+
 @dataclass(frozen=True)
 class Row:
-    """One row of the sweep: `criterion` at `target`, or the controls ("unpruned" and its fine-tuned copy
-    "unpruned-ft", target 0)."""
+    """One row of the sweep: `criterion` at `target` with `depth` (pruning.plan_for_target's: never = width,
+    auto = both, only = depth), or the controls ("unpruned" and its fine-tuned copy "unpruned-ft", target 0)."""
 
     seed: int
     criterion: str
     target: float = 0.0
+    depth: str = "never"
 
     @property
     def tag(self) -> str:
-        """'unpruned', 'unpruned-ft' or '<criterion>-<target>' (its weights and training runs are named after it)."""
-        return self.criterion if self.criterion in ("unpruned", "unpruned-ft") else f"{self.criterion}-{self.target:g}"
+        """'unpruned', 'unpruned-ft', '<criterion>-<target>' (width) or '<criterion>-<both|depth>-<target>' (its
+        weights and training runs are named after it)."""
+        if self.criterion in ("unpruned", "unpruned-ft"):
+            return self.criterion
+        mode = "" if self.depth == "never" else f"{PRUNE_NAMES[self.depth]}-"
+        return f"{self.criterion}-{mode}{self.target:g}"
 
     @property
     def key(self) -> str:
@@ -144,7 +154,9 @@ def sweep_rows(settings: Settings) -> list[Row]:
     (when compare_epochs > 0), then each criterion at each target."""
     controls = ["unpruned"] + (["unpruned-ft"] if settings.compare_epochs > 0 else [])
     return [row for seed in settings.compare_seeds
-            for row in [Row(seed, c) for c in controls] + [Row(seed, name, target) for name in settings.compare_criteria
+            for row in [Row(seed, c) for c in controls] + [Row(seed, name, target, depth)
+                                                          for name in settings.compare_criteria
+                                                          for depth in settings.compare_depth
                                                           for target in settings.compare_targets]]
 
 
@@ -200,6 +212,7 @@ class SeedSweep:
         self.data = dataset(settings)
         self.start = out / "weights" / f"s{self.seed}-step0.pt"
         self.scored: dict[str, Precomputed] = {}
+        self.criteria: dict[str, Any] = {}  # criterion name -> the built criterion (depth rows score blocks with it)
         self._graph: Any = None  # the start's trace, coupling and calibration (_prepare)
         self._coupling: Any = None
         self._calibration: Any = None
@@ -229,27 +242,39 @@ class SeedSweep:
         s, name, target, tag = self.settings, row.criterion, row.target, row.tag
         self._prepare()
         graph, coupling = self._graph, self._coupling
-        if name not in self.scored:
-            self.scored[name] = Precomputed(build_criterion(name, s, self._calibration)(graph, coupling), name)
+        if name not in self.criteria:
+            self.criteria[name] = build_criterion(name, s, self._calibration)
+        if row.depth == "never" and name not in self.scored:
+            self.scored[name] = Precomputed(self.criteria[name](graph, coupling), name)
+        # blocks are scored from the criterion's own pass (pruning.depth_plan), so depth rows get the criterion
+        criterion = self.scored[name] if row.depth == "never" else self.criteria[name]
         latency = s.compare_metric == "latency"  # each bisection step is measured: a coarser resolution
-        plan, report = plan_for_target(graph, target, metric=s.compare_metric, scope=s.compare_scope,
-                                       criterion=self.scored[name], min_channels=s.min_channels,
-                                       round_to=s.round_to, coupling=coupling, latency=latency_options(s),
-                                       resolution=0.01 if latency else 1e-3)
-        log(f"seed {self.seed}, {tag}: {plan.settings['ratio']:.3f} of the channels in scope; {report}")
+        try:
+            plan, report = plan_for_target(graph, target, metric=s.compare_metric, scope=s.compare_scope,
+                                           criterion=criterion, min_channels=s.min_channels, round_to=s.round_to,
+                                           coupling=coupling, latency=latency_options(s),
+                                           resolution=0.01 if latency else 1e-3, depth=row.depth)
+        except PlanError as exc:
+            if row.depth != "only":  # width (and both) reachability is checked before the sweep starts
+                raise
+            log(f"seed {self.seed}, {tag}: {exc}")  # blocks alone rarely remove 30% of GFLOPs: the row says so
+            return {"criterion": name, "target": target, "prune": PRUNE_NAMES[row.depth], "unreachable": str(exc)}
+        blocks = len(getattr(plan, "blocks", ()))
+        log(f"seed {self.seed}, {tag}: {plan.settings['ratio']:.3f} of the channels in scope, {blocks} residual "
+            f"block(s); {report}")
         weights_dir = self.out / "weights"
         weights = prune(graph, plan).save(weights_dir / f"{row.key}-pruned.pt", overwrite=True, half=False)
         if s.compare_epochs > 0:
             weights = finetune_to(weights, s, self.data, self.out, row.key, s.compare_epochs,
                                   weights_dir / f"{row.key}.pt")
         return {**measure(weights, s, self.data, self.out, tag, name, reference=self.start), "target": target,
-                "channel_ratio": plan.settings["ratio"]}
+                "channel_ratio": plan.settings["ratio"], "prune": PRUNE_NAMES[row.depth], "blocks_removed": blocks}
 
 
 ROWS = "rows"  # the run directory's cache of finished rows, one json file per row
 SETTINGS = "settings.json"  # the sweep's settings as started: a resume must keep them
 # a resumed sweep may also add or drop seeds, criteria and targets: each cached row is keyed by all three
-SWEEP_MAY_CHANGE = MAY_CHANGE + ("seed", "compare_seeds", "compare_criteria", "compare_targets")
+SWEEP_MAY_CHANGE = MAY_CHANGE + ("seed", "compare_seeds", "compare_criteria", "compare_targets", "compare_depth")
 
 
 def _compare_dir(settings: Settings) -> Path:
@@ -292,8 +317,10 @@ def read_row(out: Path, key: str) -> dict[str, Any]:
 
 
 def _check_reachable(settings: Settings) -> None:
-    """Refuse targets the scope cannot reach before any training (timing.check_reachable)."""
-    check_reachable(settings, max(settings.compare_targets), settings.compare_metric, settings.compare_scope)
+    """Refuse targets the scope cannot reach with channels before any training (timing.check_reachable); rows of
+    blocks alone (compare_depth `only`) that cannot reach a target are recorded as unreachable instead."""
+    if set(settings.compare_depth) & {"never", "auto"}:
+        check_reachable(settings, max(settings.compare_targets), settings.compare_metric, settings.compare_scope)
 
 
 def write_compare(out: Path, rows: list[dict[str, Any]], settings: dict[str, Any]) -> None:
@@ -302,6 +329,8 @@ def write_compare(out: Path, rows: list[dict[str, Any]], settings: dict[str, Any
     of the same seed and target before averaging, so the spread of the seeds' starting models cancels."""
     write_text(out / "compare.json", json.dumps({"settings": settings, "rows": rows}, indent=2, default=str),
                error=OutputError)
+    unreachable = [r for r in rows if "unreachable" in r]  # blocks alone (compare_depth `only`) short of a target
+    rows = [r for r in rows if "unreachable" not in r]
     metric = settings["compare_metric"]
     quality = primary_metric(rows[0].get("task") if rows else None).label  # the task's metric (metrics.primary)
     unpruned = _per_seed(rows, "unpruned")
@@ -309,6 +338,9 @@ def write_compare(out: Path, rows: list[dict[str, Any]], settings: dict[str, Any
     text = [f"# Criteria compared on {settings.get('pretrained') or settings.get('model')}", "",
             f"One-shot pruning (scope {settings['compare_scope']}) to each target fraction of {metric} removed, then "
             f"{settings['compare_epochs']} epochs of fine-tuning; {quality} on the val split; seeds {seeds}.", "",
+            f"Measured speed-up over the unpruned model, min (median) of the interleaved latency ratios"
+            f"{', mean over seeds' if len(seeds) > 1 else ''}:", "",
+            _grid(rows, _speedup_cell), "",
             latency_note(settings), "",
             markdown_table(rows, [c for c in COMPARE_COLUMNS  # the task's metrics only
                                   if c[0] not in METRIC_KEYS or any(c[0] in r for r in rows)]),
@@ -323,15 +355,17 @@ def write_compare(out: Path, rows: list[dict[str, Any]], settings: dict[str, Any
                  f"still helps):", "",
                  _cell_table(rows, lambda r: primary(r) / control[_seed(r)] if control.get(_seed(r)) else None,
                              "{:.1%}"), ""]
-    detdshap = {(_seed(r), r["target"]): primary(r) for r in rows if r["criterion"] == "detdshap"
+    detdshap = {(_seed(r), r["target"], _prune(r)): primary(r) for r in rows if r["criterion"] == "detdshap"
                 and r["target"] > 0}
-    if detdshap:
-        text += [f"Paired difference to DetDSHAP (criterion minus DetDSHAP, {quality} points ×100, same seed and "
-                 "target; "
-                 "mean ± std over seeds; negative: DetDSHAP is ahead):", "",
+    if detdshap and any(r["criterion"] != "detdshap" and r["target"] > 0 for r in rows):
+        text += [f"Paired difference to DetDSHAP (criterion minus DetDSHAP, {quality} points ×100, same seed, target "
+                 "and pruning (width, depth or both); mean ± std over seeds; negative: DetDSHAP is ahead):", "",
                  _cell_table([r for r in rows if r["criterion"] != "detdshap"],
-                             lambda r: 100 * (primary(r) - detdshap[_seed(r), r["target"]])
-                             if (_seed(r), r["target"]) in detdshap else None, "{:+.1f}"), ""]
+                             lambda r: 100 * (primary(r) - detdshap[_seed(r), r["target"], _prune(r)])
+                             if (_seed(r), r["target"], _prune(r)) in detdshap else None, "{:+.1f}"), ""]
+    if unreachable:
+        text += ["Not reached by removing residual blocks alone (each module keeps one block):", ""]
+        text += [f"- seed {_seed(r)}, {r['criterion']} at {r['target']:.0%}: {r['unreachable']}" for r in unreachable]
     write_text(out / "compare.md", "\n".join(text), error=OutputError)
     _plot(out, rows, metric)
 
@@ -352,20 +386,47 @@ def _mean_std(values: list[float], fmt: str) -> str:
     return f"{fmt.format(float(np.mean(values)))} ± {fmt.format(float(np.std(values, ddof=1))).lstrip('+')}"
 
 
-def _cell_table(rows: list[dict[str, Any]], value: Callable[[dict[str, Any]], float | None], fmt: str) -> str:
-    """criterion × target: `value(row)` over the seeds, mean ± std."""
+def _prune(row: dict[str, Any]) -> str:
+    """width, depth or both: what the row removed (rows from before depth rows existed: width)."""
+    return row.get("prune", "width")
+
+
+def _labels(rows: list[dict[str, Any]]) -> Callable[[dict[str, Any]], str]:
+    """A row's name in the tables and the plot: its criterion, with `(width|both|depth)` once any row is not width."""
+    mixed = any(_prune(r) != "width" for r in rows)
+    return lambda r: f"{r['criterion']} ({_prune(r)})" if mixed else r["criterion"]
+
+
+def _grid(rows: list[dict[str, Any]], cell: Callable[[list[dict[str, Any]]], str]) -> str:
+    """criterion (and pruning) × target: `cell(rows of that criterion and target, one per seed)`."""
     pruned = [r for r in rows if r["target"] > 0]
+    label = _labels(pruned)
     targets = sorted({r["target"] for r in pruned})
     head = "| criterion | " + " | ".join(f"{t:.0%} removed" for t in targets) + " |"
     lines = [head, "|" + "---|" * (len(targets) + 1)]
-    for name in dict.fromkeys(r["criterion"] for r in pruned):
-        cells = []
-        for t in targets:
-            vals = [v for r in pruned if r["criterion"] == name and r["target"] == t
-                    for v in [value(r)] if v is not None]
-            cells.append(_mean_std(vals, fmt) if vals else "-")
+    for name in dict.fromkeys(map(label, pruned)):
+        cells = [cell([r for r in pruned if label(r) == name and r["target"] == t]) for t in targets]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _cell_table(rows: list[dict[str, Any]], value: Callable[[dict[str, Any]], float | None], fmt: str) -> str:
+    """criterion × target: `value(row)` over the seeds, mean ± std."""
+    def cell(at: list[dict[str, Any]]) -> str:
+        vals = [v for r in at for v in [value(r)] if v is not None]
+        return _mean_std(vals, fmt) if vals else "-"
+    return _grid(rows, cell)
+
+
+def _speedup_cell(at: list[dict[str, Any]]) -> str:
+    """The rows' measured speed-up: mean over seeds of the min ratio (± std over seeds) and, in brackets, of the
+    median ratio; '-' where none was timed."""
+    mins = [r["speedup"] for r in at if r.get("speedup") is not None]
+    if not mins:
+        return "-"
+    medians = [r["speedup_median"] for r in at if r.get("speedup_median") is not None]
+    text = _mean_std(mins, "{:.2f}") + "×"
+    return text + (f" ({float(np.mean(medians)):.2f}×)" if medians else "")
 
 
 def _plot(out: Path, rows: list[dict[str, Any]], metric: str) -> None:
@@ -378,8 +439,9 @@ def _plot(out: Path, rows: list[dict[str, Any]], metric: str) -> None:
     base = {_seed(r): r for r in rows if r["criterion"] == "unpruned"}
     unpruned = float(np.mean([primary(r) for r in base.values()]))
     fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
-    for name in dict.fromkeys(r["criterion"] for r in rows if r["target"] > 0):
-        mine = [r for r in rows if r["criterion"] == name and r["target"] > 0 and _seed(r) in base]
+    label = _labels([r for r in rows if r["target"] > 0])
+    for name in dict.fromkeys(label(r) for r in rows if r["target"] > 0):
+        mine = [r for r in rows if label(r) == name and r["target"] > 0 and _seed(r) in base]
         pts = [(0.0, unpruned, 0.0)]
         for t in sorted({r["target"] for r in mine}):
             at = [r for r in mine if r["target"] == t]

@@ -84,6 +84,7 @@ class Settings:
     compare_epochs: int
     compare_seeds: list[int]
     prune_depth: str = "never"  # never | auto | only: also remove residual blocks (pruning.depth_plan)
+    compare_depth: list[str] = dataclasses.field(default_factory=lambda: ["never"])  # compare rows: width/both/depth
 
     def to_dict(self) -> dict[str, Any]:
         """The settings as a plain dict (what report.json and state.json record)."""
@@ -217,6 +218,12 @@ def validate(s: dict[str, Any]) -> None:
     if bad or len(set(listed)) != len(listed):
         raise ConfigError(f"compare_criteria={listed!r}: " + (f"{', '.join(map(repr, bad))} not among {', '.join(crit)}"
                           if bad else "a criterion is listed twice"))
+    modes = s["compare_depth"]
+    if (not isinstance(modes, list) or not modes or len(set(map(str, modes))) != len(modes)
+            or not all(m in PRUNE_DEPTH for m in modes)):
+        raise ConfigError(f"compare_depth={modes!r} must be a non-empty list of distinct values among "
+                          f"{', '.join(PRUNE_DEPTH)} (never: width rows, auto: both, only: depth rows), "
+                          f"e.g. [never, auto, only]")
     targets = s["compare_targets"]
     if not isinstance(targets, list) or not targets or not all(_is_number(t) and 0 < t < 1 for t in targets):
         raise ConfigError(f"compare_targets={targets!r} must be a non-empty list of fractions in (0, 1)")

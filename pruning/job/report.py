@@ -12,6 +12,14 @@ from ..errors import OutputError
 from .blind import report_warnings
 from .metrics import PRIMARY, primary, primary_metric
 
+def speedup_cell(row: Mapping[str, Any]) -> str:
+    """The measured speed-up over the unpruned model, 'min (median)': both ratios from one interleaved call."""
+    if row.get("speedup") is None:
+        return "-"
+    median = row.get("speedup_median")
+    return f"{row['speedup']:.2f}×" + (f" ({median:.2f}×)" if median is not None else "")
+
+
 COLUMNS = (
     ("step", "step", "{}"),
     ("criterion", "criterion", "{}"),
@@ -19,7 +27,7 @@ COLUMNS = (
     ("gflops", "GFLOPs", "{:.3f}"),
     ("latency_ms", "latency min (ms)", "{:.1f}"),
     ("latency_median_ms", "median (ms)", "{:.1f}"),
-    ("speedup", "speed-up", "{:.2f}×"),
+    ("speedup", "speed-up min (median)", speedup_cell),
     ("map50", "mAP50", "{:.3f}"),
     ("map50_95", "mAP50-95", "{:.3f}"),
     ("recall", "recall", "{:.3f}"),
@@ -34,10 +42,12 @@ METRIC_KEYS = frozenset({"map50", "map50_95", "recall", "f1", "map50_95_pose", "
 
 
 def markdown_table(rows: Sequence[dict[str, Any]], columns=COLUMNS) -> str:
-    """A GitHub markdown table of `rows` in the order and format of `columns` (key, header, format)."""
+    """A GitHub markdown table of `rows` in the order and format of `columns` (key, header, format: a format
+    string for row[key], or a function of the whole row)."""
     head = "| " + " | ".join(h for _, h, _ in columns) + " |"
     rule = "|" + "|".join("---" for _ in columns) + "|"
-    body = ["| " + " | ".join(_fmt(row.get(k), f) for k, _, f in columns) + " |" for row in rows]
+    body = ["| " + " | ".join(f(row) if callable(f) else _fmt(row.get(k), f) for k, _, f in columns) + " |"
+            for row in rows]
     return "\n".join([head, rule, *body])
 
 
@@ -80,7 +90,28 @@ def latency_note(settings: Mapping[str, Any]) -> str:
     return (f"Latency: {runtime} {where}, batch 1 at {settings.get('latency_imgsz')}x{settings.get('latency_imgsz')}, "
             f"{settings.get('latency_warmup')} warm-up run(s), then {settings.get('latency_repeats')} timed runs "
             f"interleaved with the unpruned model's; minimum and median in ms.  The speed-up is the unpruned model's "
-            f"minimum over this row's, both from the same interleaved call.")
+            f"minimum over this row's (in brackets: the same of the medians), both from the same interleaved call.")
+
+
+def summary_line(rows: Sequence[Mapping[str, Any]]) -> str:
+    """What the run bought, in one sentence (report.md's and the console's last line): params, GFLOPs and the task's
+    metric (metrics.primary) of the last row against the first (the unpruned model), and its measured speed-up,
+    min (median)."""
+    base, last = rows[0], rows[-1]
+    median = last.get("speedup_median")
+    return (f"Removed {1 - last['params'] / base['params']:.1%} of parameters and "
+            f"{1 - last['gflops'] / base['gflops']:.1%} of GFLOPs; {primary_metric(base.get('task')).label} "
+            f"{primary(base):.3f} -> {primary(last):.3f}"
+            + (f"; {last['speedup']:.2f}× faster than the unpruned model ({last['latency_ms']:.1f} ms against "
+               f"{last['latency_ms'] * last['speedup']:.1f} ms, minima" + (f"; {median:.2f}× by the medians"
+                                                                             if median is not None else "")
+               + ")." if last.get("speedup") else "."))
+
+
+def run_summary(run_dir: Path) -> str:
+    """The summary line of a finished run, from its report.json (what the CLI prints last)."""
+    rows = json.loads((Path(run_dir) / "report.json").read_text())["steps"]
+    return summary_line(rows) if rows and rows[0].get("params") else "no rows measured"
 
 
 def write_report(run_dir: Path, rows: Sequence[dict[str, Any]], settings: Mapping[str, Any]) -> None:
@@ -95,14 +126,7 @@ def write_report(run_dir: Path, rows: Sequence[dict[str, Any]], settings: Mappin
     lines = [f"# Pruning report: {settings.get('criterion')} on {settings.get('pretrained') or settings.get('model')}",
              "", markdown_table(rows, columns), ""]
     if rows and base.get("params"):
-        last = rows[-1]
-        lines.append(
-            f"Removed {1 - last['params'] / base['params']:.1%} of parameters and "
-            f"{1 - last['gflops'] / base['gflops']:.1%} of GFLOPs; {primary_metric(base.get('task')).label} "
-            f"{primary(base):.3f} -> {primary(last):.3f}"
-            + (f"; {last['speedup']:.2f}× faster than the unpruned model ({last['latency_ms']:.1f} ms against "
-               f"{last['latency_ms'] * last['speedup']:.1f} ms)." if last.get("speedup") else ".")
-        )
+        lines.append(summary_line(rows))
     for warning in report_warnings(rows):  # steps whose model detects nothing on its calibration images
         lines += ["", warning]
     if settings.get("latency_imgsz") is not None:

@@ -30,13 +30,13 @@ def latency_options(settings: Settings) -> LatencyOptions:
 
 
 def latency_fields(model: torch.nn.Module, settings: Settings, reference: Path | None = None) -> dict[str, float]:
-    """latency_ms (minimum), latency_median_ms and speedup (reference's minimum / this one's) of a report row;
-    with a `reference` (the unpruned checkpoint) both are timed interleaved in one call, so the speed-up holds
-    on a noisy machine; without one, speedup is 1 (the row is the reference)."""
+    """latency_ms (minimum), latency_median_ms, speedup (reference's minimum / this one's) and speedup_median (the
+    same of the medians) of a report row; with a `reference` (the unpruned checkpoint) both are timed interleaved in
+    one call, so the speed-up holds on a noisy machine; without one, both are 1 (the row is the reference)."""
     models = [model] if reference is None else [model, fxgraph.load_ultralytics(reference)]
     lat = measure_latency(models, latency_options(settings))
     return {"latency_ms": lat[0].min_ms, "latency_median_ms": lat[0].median_ms,
-            "speedup": lat[-1].min_ms / lat[0].min_ms}
+            "speedup": lat[-1].min_ms / lat[0].min_ms, "speedup_median": lat[-1].median_ms / lat[0].median_ms}
 
 
 def check_reachable(settings: Settings, target: float | None, metric: str, scope: str) -> None:
