@@ -16,7 +16,8 @@ REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("fxgraph", "relprop", "pruning")
 LOCAL = {*PACKAGES, "tests", "benchmarks", "conftest", "faith_metrics", "faith_methods", "random_models", "bench_timing",
          "prune", "prune_vs_torch_pruning", "explain_speed", "scoring_throughput", "gpu_suite", "compare_fakes",
-         "tasks_fixtures", "test_pruning_io", "faith_tasks", "rules_before_after", "prune_depth_finetune"}
+         "tasks_fixtures", "test_pruning_io", "faith_tasks", "rules_before_after", "prune_depth_finetune",
+         "test_detdshap_batched"}
 # import name -> distribution, for modules that may not be installed where the test runs (the `compare` extra)
 KNOWN = {"cv2": "opencv-python", "yaml": "pyyaml", "PIL": "pillow", "pytorch_grad_cam": "grad-cam",
          "torch_pruning": "torch-pruning", "captum": "captum", "shap": "shap", "onnxruntime": "onnxruntime"}
