@@ -100,7 +100,25 @@ def pure_graph(engine: RelevanceGraph, refs: References, eps: float) -> tuple[fx
     return fx.GraphModule(engine.module, graph, class_name="PureRelevanceModule"), saved_inputs
 
 
-class CompiledRelevance:
+class EngineFront:
+    """What a faster pass shows of the RelevanceGraph `engine` it wraps: the plain forward, the reference pass and,
+    by delegation, the rest of its surface (module, tap_keys, bound, ...), so an Explainer takes either."""
+
+    engine: RelevanceGraph
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "engine":
+            raise AttributeError(name)
+        return getattr(self.engine, name)
+
+    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return self.engine(x)
+
+    def reference(self, x0: torch.Tensor) -> References:
+        return self.engine.reference(x0)
+
+
+class CompiledRelevance(EngineFront):
     """`RelevanceGraph`'s passes with the explain forward compiled (see the module docstring).
 
     `backend`, `mode`: those of `torch.compile` (`mode="reduce-overhead"` captures CUDA graphs on CUDA).  Any
@@ -116,17 +134,6 @@ class CompiledRelevance:
         self.compiler = compiler or torch.compile
         self.failed: str | None = None  # why compiling was given up, once it was
         self._compiled: dict[tuple, tuple[Callable, list[tuple]]] = {}
-
-    def __getattr__(self, name: str) -> Any:  # the rest of the RelevanceGraph surface (module, tap_keys, bound, ...)
-        if name == "engine":
-            raise AttributeError(name)
-        return getattr(self.engine, name)
-
-    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return self.engine(x)
-
-    def reference(self, x0: torch.Tensor) -> References:
-        return self.engine.reference(x0)
 
     def relevance(self, x: torch.Tensor, refs: References, target: Any, *, chunk: int = 1) -> Relevance:
         return self.forward(x, refs).backward(target, chunk=chunk)

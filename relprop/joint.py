@@ -28,7 +28,7 @@ from typing import Any, Callable
 import torch
 from torch import fx
 
-from .compiled import channel_dim, pure_graph
+from .compiled import EngineFront, channel_dim, pure_graph
 from .engine import Pass, References, Relevance, RelevanceGraph, secant_eps
 from .errors import RelpropError
 
@@ -192,7 +192,7 @@ class JointPass(Pass):
         return [torch.stack(parts, 1) for parts in zip(*per)]
 
 
-class JointRelevance:
+class JointRelevance(EngineFront):
     """`RelevanceGraph`'s passes run as traced ATen graphs (see the module docstring), cached per input and reference
     layout.  `backend`: None runs the graphs as they are (no compiler); "aot_eager" or "inductor" hands each to
     `torch.compile(fullgraph=True)`.  Any failure warns once and falls back to the eager engine for good.
@@ -208,17 +208,6 @@ class JointRelevance:
         self.failed: str | None = None
         self._graphs: dict[tuple, JointGraphs] = {}
         self._one: dict[tuple, tuple[fx.GraphModule, Callable]] = {}
-
-    def __getattr__(self, name: str) -> Any:  # the rest of the RelevanceGraph surface (module, tap_keys, bound, ...)
-        if name == "engine":
-            raise AttributeError(name)
-        return getattr(self.engine, name)
-
-    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return self.engine(x)
-
-    def reference(self, x0: torch.Tensor) -> References:
-        return self.engine.reference(x0)
 
     def relevance(self, x: torch.Tensor, refs: References, target: Any, *, chunk: int = 1) -> Relevance:
         """The relevance of `target`: for weight tensors on the first output, ONE graph call (`one_graph`); for a
