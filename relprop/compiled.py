@@ -156,6 +156,8 @@ class CompiledRelevance(EngineFront):
 
     def forward(self, x: torch.Tensor, refs: References) -> Pass:
         """Phase one, compiled: as `RelevanceGraph.forward` (same Pass, same results to rounding)."""
+        if refs.batch in (1, x.shape[0]):
+            refs = self.engine.at_batch(refs, x.shape[0])  # a graph folding the batch needs the reference at x's batch
         if self.failed is None:
             try:
                 return self._forward(x, refs)

@@ -258,14 +258,14 @@ class RelevanceGraph:
         """
         if refs.batch not in (1, x.shape[0]):
             raise RelpropError(f"reference batch {refs.batch} must be 1 or the input batch {x.shape[0]}")
-        refs = self._at_batch(refs, x.shape[0])
+        refs = self.at_batch(refs, x.shape[0])
         x = x.detach().requires_grad_(True)
         with torch.enable_grad(), self._mode(EXPLAIN, refs.saved, secant_eps(x.dtype)) as tape:
             outputs = self._outputs(self.module(x))
             sinks = [tape.sinks[i] for i in range(len(self.tap_keys))]
         return Pass(self, x, refs, outputs, sinks)
 
-    def _at_batch(self, refs: References, batch: int) -> References:
+    def at_batch(self, refs: References, batch: int) -> References:
         """`refs` itself, or, where the graph folds the batch into another size (`fxgraph.folds_batch`) and a
         batch-1 reference meets a larger batch, the same reference recorded at that batch (kept on `refs`)."""
         if not self.folds_batch or refs.batch == batch:

@@ -212,6 +212,8 @@ class JointRelevance(EngineFront):
     def relevance(self, x: torch.Tensor, refs: References, target: Any, *, chunk: int = 1) -> Relevance:
         """The relevance of `target`: for weight tensors on the first output, ONE graph call (`one_graph`); for a
         target function, the two phases (its cotangents need the outputs)."""
+        if refs.batch in (1, x.shape[0]):
+            refs = self.engine.at_batch(refs, x.shape[0])  # as in forward
         if isinstance(target, torch.Tensor) and self.failed is None:
             y = refs.outputs[0]
             single = tuple(target.shape) == tuple(y.shape[1:])
@@ -305,6 +307,7 @@ class JointRelevance(EngineFront):
         """Phase one through the forward graph: as `RelevanceGraph.forward` (same Pass surface, same results)."""
         if refs.batch not in (1, x.shape[0]):
             raise RelpropError(f"reference batch {refs.batch} must be 1 or the input batch {x.shape[0]}")
+        refs = self.engine.at_batch(refs, x.shape[0])  # a graph folding the batch needs the reference at x's batch
         if self.failed is None:
             try:
                 return self._forward(x, refs)

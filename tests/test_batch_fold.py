@@ -1,6 +1,6 @@
 """A graph that folds the batch into another size (YOLO12's area attention: (B, N, C) -> (B*area, N/area, C)) still
 explains a batch against one batch-1 reference, as DetDSHAP's calibration does: the reference is recorded again at
-the input's batch, and each image's relevance equals its own explanation alone."""
+the input's batch, and each image's relevance equals its own explanation alone; the joint graphs (relprop.joint) too."""
 
 from __future__ import annotations
 
@@ -37,3 +37,19 @@ def test_batch_against_a_batch_one_reference_equals_each_image_alone():
         torch.testing.assert_close(together.attribution[i], alone.attribution[0], rtol=1e-9, atol=1e-12)
         want = float((together.score[i] - together.reference_score[i]).sum())
         assert float(together.attribution[i].sum()) == pytest.approx(want, rel=1e-6, abs=1e-9)
+
+
+def test_joint_graphs_take_a_batch_one_reference_on_a_folding_graph():
+    from relprop.joint import JointRelevance
+
+    rg = RelevanceGraph(task_trace("yolo12n.yaml", 64, D).with_folded_batchnorm().module)
+    x = torch.rand(2, 3, 64, 64, dtype=D, generator=torch.Generator().manual_seed(1))
+    refs = rg.reference(torch.zeros(1, 3, 64, 64, dtype=D))
+    weights = torch.zeros(refs.outputs[0].shape[1:], dtype=D)
+    weights[4:, :8] = 1  # the class scores of the first anchors
+    joint = JointRelevance(rg)
+    got = joint.relevance(x, refs, weights)
+    assert joint.failed is None  # the joint graphs ran, not the eager fallback
+    want = rg.relevance(x, refs, weights)
+    torch.testing.assert_close(got.attribution, want.attribution, rtol=1e-9, atol=1e-12)
+    assert float(got.delta.abs().max()) < 1e-9
