@@ -233,11 +233,12 @@ class Explainer:
             raise OptionsError(f"this Explainer cannot explain with {'; '.join(wrong)}: build another one "
                                "(relprop.explainer(model, imgsz, rules=..., device=..., dtype=...)) or use relprop.explain")
 
-    def _targets(self, pred: torch.Tensor, lb: Letterbox, given: list[np.ndarray] | None,
-                 opts: ExplainOptions) -> tuple[list[Target], list[torch.Tensor]]:
-        """(targets, their confidences on the device), as the DetDSHAP criterion reads them (see `_choose`)."""
-        found = self._choose(pred, lb, given, opts, self.layout.check(opts.target, opts.keypoint, opts.cls))
-        return found, [t.conf for t in found]
+    def targets(self, pred: torch.Tensor, lb: Letterbox, given: list[np.ndarray] | None,
+                opts: ExplainOptions) -> list[Target]:
+        """The targets `opts` asks for in one image's `pred` (given boxes in original pixels, or None: every
+        detection), each with its confidence on the device: what `explain` explains, and what the DetDSHAP criterion
+        reads when it calibrates on the model's own detections."""
+        return self._choose(pred, lb, given, opts, self.layout.check(opts.target, opts.keypoint, opts.cls))
 
     def _choose(self, pred: torch.Tensor, lb: Letterbox, given: list[np.ndarray] | None, opts: ExplainOptions,
                 keypoint: int | None = None) -> list[Target]:

@@ -121,7 +121,7 @@ class DetDSHAP:
                 found.append([ClassTarget(cls, np.array([cls]))])
                 continue
             if self.boxes == "detections":
-                found.append(explainer._targets(p, lb, None, opts)[0])  # the image's detections, matched and read back
+                found.append(explainer.targets(p, lb, None, opts))  # the image's detections, matched and read back
                 continue
             targets = []
             for box, cls in zip(boxes.tolist(), classes.tolist()):
