@@ -274,10 +274,13 @@ class PruningJob:
             model = f"{s.model}, trained {s.pretrain_epochs} epochs from its yaml first"
         how = (f"every filter scoring <= {s.prune_threshold}" if s.prune_threshold is not None
                else f"{s.step_ratio:.0%} of the remaining filters")
+        blocks = f"{s.step_ratio:.0%} of the removable residual blocks (at least one)"
+        how = {"auto": f"{how} and {blocks}", "only": blocks}.get(s.prune_depth, how)
         log(f"model: {model}")
         log(f"data: {s.data or 'the offline synthetic shapes dataset'} at {s.imgsz} px")
         log(f"plan: up to {s.max_steps} step(s) of {s.criterion} in scope {s.scope}, each removing {how}, until "
-            f"{s.target:.0%} of {s.target_metric} is removed or the quality metric (mAP50-95; top-1 for classify) "
+            f"{s.target:.0%} of {s.target_metric} is removed or the task's metric (box mAP50-95; pose: keypoint "
+            "mAP50-95; classify: top-1) "
             f"falls {s.max_map_drop} below the start; "
             f"{s.epochs_per_step} fine-tuning epoch(s) per step, {s.final_epochs} final; export {s.export}")
         log(f"run directory: {self.out}" + (" (resume)" if s.resume else ""))
