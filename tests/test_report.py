@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from pruning.job.report import markdown_table, removed_fraction, run_summary, write_report
+from pruning.job.report import markdown_table, removed_fraction, run_summary, summary_line, write_report
 
 ROWS = [
     {"step": 0, "criterion": "-", "params": 1000, "gflops": 2.0, "latency_ms": 5.0, "latency_median_ms": 5.5,
@@ -18,6 +18,14 @@ def test_markdown_has_a_row_per_step_with_formatted_numbers():
     table = markdown_table(ROWS).splitlines()
     assert len(table) == 2 + len(ROWS)
     assert table[3].startswith("| 1 | l1 | 700 | 1.500 | 4.0 | 4.4 | 1.60× (1.50×) | 0.850 | 0.550 |")
+
+
+def test_summary_line_names_the_task_metric_and_leaves_it_out_of_rows_not_validated():
+    assert "mAP50-95 0.600 -> 0.550" in summary_line(ROWS)
+    pose = [{**r, "task": "pose", "map50_95_pose": 0.5 - 0.1 * r["step"]} for r in ROWS]
+    assert "0.500 -> 0.400" in summary_line(pose) and "0.600" not in summary_line(pose)
+    bare = [{k: v for k, v in r.items() if not k.startswith("map")} for r in ROWS]
+    assert summary_line(bare).startswith("Removed 30.0% of parameters and 25.0% of GFLOPs; 1.60× faster")
 
 
 def test_report_files_are_written(tmp_path):

@@ -99,9 +99,11 @@ def summary_line(rows: Sequence[Mapping[str, Any]]) -> str:
     min (median)."""
     base, last = rows[0], rows[-1]
     median = last.get("speedup_median")
+    metric = primary_metric(base.get("task"))
+    quality = (f"; {metric.label} {primary(base):.3f} -> {primary(last):.3f}"
+               if metric.key in base and metric.key in last else "")  # rows not validated (yet) carry none
     return (f"Removed {1 - last['params'] / base['params']:.1%} of parameters and "
-            f"{1 - last['gflops'] / base['gflops']:.1%} of GFLOPs; {primary_metric(base.get('task')).label} "
-            f"{primary(base):.3f} -> {primary(last):.3f}"
+            f"{1 - last['gflops'] / base['gflops']:.1%} of GFLOPs{quality}"
             + (f"; {last['speedup']:.2f}× faster than the unpruned model ({last['latency_ms']:.1f} ms against "
                f"{last['latency_ms'] * last['speedup']:.1f} ms, minima" + (f"; {median:.2f}× by the medians"
                                                                              if median is not None else "")
