@@ -105,6 +105,32 @@ class EngineFront:
     by delegation, the rest of its surface (module, tap_keys, bound, ...), so an Explainer takes either."""
 
     engine: RelevanceGraph
+    failed: str | None  # why the faster pass was given up, once it was
+    pass_name = "faster"  # named in the fallback warning
+
+    def forward(self, x: torch.Tensor, refs: References) -> Pass:
+        """Phase one through the faster pass (`_forward`): as `RelevanceGraph.forward` (same Pass, same results to
+        rounding); any failure other than ours warns once and explains eagerly from then on."""
+        if refs.batch not in (1, x.shape[0]):
+            raise RelpropError(f"reference batch {refs.batch} must be 1 or the input batch {x.shape[0]}")
+        refs = self.engine.at_batch(refs, x.shape[0])  # a graph folding the batch needs the reference at x's batch
+        if self.failed is None:
+            try:
+                return self._forward(x, refs)
+            except RelpropError:
+                raise
+            except Exception as e:  # noqa: BLE001 - whatever tracing or the compiler raises, explaining goes on
+                self._give_up(e)
+        return self.engine.forward(x, refs)
+
+    def _forward(self, x: torch.Tensor, refs: References) -> Pass:
+        raise NotImplementedError
+
+    def _give_up(self, e: Exception) -> None:
+        self.failed = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        warnings.warn(f"relprop: the {self.pass_name} relevance pass is not available here ({self.failed}); "
+                      "explaining eagerly from now on (compile=False hides this warning)", RuntimeWarning,
+                      stacklevel=3)
 
     def __getattr__(self, name: str) -> Any:
         if name == "engine":
@@ -125,6 +151,8 @@ class CompiledRelevance(EngineFront):
     failure to compile or to run the compiled pass (no C++ toolchain, an unsupported device, a Dynamo limit) warns
     once and falls back to the eager engine for good: an explanation never fails because of the compiler.
     """
+
+    pass_name = "compiled"
 
     def __init__(self, engine: RelevanceGraph, *, backend: str = "inductor", mode: str | None = None,
                  compiler: Callable[..., Callable] | None = None):
@@ -154,21 +182,6 @@ class CompiledRelevance(EngineFront):
                 raise
         return self._compiled[key]
 
-    def forward(self, x: torch.Tensor, refs: References) -> Pass:
-        """Phase one, compiled: as `RelevanceGraph.forward` (same Pass, same results to rounding)."""
-        if refs.batch in (1, x.shape[0]):
-            refs = self.engine.at_batch(refs, x.shape[0])  # a graph folding the batch needs the reference at x's batch
-        if self.failed is None:
-            try:
-                return self._forward(x, refs)
-            except RelpropError:
-                raise
-            except Exception as e:  # noqa: BLE001 - whatever the compiler raises, explaining goes on eagerly
-                self.failed = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-                warnings.warn(f"relprop: the compiled relevance pass is not available here ({self.failed}); "
-                              "explaining eagerly from now on (compile=False hides this warning)", RuntimeWarning,
-                              stacklevel=2)
-        return self.engine.forward(x, refs)
 
     def _forward(self, x: torch.Tensor, refs: References) -> Pass:
         if refs.batch not in (1, x.shape[0]):

@@ -21,7 +21,6 @@ Any failure to trace or run the graphs warns once and falls back to the eager en
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -198,6 +197,8 @@ class JointRelevance(EngineFront):
     `torch.compile(fullgraph=True)`.  Any failure warns once and falls back to the eager engine for good.
     """
 
+    pass_name = "joint-graph"
+
     def __init__(self, engine: RelevanceGraph, *, backend: str | None = None,
                  compiler: Callable[..., Callable] | None = None):
         if backend not in (None, "aot_eager", "inductor", "eager"):
@@ -285,12 +286,6 @@ class JointRelevance(EngineFront):
             channels[key] = channels[key] + value if key in channels else value
         return Relevance(attribution, score, reference_score, delta, channels, tuple(outputs))
 
-    def _give_up(self, e: Exception) -> None:
-        self.failed = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-        warnings.warn(f"relprop: the joint-graph relevance pass is not available here ({self.failed}); "
-                      "explaining eagerly from now on (compile=False hides this warning)", RuntimeWarning,
-                      stacklevel=3)
-
     def graphs(self, x: torch.Tensor, refs: References) -> JointGraphs:
         """The (cached) forward and backward graphs for x's and refs' layout."""
         key = (tuple(x.shape), x.dtype, x.device, tuple(refs.input.shape))
@@ -303,19 +298,6 @@ class JointRelevance(EngineFront):
             self._graphs[key] = graphs
         return self._graphs[key]
 
-    def forward(self, x: torch.Tensor, refs: References) -> Pass:
-        """Phase one through the forward graph: as `RelevanceGraph.forward` (same Pass surface, same results)."""
-        if refs.batch not in (1, x.shape[0]):
-            raise RelpropError(f"reference batch {refs.batch} must be 1 or the input batch {x.shape[0]}")
-        refs = self.engine.at_batch(refs, x.shape[0])  # a graph folding the batch needs the reference at x's batch
-        if self.failed is None:
-            try:
-                return self._forward(x, refs)
-            except RelpropError:
-                raise
-            except Exception as e:  # noqa: BLE001 - whatever tracing or the compiler raises, explaining goes on
-                self._give_up(e)
-        return self.engine.forward(x, refs)
 
     def _forward(self, x: torch.Tensor, refs: References) -> Pass:
         graphs = self.graphs(x, refs)
