@@ -34,16 +34,9 @@ from fxgraph import folds_batch, info, nodeinfo, ops
 from .composites import RulesSpec, resolve
 from .errors import RelpropError, RuleError
 from .rules import Bound
+from .rules.base import secant_eps  # noqa: F401 - the rescale threshold, read here by the passes
 
 PLAIN, RECORD, EXPLAIN = "plain", "record", "explain"
-
-# |Δx| below which a secant Δy/Δx is replaced by the derivative (at x0 or the midpoint); about sqrt(machine epsilon).
-_EPS = {torch.float64: 1e-9, torch.float32: 1e-5, torch.float16: 1e-3, torch.bfloat16: 1e-2}
-
-
-def secant_eps(dtype: torch.dtype) -> float:
-    """The |Δx| threshold of the rescale rules for a dtype."""
-    return _EPS.get(dtype, 1e-5)
 
 
 @dataclass
@@ -345,18 +338,15 @@ class Pass:
             t0 = self.scores(targets, refs.outputs)
             t0 = (t0.unsqueeze(1) if t0.dim() == 1 else t0).expand_as(t)
         self._used = True
+        if squeeze:  # one target given as (B,): gradients without the target dim, no view per input to add or drop
+            t, t0 = t[:, 0], t0[:, 0]
         grads = self._grads(t, [x, *sinks], chunk)
         with torch.no_grad():
-            mult = grads[0]  # (B, D, *input)
-            attribution = mult * (x - refs.input).unsqueeze(1)
+            mult = grads[0]  # (B, D, *input), or (B, *input) for one target
+            attribution = mult * (x - refs.input if squeeze else (x - refs.input).unsqueeze(1))
             score, reference_score = t.detach(), t0.detach()
-            delta = attribution.flatten(2).sum(-1) - (score - reference_score)
+            delta = attribution.flatten(t.dim()).sum(-1) - (score - reference_score)
             channels = self._channels(grads[1:])
-        if squeeze:
-            attribution, score, reference_score, delta = (
-                attribution[:, 0], score[:, 0], reference_score[:, 0], delta[:, 0]
-            )
-            channels = {k: v[:, 0] for k, v in channels.items()}
         return Relevance(attribution, score, reference_score, delta, channels, self.outputs)
 
     def channel_relevance(self, targets: Callable[[tuple[torch.Tensor, ...]], torch.Tensor], *,
@@ -381,7 +371,12 @@ class Pass:
 
     def _grads(self, t: torch.Tensor, inputs: list[torch.Tensor], chunk: int) -> list[torch.Tensor]:
         """(B, D, *input.shape[1:]) gradient of each target d of t (B, D) w.r.t. each of `inputs`, seeding target d of
-        every example at once; `chunk` targets per backward (vmap when > 1).  Releases the autograd graph."""
+        every example at once; `chunk` targets per backward (vmap when > 1); t (B,): one target, each gradient
+        shaped like its input.  Releases the autograd graph."""
+        if t.dim() == 1:
+            grads = torch.autograd.grad(t, inputs, torch.ones_like(t), allow_unused=True)
+            self._live = self._sinks = None
+            return [g if g is not None else torch.zeros_like(inp) for g, inp in zip(grads, inputs)]
         n = t.shape[1]
         per_input: list[list[torch.Tensor]] = [[] for _ in inputs]
         eye = torch.eye(n, dtype=t.dtype, device=t.device)

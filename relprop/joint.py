@@ -180,7 +180,10 @@ class JointPass(Pass):
 
     def _grads(self, t: torch.Tensor, inputs: list[torch.Tensor], chunk: int) -> list[torch.Tensor]:
         """(B, D, ...) multipliers of x and per-filter relevance for each target of t (B, D), one backward-graph call
-        per target; `inputs` is [x] (backward) or [] (channel_relevance), `chunk` is ignored (no vmap needed)."""
+        per target; `inputs` is [x] (backward) or [] (channel_relevance), `chunk` is ignored (no vmap needed); t (B,):
+        one target, the gradients without the target dim."""
+        if t.dim() == 1:
+            return [g[:, 0] for g in self._grads(t.unsqueeze(1), inputs, chunk)]
         n = t.shape[1]
         per: list[list[torch.Tensor]] = []
         for d in range(n):

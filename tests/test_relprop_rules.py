@@ -116,15 +116,16 @@ def silu_prime(z):
 
 @pytest.mark.parametrize("f, tangent_at", [(F.silu, "x0"), (torch.relu, "midpoint")])
 def test_rescale_tangent_point_below_eps(monkeypatch, f, tangent_at):
-    """Where |Δx| ≤ eps·(1 + |x|) a smooth f takes f'(x0) (from the reference pass), ReLU f' at the midpoint.
+    """Where |Δx| ≤ eps·(1 + |x0|) a smooth f takes f'(x0) (from the reference pass), ReLU f' at the midpoint.
     With a real eps the two points cannot be told apart (they differ by f''·Δx/2), so eps is widened to 0.5 here:
-    x = 0.3 against x0 = -0.1 is then "small", and f'(x0), f'(midpoint) and the secant all differ."""
-    from relprop import engine
+    x = 0.3 against x0 = -0.1 is then "small", and f'(x0), f'(midpoint) and the secant all differ.  The third
+    element is small by eps·(1 + |x|) (2.45) but not by the reference's bound eps·(1 + |x0|) (1.5): a secant."""
+    from relprop.rules import base
 
-    monkeypatch.setitem(engine._EPS, D, 0.5)
+    monkeypatch.setitem(base._EPS, D, 0.5)
     g = graph_of(f, (3,))
-    x = torch.tensor([[0.3, 0.3, 2.0]], dtype=D)
-    x0 = torch.tensor([[-0.1, 0.5, 3.9]], dtype=D)  # |Δx| 0.4, 0.2 ≤ 0.65; 1.9 > 1.5: a secant
+    x = torch.tensor([[0.3, 0.3, 3.9]], dtype=D)
+    x0 = torch.tensor([[-0.1, 0.5, 2.0]], dtype=D)  # |Δx| 0.4 ≤ 0.55, 0.2 ≤ 0.75; 1.9 > 1.5: a secant
     result = g.relevance(x, g.reference(x0), lambda y: y[0].sum(1))
     mult = result.attribution[0] / (x - x0)[0]
     fprime = silu_prime if f is F.silu else (lambda z: (z > 0).to(z.dtype))

@@ -19,6 +19,14 @@ from fxgraph import info, ops
 
 from ..errors import RuleError
 
+# |Δx| below which a secant Δy/Δx is replaced by the derivative (at x0 or the midpoint); about sqrt(machine epsilon).
+_EPS = {torch.float64: 1e-9, torch.float32: 1e-5, torch.float16: 1e-3, torch.bfloat16: 1e-2}
+
+
+def secant_eps(dtype: torch.dtype) -> float:
+    """The |Δx| threshold of the rescale rules for a dtype."""
+    return _EPS.get(dtype, 1e-5)
+
 aten = torch.ops.aten
 
 
