@@ -97,3 +97,17 @@ def completeness_error(total: float, score: float, reference_score: float) -> fl
     """|Σ relevance − (f(x) − f(x0))| / |f(x) − f(x0)|."""
     diff = score - reference_score
     return float(abs(total - diff) / max(abs(diff), 1e-12))
+
+
+def image_inputs(array: np.ndarray, imgsz: tuple[int, int], dtype: torch.dtype, device: torch.device) -> tuple:
+    """One image letterboxed to `imgsz` as the metrics see it: (lb, x, its black and blur references, and the mask of
+    the pixels inside the letterbox, where deletion and insertion move pixels)."""
+    from relprop.image import Letterbox, reference_inputs, to_input
+
+    lb = Letterbox.fit(array.shape[:2], imgsz)
+    x = to_input(array, lb, dtype, device)[0]
+    x0 = reference_inputs("black", array, lb, dtype, device)[0]
+    x_blur = reference_inputs("blur", array, lb, dtype, device)[0]
+    valid = np.zeros(imgsz, dtype=bool)
+    valid[lb.top:lb.top + lb.new_unpad[1], lb.left:lb.left + lb.new_unpad[0]] = True
+    return lb, x, x0, x_blur, valid

@@ -23,9 +23,9 @@ import torch
 
 import faith_methods as fm
 import relprop
-from faith_metrics import STEPS, auc, completeness_error, perturbation_batch, ranking
+from faith_metrics import STEPS, auc, completeness_error, image_inputs, perturbation_batch, ranking
 from random_models import best_candidate_boxes, random_model
-from relprop.image import Letterbox, read_image, reference_inputs, to_input
+from relprop.image import Letterbox, read_image
 
 TASKS = {"pose": ("yolo11n-pose.yaml", ("class", "keypoints")), "obb": ("yolo11n-obb.yaml", ("class", "box"))}
 METHODS = ("relprop", "relprop_blur", "grad_x_input", "integrated_gradients", "random")
@@ -79,12 +79,7 @@ def run_task(task: str, imgsz: int, image_path: Path, boxes: int, ig_steps: int,
     ex = relprop.Explainer(random_model(yaml), imgsz)
     g = ex.graph
     array = read_image(image_path)
-    lb = Letterbox.fit(array.shape[:2], g.imgsz)
-    x = to_input(array, lb, g.dtype, g.device)[0]
-    x0 = reference_inputs("black", array, lb, g.dtype, g.device)[0]
-    x_blur = reference_inputs("blur", array, lb, g.dtype, g.device)[0]
-    valid = np.zeros(g.imgsz, dtype=bool)
-    valid[lb.top:lb.top + lb.new_unpad[1], lb.left:lb.left + lb.new_unpad[0]] = True
+    lb, x, x0, x_blur, valid = image_inputs(array, g.imgsz, g.dtype, g.device)
     chosen = [b for b, _ in best_candidate_boxes(g, array, boxes)]
     rows = {target: box_rows(ex, array, chosen, target, x, x0, x_blur, lb, valid, ig_steps, batch, seed, task)
             for target in targets}

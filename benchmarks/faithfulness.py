@@ -56,8 +56,8 @@ import faith_tasks  # noqa: E402
 from bench_timing import interleaved  # noqa: E402
 import fxgraph  # noqa: E402
 import relprop  # noqa: E402
-from faith_metrics import completeness_error, energy_pointing_game, perturbation_curves  # noqa: E402
-from relprop.image import Letterbox, read_image, reference_inputs, to_input  # noqa: E402
+from faith_metrics import completeness_error, energy_pointing_game, image_inputs, perturbation_curves  # noqa: E402
+from relprop.image import read_image  # noqa: E402
 from relprop.layercam import box_layercam, image_layercam  # noqa: E402
 from relprop.target import detections  # noqa: E402
 from random_models import best_candidate_boxes, random_model  # noqa: E402
@@ -164,12 +164,7 @@ def run_dataset(name: str, weights, imgsz: int, items: list[tuple[Path, list | N
     records, figure, peer_results, skipped = [], {}, None, []
     for image_path, gt in items:
         array = read_image(image_path)
-        lb = Letterbox.fit(array.shape[:2], g.imgsz)
-        x = to_input(array, lb, g.dtype, g.device)[0]
-        x0 = reference_inputs("black", array, lb, g.dtype, g.device)[0]
-        x_blur = reference_inputs("blur", array, lb, g.dtype, g.device)[0]
-        valid = np.zeros(g.imgsz, dtype=bool)
-        valid[lb.top:lb.top + lb.new_unpad[1], lb.left:lb.left + lb.new_unpad[0]] = True
+        lb, x, x0, x_blur, valid = image_inputs(array, g.imgsz, g.dtype, g.device)
         refs8 = k_references(array, args.seed)
         t_fwd = forward_time(g.module, x)
         with torch.no_grad():

@@ -1,28 +1,30 @@
-"""Before/after timing of a change to the relevance rules, in one run: explaining one box with the rule Functions of
-a git commit (`--base`) against those of the working tree, interleaved with a plain forward.
+"""Before/after timing of a change to relprop (its rules, engine or explainer), in one run: explaining one box with
+the `relprop` package of a git commit (`--base`) against the working tree's, interleaved with a plain forward and a
+plain gradient.
 
     python benchmarks/rules_before_after.py --base HEAD~1 [--models yolov8n embedded] [--imgsz 640] [--repeats 7]
 
-Both sides run on the same traced graph: the base's rule modules (`relprop/rules/*.py`) are loaded from git as separate
-modules and their autograd Functions' forward/backward are swapped in before each of its calls.  So only the rule arithmetic
-differs, and a slow spell of a shared machine hits both alike.  Prints the ratio new/old (min and median over the
-rounds), each side over the forward, and the largest heatmap difference (the two must explain the same thing).
-Only the Functions are swapped, not the rules that call them: a base whose Functions take other arguments than
-today's rules pass (before 74cd451, RescaleFn took a derivative function where it now may take f'(x0)) cannot be
-compared this way, nor a base from before the rules became a package (d63b78c).
-Also counts the ATen ops one explained box dispatches on each side (TorchDispatchMode), against a plain gradient
-(forward and backward of the same graph for the same target weights).
-Writes benchmarks/results/rules_before_after.json (one entry per model and size, the command and load recorded).
+The base's `relprop/` is extracted from git into a temporary folder and imported as its own package (`relprop_base`;
+relprop imports itself only relatively), so both versions run side by side on the same model, with today's `fxgraph`.
+Timed, interleaved (min and median over the rounds): ultralytics's graph forward; a gradient (forward and backward of
+the same graph for the box's target weights: the floor); `Explainer.explain(image, box)` of each version on the
+decoded image, reference cached; and each version's relevance pass alone (`engine.forward(x, refs).backward(w)`, the
+figure the speed goals read).  Counts the ATen ops of each (TorchDispatchMode) and the largest heatmap difference (the
+two must explain the same thing).  Writes one JSON (the command, base, threads and load recorded).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import io
 import json
 import os
 import statistics
 import subprocess
 import sys
+import tarfile
+import tempfile
 import types
 from pathlib import Path
 
@@ -34,7 +36,6 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import torch  # noqa: E402
 
 import relprop  # noqa: E402
-import relprop.rules  # noqa: E402
 from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 from bench_timing import interleaved  # noqa: E402
 from explain_speed import RANDOM, model_and_image  # noqa: E402
@@ -44,35 +45,16 @@ from relprop.image import Letterbox, read_image, to_input  # noqa: E402
 RESULTS = ROOT / "benchmarks" / "results"
 
 
-def rule_modules(commit: str | None) -> list[types.ModuleType]:
-    """The modules of relprop/rules as they were at `commit` (each run as its own module, nothing written to disk;
-    relative imports resolve to today's package), or today's modules for None."""
-    names = sorted(p.stem for p in (ROOT / "relprop" / "rules").glob("*.py") if p.stem != "__init__")
-    if commit is None:
-        return [sys.modules[f"relprop.rules.{n}"] for n in names]
-    out = []
-    for name in names:
-        text = subprocess.run(["git", "show", f"{commit}:relprop/rules/{name}.py"], cwd=ROOT, check=True,
-                              capture_output=True, text=True).stdout
-        module = types.ModuleType(f"base_rules_{name}")
-        module.__package__ = "relprop.rules"
-        sys.modules[module.__name__] = module  # dataclasses look their module up
-        exec(compile(text, f"{commit}:relprop/rules/{name}.py", "exec"), module.__dict__)
-        out.append(module)
-    return out
-
-
-def functions(modules: list[types.ModuleType]) -> dict[str, type]:
-    return {n: v for m in modules for n, v in vars(m).items() if isinstance(v, type)
-            and issubclass(v, torch.autograd.Function) and v is not torch.autograd.Function and v.__module__ == m.__name__}
-
-
-def rule_tables(base_modules: list[types.ModuleType]) -> tuple[dict, dict]:
-    """(base, current) forward/backward of every autograd Function both versions define."""
-    old, new = functions(base_modules), functions(rule_modules(None))
-    names = sorted(set(old) & set(new))
-    pick = lambda fns: {n: (vars(fns[n])["forward"], vars(fns[n])["backward"]) for n in names}  # noqa: E731
-    return pick(old), pick(new)
+def base_package(commit: str) -> types.ModuleType:
+    """`relprop` as it was at `commit`, imported as the package `relprop_base` from a temporary folder (nothing is
+    written into the repository)."""
+    archive = subprocess.run(["git", "archive", commit, "relprop"], cwd=ROOT, check=True, capture_output=True).stdout
+    folder = Path(tempfile.mkdtemp(prefix="relprop_base_"))
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(folder, filter="data")
+    (folder / "relprop").rename(folder / "relprop_base")
+    sys.path.insert(0, str(folder))
+    return importlib.import_module("relprop_base")
 
 
 class OpCount(TorchDispatchMode):
@@ -93,30 +75,25 @@ def count_ops(fn) -> int:
     return c.n
 
 
-CURRENT = functions(rule_modules(None))
-
-
-def use(table: dict) -> None:
-    for name, (forward, backward) in table.items():
-        cls = CURRENT[name]
-        cls.forward, cls.backward = forward, backward
-
-
-def measure(name: str, imgsz: int, repeats: int, old: dict, new: dict) -> dict:
+def measure(name: str, imgsz: int, repeats: int, base: types.ModuleType) -> dict:
     model, path = model_and_image(name)
-    ex = relprop.Explainer(model, imgsz)
-    g = ex.graph
+    new_ex = relprop.Explainer(model, imgsz)
+    old_ex = base.Explainer(model, imgsz)
+    g = new_ex.graph
     image = read_image(path)
-    x = to_input(image, Letterbox.fit(image.shape[:2], g.imgsz), g.dtype, g.device)
+    lb = Letterbox.fit(image.shape[:2], g.imgsz)
+    x = to_input(image, lb, g.dtype, g.device)
     if name in RANDOM:  # random weights detect nothing: their best candidate as a box
         box, options = best_candidate_boxes(g, image, 1)[0][0], {"iou": 0.5}
     else:
-        found = ex.explain(path)
+        found = new_ex.explain(image)
         box, options = found[0].box, {"cls": found[0].cls}
-
-    def explain(table):
-        use(table)
-        return ex.explain(path, box, **options)
+    with torch.no_grad():
+        pred = new_ex.engine(x)[0][0]
+    target = new_ex.match(pred, lb, box, options.get("cls"), relprop.ExplainOptions(iou=options.get("iou", 0.7)))
+    weights = target.weights(new_ex.layout, pred.shape[0], pred.shape[1], pred.dtype, pred.device)
+    refs = {"old": old_ex.engine.reference(torch.zeros_like(x)), "new": new_ex.engine.reference(torch.zeros_like(x))}
+    engines = {"old": old_ex.engine, "new": new_ex.engine}
 
     def forward():
         with torch.no_grad():
@@ -128,32 +105,31 @@ def measure(name: str, imgsz: int, repeats: int, old: dict, new: dict) -> dict:
         y = y[0] if isinstance(y, (tuple, list)) else y
         torch.autograd.grad((y.flatten(1) @ weights.flatten()).sum(), xg)
 
-    a, b = explain(old), explain(new)
-    with torch.no_grad():
-        pred = ex.engine(x)[0][0]
-    target = ex.match(pred, Letterbox.fit(image.shape[:2], g.imgsz), b.box, b.cls,
-                      relprop.ExplainOptions(iou=options.get("iou", 0.5)))
-    weights = target.weights(pred.shape[0], pred.shape[1], pred.dtype, pred.device)
-    gradient()
-    ops = {"old": count_ops(lambda: explain(old)), "new": count_ops(lambda: explain(new)), "gradient": count_ops(gradient)}
-    diff = float(abs(a.heatmap - b.heatmap).max())
-    t = interleaved({"forward": forward, "gradient": gradient, "old": lambda: explain(old), "new": lambda: explain(new)},
-                    repeats)
-    use(new)
-    mins = {k: min(v) for k, v in t.items()}
-    return {"model": name, "imgsz": imgsz, "repeats": repeats, "heatmap_max_abs_diff": diff,
-            "heatmap_max_abs": float(abs(a.heatmap).max()),
-            "seconds_min": mins, "seconds_median": {k: statistics.median(v) for k, v in t.items()},
-            "new_over_old_min": mins["new"] / mins["old"],
-            "new_over_old_median": statistics.median(t["new"]) / statistics.median(t["old"]),
-            "old_over_forward": mins["old"] / mins["forward"], "new_over_forward": mins["new"] / mins["forward"],
-            "old_over_gradient": mins["old"] / mins["gradient"], "new_over_gradient": mins["new"] / mins["gradient"],
-            "aten_ops_per_box": ops}
+    def explain(ex):
+        return lambda: ex.explain(image, box, **options)
+
+    def relevance(side):
+        return lambda: engines[side].forward(x, refs[side]).backward(weights)
+
+    calls = {"forward": forward, "gradient": gradient, "old": explain(old_ex), "new": explain(new_ex),
+             "old_pass": relevance("old"), "new_pass": relevance("new")}
+    a, b = calls["old"](), calls["new"]()  # each Explainer caches its reference here
+    ops = {k: count_ops(fn) for k, fn in calls.items()}
+    t = interleaved(calls, repeats, rotate=True)
+    mins, medians = {k: min(v) for k, v in t.items()}, {k: statistics.median(v) for k, v in t.items()}
+    ratio = lambda a, b: {"min": mins[a] / mins[b], "median": medians[a] / medians[b]}  # noqa: E731
+    return {"model": name, "imgsz": imgsz, "repeats": repeats,
+            "heatmap_max_abs_diff": float(abs(a.heatmap - b.heatmap).max()), "heatmap_max_abs": float(abs(a.heatmap).max()),
+            "seconds_min": mins, "seconds_median": medians,
+            "new_over_old": ratio("new", "old"), "pass_new_over_old": ratio("new_pass", "old_pass"),
+            "over_gradient": {k: ratio(k, "gradient") for k in ("old", "new", "old_pass", "new_pass")},
+            "over_forward": {k: ratio(k, "forward") for k in ("old", "new", "old_pass", "new_pass")},
+            "aten_ops": ops}
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--base", required=True, help="git commit whose relprop/rules/*.py are the 'before'")
+    ap.add_argument("--base", required=True, help="git commit whose relprop/ is the 'before'")
     ap.add_argument("--models", nargs="+", default=["yolov8n", "embedded"])
     ap.add_argument("--imgsz", nargs="+", type=int, default=[640])
     ap.add_argument("--repeats", type=int, default=7)
@@ -161,25 +137,27 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=RESULTS / "rules_before_after.json")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    old, new = rule_tables(rule_modules(args.base))
+    base = base_package(args.base)
     load = [os.getloadavg()[0]]
     rows = []
     for name in args.models:
         for imgsz in args.imgsz:
-            row = measure(name, imgsz, args.repeats, old, new)
+            row = measure(name, imgsz, args.repeats, base)
             rows.append(row)
-            print(f"{name} {imgsz}: new/old {row['new_over_old_min']:.3f} (min) {row['new_over_old_median']:.3f} "
-                  f"(median); × forward {row['old_over_forward']:.2f} -> {row['new_over_forward']:.2f}; × gradient "
-                  f"{row['old_over_gradient']:.2f} -> {row['new_over_gradient']:.2f}; ATen ops per box "
-                  f"{row['aten_ops_per_box']['old']} -> {row['aten_ops_per_box']['new']} "
-                  f"(gradient {row['aten_ops_per_box']['gradient']}); "
-                  f"heatmaps differ by {row['heatmap_max_abs_diff']:.3g} (max |heatmap| {row['heatmap_max_abs']:.3g})")
+            g, f, o = row["over_gradient"], row["over_forward"], row["aten_ops"]
+            print(f"{name} {imgsz}: pass new/old {row['pass_new_over_old']['min']:.3f} (min) "
+                  f"{row['pass_new_over_old']['median']:.3f} (median); pass × gradient {g['old_pass']['min']:.2f} -> "
+                  f"{g['new_pass']['min']:.2f} (median {g['old_pass']['median']:.2f} -> {g['new_pass']['median']:.2f}); "
+                  f"explain × gradient {g['old']['min']:.2f} -> {g['new']['min']:.2f}, × forward {f['old']['min']:.2f} "
+                  f"-> {f['new']['min']:.2f}; ATen ops pass {o['old_pass']} -> {o['new_pass']}, explain {o['old']} -> "
+                  f"{o['new']} (gradient {o['gradient']}, forward {o['forward']}); heatmaps differ by "
+                  f"{row['heatmap_max_abs_diff']:.3g} (max |heatmap| {row['heatmap_max_abs']:.3g})")
     load.append(os.getloadavg()[0])
-    base = subprocess.run(["git", "rev-parse", "--short", args.base], cwd=ROOT, capture_output=True, text=True)
+    base_id = subprocess.run(["git", "rev-parse", "--short", args.base], cwd=ROOT, capture_output=True, text=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"command": "python benchmarks/rules_before_after.py " + " ".join(argv or sys.argv[1:]),
-                                    "base": base.stdout.strip(), "threads": args.threads, "load_before_after": load,
-                                    "rows": rows}, indent=1))
+                                    "base": base_id.stdout.strip(), "threads": args.threads,
+                                    "load_before_after": load, "rows": rows}, indent=1))
     return 0
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence, overload
 
@@ -154,7 +155,7 @@ class Explainer:
         x, x0, lb, array = self.inputs(image, opts.baseline)
         for b in given or ():
             check_inside(b, lb.orig_shape)
-        total: Relevance | None = None
+        total: _Sums | None = None
         found: list[Target] = []
         targets: TargetSet | None = None
         k = x0.shape[0]
@@ -267,23 +268,25 @@ class Explainer:
             found.append(t)
         return found
 
-    def _explanations(self, total: Relevance, k: int, found: list[Target], lb: Letterbox,
+    def _explanations(self, total: _Sums, k: int, found: list[Target], lb: Letterbox,
                       given: list[np.ndarray] | None, opts: ExplainOptions, image: Any) -> list[Explanation]:
         """The Explanations, from ONE read-back of everything the caller sees (relevance, scores, matches)."""
         attribution = total.attribution.sum(0) / k             # (D, 3, h, w): the mean over the K references
         score = total.score[0]
         reference_score = total.reference_score.sum(0) / k
         delta = attribution.flatten(1).sum(-1) - (score - reference_score)
-        channels = {key: (v.sum(0) / k) for key, v in total.channels.items()}
+        channels = total.channels.sum(0) / k                    # (D, ΣC): every filter op's relevance, packed
         pred = total.outputs[0][0]
         extras = [_target_values(t, pred, total.outputs, self.layout) for t in found]
-        host = _read_back([attribution, score, reference_score, delta, *channels.values(), *extras])
-        attribution_h, score_h, reference_h, delta_h = host[:4]
-        channels_h = dict(zip(channels, host[4:4 + len(channels)]))
+        host = _read_back([attribution, score, reference_score, delta, channels, *extras])
+        attribution_h, score_h, reference_h, delta_h, channels_packed = host[:5]
+        sizes = [size for _, size in total.keys]
+        channels_h = dict(zip((key for key, _ in total.keys),
+                              np.split(channels_packed, np.cumsum(sizes)[:-1], axis=-1) if sizes else []))
         array = image if isinstance(image, np.ndarray) else read_image(image)  # for the figure, after the pass
         out = []
         picture = array.astype(np.uint8)  # shared by every explanation of this image (for the figure)
-        for d, (t, values) in enumerate(zip(found, host[4 + len(channels):])):
+        for d, (t, values) in enumerate(zip(found, host[5:])):
             t = t.resolve(opts.iou, opts.cls if not isinstance(opts.cls, tuple) else opts.cls[d], values)
             rel = torch.from_numpy(attribution_h[d]).to(attribution.dtype)
             heat = lb.map_to_original(rel.sum(0).double().numpy())
@@ -443,17 +446,31 @@ def _boxes(box: Any, rotated: bool = False) -> tuple[list[np.ndarray] | None, bo
     return [parse_box(box, rotated)], True
 
 
-def _accumulate(total: Relevance | None, part: Relevance) -> Relevance:
+@dataclass
+class _Sums:
+    """One explain call's running sums over its chunks of references (batch dim 1); the per-filter relevance packed
+    into one (1, D, ΣC) tensor in `keys` order (tap key, C): one op per chunk and one read-back, not one per filter op."""
+
+    attribution: torch.Tensor
+    score: torch.Tensor
+    reference_score: torch.Tensor
+    channels: torch.Tensor
+    keys: list[tuple[str, int]]
+    outputs: tuple[torch.Tensor, ...]
+
+
+def _accumulate(total: _Sums | None, part: Relevance) -> _Sums:
     """Sum the per-reference results of one chunk of references (batch dim) into the running total."""
     attribution = part.attribution.sum(0, keepdim=True)
     reference_score = part.reference_score.sum(0, keepdim=True)
-    channels = {k: v.sum(0, keepdim=True) for k, v in part.channels.items()}
+    values = list(part.channels.values())
+    packed = torch.cat(values, -1) if values else part.attribution.new_zeros(*part.attribution.shape[:2], 0)
+    channels = packed.sum(0, keepdim=True)
     if total is None:
-        return Relevance(attribution, part.score[:1], reference_score, part.delta, channels, part.outputs)
-    return Relevance(
-        total.attribution + attribution, total.score, total.reference_score + reference_score, total.delta,
-        {k: total.channels[k] + v for k, v in channels.items()}, total.outputs,
-    )
+        keys = [(key, v.shape[-1]) for key, v in part.channels.items()]
+        return _Sums(attribution, part.score[:1], reference_score, channels, keys, part.outputs)
+    return _Sums(total.attribution + attribution, total.score, total.reference_score + reference_score,
+                 total.channels + channels, total.keys, total.outputs)
 
 
 # -- the function most users call ---------------------------------------------------------------------------------

@@ -89,6 +89,16 @@ class Layout:
             raise OptionsError(f"keypoint={keypoint!r} is out of range: this model has {nk} keypoints (0..{nk - 1})")
         return int(keypoint)
 
+    def task_rows(self) -> np.ndarray | None:
+        """The rows of one candidate of `pred` (4 + nc + extra, A) that the task adds after the class scores and
+        that are read as values: a pose model's nk·ndim keypoint values, an OBB model's angle; None for detect,
+        segment (its mask is a product of coefficients and prototypes, not a row) and classify."""
+        if self.task == "pose" and self.kpt_shape:
+            return np.arange(4 + self.nc, 4 + self.nc + self.kpt_shape[0] * self.kpt_shape[1])
+        if self.rotated:
+            return np.array([4 + self.nc])
+        return None
+
 
 @dataclass
 class Target:
@@ -140,12 +150,14 @@ class Target:
             sel = sel | (r == 4 + self.cls)
         if self.kind in ("box", "all"):
             sel = sel | (r < 4)
-            if layout.rotated:
-                sel = sel | (r == rows - 1)
+            if layout.rotated:  # a rotated box's angle (its task row)
+                sel = sel | (r == int(layout.task_rows()[0]))
         if self.kind == "keypoints":
-            nk, ndim = layout.kpt_shape
-            first = 4 + layout.nc + (0 if self.keypoint is None else self.keypoint * ndim)
-            sel = sel | ((r >= first) & (r < first + (nk * ndim if self.keypoint is None else ndim)))
+            values = layout.task_rows()
+            if self.keypoint is not None:  # one keypoint's ndim values
+                ndim = layout.kpt_shape[1]
+                values = values[self.keypoint * ndim:(self.keypoint + 1) * ndim]
+            sel = sel | ((r >= int(values[0])) & (r <= int(values[-1])))
         return sel.to(dtype)[:, None] * self.matched.to(dtype)[None, :]
 
     def region(self, proto_hw: tuple[int, int], input_hw: tuple[int, int], dtype: torch.dtype,

@@ -25,14 +25,15 @@ def graph() -> fxgraph.FlatGraph:
     return fxgraph.trace(random_model("yolov8n.yaml"), IMGSZ, dtype=torch.float64)
 
 
-@pytest.fixture(scope="module")
-def calibration(graph) -> Calibration:
-    """Three random images, each labelled with its own most confident candidates (so each label matches in its own
-    image only), plus one label per image that matches nothing (a 3-pixel box in a corner)."""
-    gen = torch.Generator().manual_seed(1)
-    imgs = [(torch.rand(3, IMGSZ, IMGSZ, generator=gen) * 255).round().to(torch.uint8) for _ in COUNTS]
+def labelled_calibration(graph: fxgraph.FlatGraph, counts: tuple[int, ...], seed: int, task: str, *,
+                         unmatched: bool) -> Calibration:
+    """Random images (one per entry of `counts`), image i labelled with its own `counts[i]` most confident,
+    well-separated candidates (so each label matches in its own image only); `unmatched` adds one label per image
+    that matches nothing (a 3-pixel box in a corner)."""
+    gen = torch.Generator().manual_seed(seed)
+    imgs = [(torch.rand(3, IMGSZ, IMGSZ, generator=gen) * 255).round().to(torch.uint8) for _ in counts]
     labels, classes, index = [], [], []
-    for i, (img, count) in enumerate(zip(imgs, COUNTS)):
+    for i, (img, count) in enumerate(zip(imgs, counts)):
         with torch.no_grad():
             pred = graph.module(img[None].double() / 255)[0][0]
         probs = pred[4:4 + graph.nc]
@@ -52,12 +53,20 @@ def calibration(graph) -> Calibration:
             labels.append([(x1 + x2) / 2 / IMGSZ, (y1 + y2) / 2 / IMGSZ, (x2 - x1) / IMGSZ, (y2 - y1) / IMGSZ])
             classes.append([float(probs[:, a].argmax())])
             index.append(float(i))
-        labels.append([1.5 / IMGSZ, 1.5 / IMGSZ, 3 / IMGSZ, 3 / IMGSZ])  # unmatched: skipped, counted
-        classes.append([0.0])
-        index.append(float(i))
+        if unmatched:  # skipped, counted
+            labels.append([1.5 / IMGSZ, 1.5 / IMGSZ, 3 / IMGSZ, 3 / IMGSZ])
+            classes.append([0.0])
+            index.append(float(i))
     batch = {"img": torch.stack(imgs), "bboxes": torch.tensor(labels), "cls": torch.tensor(classes),
              "batch_idx": torch.tensor(index)}
-    return Calibration([batch], "detect", IMGSZ, get_cfg(DEFAULT_CFG, {"imgsz": IMGSZ}))
+    return Calibration([batch], task, IMGSZ, get_cfg(DEFAULT_CFG, {"imgsz": IMGSZ}))
+
+
+@pytest.fixture(scope="module")
+def calibration(graph) -> Calibration:
+    """Three random images, each labelled with its own most confident candidates, plus one label per image that
+    matches nothing."""
+    return labelled_calibration(graph, COUNTS, 1, "detect", unmatched=True)
 
 
 @pytest.fixture(scope="module")

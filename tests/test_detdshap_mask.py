@@ -5,16 +5,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from ultralytics.cfg import get_cfg
-from ultralytics.utils import DEFAULT_CFG
 
 import fxgraph
 import relprop
 from conftest import random_model
 from pruning.criteria import DetDSHAP
 from pruning.criteria.calibration import Calibration
-from relprop.target import box_iou, xywh_to_xyxy
-from test_detdshap_batched import per_box_stats
+from test_detdshap_batched import labelled_calibration, per_box_stats
 
 IMGSZ = 128
 COUNTS = (1, 2)  # labels per image
@@ -28,31 +25,7 @@ def graph() -> fxgraph.FlatGraph:
 @pytest.fixture(scope="module")
 def calibration(graph) -> Calibration:
     """Two random images, each labelled with its own most confident, well-separated candidates."""
-    gen = torch.Generator().manual_seed(3)
-    imgs = [(torch.rand(3, IMGSZ, IMGSZ, generator=gen) * 255).round().to(torch.uint8) for _ in COUNTS]
-    labels, classes, index = [], [], []
-    for i, (img, count) in enumerate(zip(imgs, COUNTS)):
-        with torch.no_grad():
-            pred = graph.module(img[None].double() / 255)[0][0]
-        probs = pred[4:4 + graph.nc]
-        chosen = []
-        for a in probs.amax(0).argsort(descending=True).tolist():
-            box = xywh_to_xyxy(pred[:4, a][None])[0]
-            inside = bool((box >= 0).all() and (box <= IMGSZ).all())
-            if inside and (box[2:] - box[:2]).min() > 4 and all(float(box_iou(box, c[None])[0]) < 0.3
-                                                                for c, _ in chosen):
-                chosen.append((box, a))
-            if len(chosen) == count:
-                break
-        assert len(chosen) == count
-        for box, a in chosen:
-            x1, y1, x2, y2 = box.tolist()
-            labels.append([(x1 + x2) / 2 / IMGSZ, (y1 + y2) / 2 / IMGSZ, (x2 - x1) / IMGSZ, (y2 - y1) / IMGSZ])
-            classes.append([float(probs[:, a].argmax())])
-            index.append(float(i))
-    batch = {"img": torch.stack(imgs), "bboxes": torch.tensor(labels), "cls": torch.tensor(classes),
-             "batch_idx": torch.tensor(index)}
-    return Calibration([batch], "segment", IMGSZ, get_cfg(DEFAULT_CFG, {"imgsz": IMGSZ}))
+    return labelled_calibration(graph, COUNTS, 3, "segment", unmatched=False)
 
 
 @pytest.fixture(scope="module")

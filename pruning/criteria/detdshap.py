@@ -28,8 +28,9 @@ class DetDSHAP:
     coordinates ("box"), or both ("all"), where each of the two explanations of a box is scaled to a total
     |relevance| of 1 so that probabilities and pixels weigh alike (filters that only localise count too).  "all"
     adds the task's own outputs of each box as a third explanation, also scaled to 1: a pose model's keypoint rows,
-    an OBB model's angle row (`task_rows`), a segmenter's mask (relprop's `target="mask"`: the mask logits summed in
-    the box, built by `relprop.target.TargetSet`); a classifier explains each image's class only.
+    an OBB model's angle row (both from `relprop.target.Layout.task_rows`), a segmenter's mask (relprop's
+    `target="mask"`: the mask logits summed in the box, built by `relprop.target.TargetSet`); a classifier explains
+    each image's class only.
     `task_outputs=False` keeps "all" to the class and the coordinates (the paper's two explanations).
 
     Batched: `batch` images share one forward, and every (box, kind) of every image of it one backward pass per
@@ -72,7 +73,7 @@ class DetDSHAP:
 
         explainer = relprop.Explainer(graph.with_folded_batchnorm(), rules=self.options[self.kinds[0]].rules)
         extra = self.target == "all" and self.task_outputs
-        self.task_rows = task_rows(graph) if extra else None
+        self.task_rows = explainer.layout.task_rows() if extra else None
         mask = extra and graph.task == "segment"  # the instance mask: a product of outputs, not rows (TargetSet)
         self.active = self.kinds + (("task",) if self.task_rows is not None else ()) + (("mask",) if mask else ())
         stats: FilterStats = {}
@@ -192,20 +193,6 @@ class DetDSHAP:
                 weight = torch.where(total > 0, weight / total.clamp(min=torch.finfo(torch.float64).tiny), 0.0)
             for path, r in relevance.items():
                 add_stat(stats, path, (r * weight[..., None]).sum((0, 1)))
-
-
-def task_rows(graph: fxgraph.FlatGraph) -> np.ndarray | None:
-    """The rows of `pred` (graph.facts.pred_layout) a task adds to each candidate: a pose model's nk keypoint
-    values (B,4+nc+nk,A), an OBB model's angle (B,4+nc+1,A); None for detect, segment (its mask is a product of
-    coefficients and prototypes, not a row: DetDSHAP explains it as relprop's mask target) and classify."""
-    facts, nc = graph.facts, graph.nc
-    if facts is None:
-        return None
-    if facts.task == "pose" and facts.kpt_shape:
-        return np.arange(4 + nc, 4 + nc + facts.kpt_shape[0] * facts.kpt_shape[1])
-    if facts.task == "obb":
-        return np.array([4 + nc])
-    return None
 
 
 class ClassTarget(NamedTuple):
