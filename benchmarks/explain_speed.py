@@ -91,12 +91,14 @@ RANDOM = ("yolov8n", "yolo26n", "yolo11n-pose", "yolo11n-obb")  # random weights
 TARGETS = {"yolo11n-pose": "keypoints", "yolo11n-obb": "box"}  # what is explained (default: the class)
 
 
-MODES = ("eager", "compiled", "cudagraph")  # relevance pass: eager, torch.compile (inductor), + CUDA-graph capture
+# relevance pass: eager, traced ATen graphs (relprop.joint), torch.compile (inductor), and inductor + CUDA-graph capture
+MODES = ("eager", "graph", "compiled", "cudagraph")
+COMPILE = {"eager": False, "graph": "graph", "compiled": True, "cudagraph": True}  # Explainer(compile=...) per mode
 
 
 def measure(name: str, model, imgsz: int, repeats: int, boxes: int, device: str, path: Path = BUS,
             conf: float = 0.25, mode: str = "eager") -> dict:
-    ex = relprop.Explainer(model, imgsz, device=device, compile=mode != "eager")
+    ex = relprop.Explainer(model, imgsz, device=device, compile=COMPILE[mode])
     target = TARGETS.get(name, "class")
     if mode == "cudagraph":
         ex.engine.mode = "reduce-overhead"
@@ -266,7 +268,8 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--out", default=str(RESULTS))
     parser.add_argument("--modes", nargs="+", default=["eager"], choices=MODES,
-                        help="relevance pass: eager, compiled (torch.compile) and/or cudagraph (compiled + CUDA graphs)")
+                        help="relevance pass: eager, graph (traced ATen graphs), compiled (torch.compile) and/or "
+                             "cudagraph (compiled + CUDA graphs)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)

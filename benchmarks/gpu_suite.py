@@ -6,14 +6,21 @@
 Sections, each a check that passes or fails:
 
 * tests      — the `cuda`-marked tests (pytest -m cuda; on a CPU they skip, which passes);
-* speed      — explain_speed rows: eager, compiled and CUDA-graph relevance passes for YOLOv8s (embedded), YOLO11s
-               (uitag) and YOLO26n (random) at 640 and 1280 px; fails on a non-finite time or a compiled mode that
-               fell back to eager.  Rows not started within `--speed-budget` seconds are skipped and listed;
+* speed      — explain_speed rows: eager, traced-graph, compiled and CUDA-graph relevance passes for YOLOv8s
+               (embedded), YOLO11s (uitag) and YOLO26n (random) at 640 and 1280 px, the modes that need no compiler
+               first; fails on a non-finite time or a compiled mode that fell back to eager.  Rows not started within
+               `--speed-budget` seconds are skipped and listed;
 * scoring    — scoring_throughput: batched DetDSHAP scoring against a training step on the device;
 * agreement  — the same boxes explained on the CPU and on the device in float64: relevance within 1e-9 relative,
-               completeness (|delta|) within 1e-8 of the score.
+               completeness (|delta|) within 1e-8 of the score;
+* prune      — the width / depth / both table of pruning's latency (issue 29) on the device: the plans of
+               `prune_depth_latency.py --plans-out` (made once on a CPU: `--plans`), cut here, timed in torch at batch
+               1 and 640 px in float16 on CUDA (float32 on a CPU), CUDA-synchronised, interleaved; fails on a
+               non-finite time.  With --tiny the plans are made here.
 
-Writes `gpu_suite.json` and `gpu_suite.md` to `--out`, naming the device, and exits 1 when any check fails.
+Sections run cheapest and most wanted first; one not started before `--deadline` seconds is skipped and listed.
+Writes `gpu_suite.json` and `gpu_suite.md` to `--out` after every section (a run cut short keeps what it measured),
+naming the device, and exits 1 when any check fails.
 """
 
 from __future__ import annotations
@@ -38,12 +45,18 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-FULL = {"models": ["embedded", "yolo11s-ui", "yolo26n"], "imgsz": [640, 1280], "modes": ["eager", "compiled", "cudagraph"],
-        "repeats": 5, "scoring": {"model": None, "imgsz": 640, "batch": 16, "batches": 2, "boxes": 4, "iou": 0.5},
-        "agreement_imgsz": 320}
-TINY = {"models": ["yolov8n"], "imgsz": [64], "modes": ["eager"], "repeats": 1,
+FULL = {"models": ["embedded", "yolo11s-ui", "yolo26n"], "imgsz": [640, 1280],
+        "modes": ["eager", "graph", "compiled", "cudagraph"], "repeats": 5,
+        "conf": {"yolo11s-ui": 0.05},  # uitag's YOLO11s scores its screenshot's elements low
+        "scoring": {"model": None, "imgsz": 640, "batch": 16, "batches": 2, "boxes": 4, "iou": 0.5},
+        "agreement_imgsz": 320,
+        "prune": {"plans": ROOT / "benchmarks" / "results" / "gpu" / "prune_plans.json", "imgsz": 640, "warmup": 10,
+                  "repeats": 50}}
+TINY = {"models": ["yolov8n"], "imgsz": [64], "modes": ["eager"], "repeats": 1, "conf": {},
         "scoring": {"model": "yolov8n.yaml", "imgsz": 64, "batch": 2, "batches": 1, "boxes": 1, "iou": 0.01},
-        "agreement_imgsz": 160}
+        "agreement_imgsz": 160,
+        "prune": {"plans": None, "model": "yolov8n.yaml", "targets": [0.3], "imgsz": 64, "warmup": 1, "repeats": 2}}
+NO_COMPILER = ("eager", "graph")  # modes timed before those that compile
 
 
 def device_name(device: str) -> str:
@@ -64,6 +77,9 @@ def check_speed(r: dict) -> list[str]:
         bad.append("no explain_speed row was measured")
     for row in r["rows"]:
         label = f"{row['model']} {row['imgsz']} {row['mode']}"
+        if "error" in row:
+            bad.append(f"{label}: {row['error']}")
+            continue
         for key in ("forward_s", "forward_grad_s", "explain_one_s"):
             if not (isinstance(row.get(key), float) and math.isfinite(row[key]) and row[key] > 0):
                 bad.append(f"{label}: {key} = {row.get(key)!r}")
@@ -96,42 +112,75 @@ def check_agreement(r: dict) -> list[str]:
     return bad
 
 
+def check_prune(r: dict) -> list[str]:
+    bad = []
+    if not any(row["mode"] != "unpruned" for row in r["rows"]):
+        bad.append("prune: no pruned model was timed")
+    for row in r["rows"]:
+        for key in ("min_ms", "median_ms", "speedup"):
+            if not (isinstance(row.get(key), float) and math.isfinite(row[key]) and row[key] > 0):
+                bad.append(f"prune {row['model']} {row['mode']} {row['target']}: {key} = {row.get(key)!r}")
+    return bad
+
+
 CHECKS: dict[str, Callable[[dict], list[str]]] = {
     "tests": check_tests, "speed": check_speed, "scoring": check_scoring, "agreement": check_agreement,
+    "prune": check_prune,
 }
+ORDER = ("agreement", "scoring", "prune", "speed", "tests")  # cheapest and most wanted first
 
 
 # -- the sections --------------------------------------------------------------------------------------------------
 
-def run_tests(device: str, cfg: dict) -> dict:
+def run_tests(device: str, cfg: dict, timeout: float | None = None) -> dict:
     cmd = [sys.executable, "-m", "pytest", "-q", "-m", "cuda", "tests/test_cuda.py", "tests/test_compiled.py",
            "-p", "no:cacheprovider"]
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env)
+    try:
+        p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=timeout)
+    except subprocess.TimeoutExpired as e:
+        out = e.stdout.decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
+        return {"command": " ".join(cmd[1:]), "returncode": f"timed out after {timeout:.0f} s", "tail": out[-2000:]}
     return {"command": " ".join(cmd[1:]), "returncode": p.returncode, "tail": p.stdout[-2000:]}
 
 
+def speed_rows(cfg: dict) -> list[tuple[int, str, str]]:
+    """(imgsz, model, mode) in the order timed: every size and model in the modes that need no compiler, then the
+    compiled modes, so that a budget cut short still has the eager and graph figures."""
+    cheap = [(i, n, m) for i in cfg["imgsz"] for n in cfg["models"] for m in cfg["modes"] if m in NO_COMPILER]
+    dear = [(i, n, m) for i in cfg["imgsz"] for n in cfg["models"] for m in cfg["modes"] if m not in NO_COMPILER]
+    return cheap + dear
+
+
 def run_speed(device: str, cfg: dict, budget: float) -> dict:
+    import copy
+
     import explain_speed
 
+    import fxgraph
+
     rows, skipped, start = [], [], time.perf_counter()
-    for imgsz in cfg["imgsz"]:
-        for name in cfg["models"]:
-            for mode in cfg["modes"]:
-                label = f"{name} {imgsz} {mode}"
-                if mode == "cudagraph" and torch.device(device).type != "cuda":
-                    skipped.append(f"{label} (CUDA graphs need CUDA)")
-                    continue
-                if time.perf_counter() - start > budget:
-                    skipped.append(f"{label} (over the {budget:.0f} s budget)")
-                    continue
-                model, image = explain_speed.model_and_image(name)
-                try:
-                    rows.append(explain_speed.measure(name, model, imgsz, cfg["repeats"], 4, device, image,
-                                                      0.25, mode))
-                except explain_speed.NoDetection as e:
-                    skipped.append(f"{label} ({e})")
-                print(f"speed {label}: done at {time.perf_counter() - start:.0f} s", flush=True)
+    graphs: dict[tuple[str, int], tuple[Any, Path]] = {}  # each model traced once per size; each row gets a copy
+    for imgsz, name, mode in speed_rows(cfg):
+        label = f"{name} {imgsz} {mode}"
+        if mode == "cudagraph" and torch.device(device).type != "cuda":
+            skipped.append(f"{label} (CUDA graphs need CUDA)")
+            continue
+        if time.perf_counter() - start > budget:
+            skipped.append(f"{label} (over the {budget:.0f} s budget)")
+            continue
+        if (name, imgsz) not in graphs:
+            model, image = explain_speed.model_and_image(name)
+            graphs[name, imgsz] = fxgraph.trace(model, imgsz, fold_bn=True, device=device), image
+        graph, image = graphs[name, imgsz]
+        try:
+            rows.append(explain_speed.measure(name, copy.deepcopy(graph), imgsz, cfg["repeats"], 4, device, image,
+                                              cfg["conf"].get(name, 0.25), mode))
+        except explain_speed.NoDetection as e:
+            skipped.append(f"{label} ({e})")
+        except Exception as e:  # noqa: BLE001 - one broken row is reported, the others still run
+            rows.append({"model": name, "imgsz": imgsz, "mode": mode, "error": f"{type(e).__name__}: {e}"})
+        print(f"speed {label}: done at {time.perf_counter() - start:.0f} s", flush=True)
     return {"rows": rows, "skipped": skipped}
 
 
@@ -174,6 +223,52 @@ def run_agreement(device: str, cfg: dict) -> dict:
     return {"imgsz": cfg["agreement_imgsz"], "boxes": boxes}
 
 
+def run_prune(device: str, cfg: dict) -> dict:
+    """Pruning's width / depth / both latency on `device`: torch, batch 1, float16 on CUDA, interleaved."""
+    import pruning
+    from prune_depth_latency import load
+    from pruning.latency import LatencyOptions, measure_latency
+
+    import fxgraph
+
+    p = cfg["prune"]
+    if p["plans"] is not None:
+        made = json.loads(Path(p["plans"]).read_text())
+        source = {"plans": str(Path(p["plans"]).relative_to(ROOT)), "command": made["command"],
+                  "criterion": made["criterion"]}
+    else:  # --tiny: plans made here, width and both at each target
+        made = {"models": {p["model"]: {"label": p["model"], "rows": []}}}
+        g = fxgraph.trace(load(p["model"])[0], imgsz=p["imgsz"])
+        for target in p["targets"]:
+            for mode, depth in (("width", "never"), ("both", "auto")):
+                plan, report = pruning.plan_for_target(g, target, metric="gflops", criterion="l1", depth=depth,
+                                                       imgsz=p["imgsz"])
+                made["models"][p["model"]]["rows"].append(
+                    {"mode": mode, "target": target, "gflops_removed": 1 - report.gflops_ratio,
+                     "blocks_removed": len(plan.blocks), "plan": plan.to_json()})
+        source = {"plans": "made here", "criterion": "l1"}
+    dtype = "float16" if torch.device(device).type == "cuda" else "float32"
+    opts = LatencyOptions(imgsz=p["imgsz"], runtime="torch", device=device, dtype=dtype, warmup=p["warmup"],
+                          repeats=p["repeats"])
+    rows = []
+    for name, entry in made["models"].items():
+        g = fxgraph.trace(load(name)[0], imgsz=p["imgsz"])
+        family = [{"model": entry["label"], "mode": "unpruned", "target": 0.0, "gflops_removed": 0.0,
+                   "blocks_removed": 0}]
+        models = [g.model]
+        for r in entry["rows"]:
+            models.append(pruning.prune(g, pruning.Plan.from_json(r["plan"])).model)
+            family.append({"model": entry["label"], **{k: v for k, v in r.items() if k != "plan"}})
+        for row, lat in zip(family, measure_latency(models, opts)):
+            row.update(min_ms=lat.min_ms, median_ms=lat.median_ms, speedup=None)
+        for row in family:
+            row["speedup"] = family[0]["min_ms"] / row["min_ms"]
+            row["speedup_median"] = family[0]["median_ms"] / row["median_ms"]
+        rows += family
+        print(f"prune {name}: {len(models)} models timed", flush=True)
+    return {"conditions": opts.conditions(), **source, "rows": rows}
+
+
 # -- report --------------------------------------------------------------------------------------------------------
 
 def markdown(report: dict) -> str:
@@ -196,10 +291,22 @@ def markdown(report: dict) -> str:
         lines += ["", "Skipped: " + "; ".join(skipped)]
     sc = report["sections"].get("scoring")
     if sc and "scoring" in sc:
+        boxes_per_image = sc["boxes_explained"] / sc["images"]
         lines += ["", f"Scoring ({sc['model']}, {sc['imgsz']} px, {sc['images']} images, {sc['boxes_explained']} "
-                  f"boxes): {sc['scoring']['images_per_s_best']:.2f} img/s against training "
+                  f"boxes): {sc['scoring']['images_per_s_best']:.2f} img/s "
+                  f"({boxes_per_image * sc['scoring']['images_per_s_best']:.0f} boxes/s) against training "
                   f"{sc['training']['images_per_s_best']:.2f} img/s (ratio {sc['ratio_best']:.3f} min, "
                   f"{sc['ratio_median']:.3f} median)."]
+    pr = report["sections"].get("prune")
+    if pr and "rows" in pr:
+        lines += ["", f"Pruning latency ({pr['conditions']}; plans: {pr['plans']}, criterion {pr['criterion']}, "
+                  "not fine-tuned):", "",
+                  "| model | mode | target | GFLOPs removed | blocks | ms min / median | speed-up min (median) |",
+                  "|---|---|---|---|---|---|---|"]
+        for r in pr["rows"]:
+            target = r["target"] if isinstance(r["target"], str) else f"{r['target']:.0%}"
+            lines.append(f"| {r['model']} | {r['mode']} | {target} | {r['gflops_removed']:.1%} | {r['blocks_removed']} "
+                         f"| {r['min_ms']:.2f} / {r['median_ms']:.2f} | {r['speedup']:.2f}x ({r['speedup_median']:.2f}x) |")
     return "\n".join(lines) + "\n"
 
 
@@ -209,19 +316,36 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tiny", action="store_true", help="tiny sizes and one model (CI)")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "gpu")
     ap.add_argument("--only", nargs="+", choices=sorted(CHECKS), default=sorted(CHECKS))
-    ap.add_argument("--speed-budget", type=float, default=300.0, help="seconds after which no speed row starts")
+    ap.add_argument("--speed-budget", type=float, default=240.0, help="seconds after which no speed row starts")
+    ap.add_argument("--deadline", type=float, default=520.0,
+                    help="seconds after which no section starts (the cuda tests are stopped there)")
+    ap.add_argument("--plans", type=Path, default=None, help="plans for the prune section (prune_depth_latency.py "
+                    "--plans-out); default: benchmarks/results/gpu/prune_plans.json")
     args = ap.parse_args(argv)
     if torch.device(args.device).type == "cuda" and not torch.cuda.is_available():
         print(f"--device {args.device}: no CUDA device is available here", file=sys.stderr)
         return 2
     cfg = TINY if args.tiny else FULL
+    if args.plans is not None:
+        cfg = {**cfg, "prune": {**cfg["prune"], "plans": args.plans.resolve()}}
     start = time.perf_counter()
     sections: dict[str, Any] = {}
     failures: dict[str, list[str]] = {}
-    runners = {"tests": lambda: run_tests(args.device, cfg), "speed": lambda: run_speed(args.device, cfg, args.speed_budget),
-               "scoring": lambda: run_scoring(args.device, cfg), "agreement": lambda: run_agreement(args.device, cfg)}
-    for name in ("tests", "speed", "scoring", "agreement"):
+    left = lambda: args.deadline - (time.perf_counter() - start)  # noqa: E731
+    runners = {"tests": lambda: run_tests(args.device, cfg, timeout=max(30.0, left())),
+               "speed": lambda: run_speed(args.device, cfg, min(args.speed_budget, max(0.0, left() - 60))),
+               "scoring": lambda: run_scoring(args.device, cfg), "agreement": lambda: run_agreement(args.device, cfg),
+               "prune": lambda: run_prune(args.device, cfg)}
+    report = {"device": args.device, "device_name": device_name(args.device), "torch": torch.__version__,
+              "tiny": args.tiny, "command": "python benchmarks/gpu_suite.py " + " ".join(argv or sys.argv[1:]),
+              "seconds": 0.0, "sections": sections, "failures": failures, "not_started": []}
+    args.out.mkdir(parents=True, exist_ok=True)
+    for name in ORDER:
         if name not in args.only:
+            continue
+        if left() <= 0:
+            report["not_started"].append(name)
+            failures[name] = [f"{name} not started: past the {args.deadline:.0f} s deadline"]
             continue
         try:
             sections[name] = runners[name]()
@@ -229,15 +353,20 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as e:  # noqa: BLE001 - a crashed section is a failed check, and the others still run
             sections[name] = {"error": f"{type(e).__name__}: {e}"}
             failures[name] = [f"{name} crashed: {type(e).__name__}: {e}"]
-        print(f"{name}: {'FAIL ' + '; '.join(failures[name]) if failures[name] else 'pass'}", flush=True)
-    report = {"device": args.device, "device_name": device_name(args.device), "torch": torch.__version__,
-              "tiny": args.tiny, "command": "python benchmarks/gpu_suite.py " + " ".join(argv or sys.argv[1:]),
-              "seconds": time.perf_counter() - start, "sections": sections, "failures": failures}
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "gpu_suite.json").write_text(json.dumps(report, indent=1, default=str))
-    (args.out / "gpu_suite.md").write_text(markdown(report))
+        print(f"{name}: {'FAIL ' + '; '.join(failures[name]) if failures[name] else 'pass'} "
+              f"({time.perf_counter() - start:.0f} s)", flush=True)
+        report["seconds"] = time.perf_counter() - start
+        write(report, args.out)
+    report["seconds"] = time.perf_counter() - start
+    write(report, args.out)
     print(markdown(report))
     return 1 if any(failures.values()) else 0
+
+
+def write(report: dict, out: Path) -> None:
+    """The JSON and the table, rewritten after every section."""
+    (out / "gpu_suite.json").write_text(json.dumps(report, indent=1, default=str))
+    (out / "gpu_suite.md").write_text(markdown(report))
 
 
 if __name__ == "__main__":

@@ -38,7 +38,8 @@ import fxgraph  # noqa: E402
 import pruning  # noqa: E402
 from fxgraph import stats  # noqa: E402
 from pruning.criteria import Precomputed, get_criterion  # noqa: E402
-from pruning.measure import LatencyOptions, measure_latency  # noqa: E402
+from pruning.depth_plan import removable_blocks  # noqa: E402
+from pruning.latency import LatencyOptions, measure_latency  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MODES = {"width": "never", "depth": "only", "both": "auto"}
@@ -57,16 +58,20 @@ def main() -> None:
     ap.add_argument("--models", nargs="+", default=["embedded", "yolo11n.yaml"])
     ap.add_argument("--targets", nargs="+", type=float, default=[0.3, 0.4, 0.5])
     ap.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES))
-    ap.add_argument("--threads", nargs="+", type=int, default=[1, 2])
+    ap.add_argument("--threads", nargs="*", type=int, default=[1, 2],
+                    help="onnxruntime thread counts to time; none: build the plans only (with --plans-out)")
     ap.add_argument("--imgsz", type=int, default=640)
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--criterion", default="l1")
     ap.add_argument("--out", default=str(RESULTS / "prune_depth_latency"))
+    ap.add_argument("--plans-out", type=Path, default=None,
+                    help="also write every plan (JSON) here, for timing the same cuts elsewhere: gpu_suite.py --plans")
     args = ap.parse_args()
     t_start = time.time()
     load_before = os.getloadavg()
     rows: list[dict] = []
+    plans: dict[str, dict] = {}
     for name in args.models:
         model, label = load(name)
         g = fxgraph.trace(model, imgsz=args.imgsz)
@@ -78,7 +83,7 @@ def main() -> None:
         models = [g.model]
         for target in args.targets:
             for mode in args.modes:
-                t0 = time.perf_counter()
+                t0, row_target = time.perf_counter(), target
                 try:
                     plan, report = pruning.plan_for_target(g, target, metric="gflops", criterion=scores if mode == "width"
                                                            else args.criterion, depth=MODES[mode], scope="all",
@@ -86,14 +91,23 @@ def main() -> None:
                 except pruning.PlanError as exc:
                     family.append({"model": label, "mode": mode, "target": target, "unreachable": str(exc)})
                     print(f"{name} {mode} {target}: {exc}", flush=True)
-                    continue
+                    if mode == "depth" and not any(r["mode"] == "depth" and r["target"] == "all" for r in family):
+                        # depth alone stops short of the target: time every removable block gone instead
+                        plan = most_blocks(g, coupling, args.criterion)
+                        report = pruning.dry_run(g, plan)
+                        row_target = "all"
+                    else:
+                        continue
                 cut = pruning.prune(g, plan)
-                family.append({"model": label, "mode": mode, "target": target, "params": report.params_after,
+                plans.setdefault(name, {"label": label, "rows": []})["rows"].append(
+                    {"mode": mode, "target": row_target, "gflops_removed": 1 - report.gflops_ratio,
+                     "blocks_removed": len(plan.blocks), "plan": plan.to_json()})
+                family.append({"model": label, "mode": mode, "target": row_target, "params": report.params_after,
                                "gflops": report.gflops_after, "gflops_removed": 1 - report.gflops_ratio,
                                "blocks_removed": len(plan.blocks), "blocks": list(plan.blocks),
                                "channel_units_removed": plan.num_removed, "plan_s": time.perf_counter() - t0})
                 models.append(cut.model)
-                print(f"{name} {mode} {target}: {report} ({time.perf_counter() - t0:.0f} s)", flush=True)
+                print(f"{name} {mode} {row_target}: {report} ({time.perf_counter() - t0:.0f} s)", flush=True)
         timed = [r for r in family if "unreachable" not in r]
         for threads in args.threads:
             opts = LatencyOptions(imgsz=args.imgsz, runtime="onnxruntime", threads=threads, warmup=args.warmup,
@@ -111,11 +125,32 @@ def main() -> None:
     meta = {"command": "python benchmarks/prune_depth_latency.py " + " ".join(sys.argv[1:]), "machine": machine,
             "criterion": args.criterion, "round_to": 8, "imgsz": args.imgsz, "repeats": args.repeats,
             "warmup": args.warmup, "fine_tuned": False}
+    if args.plans_out:
+        args.plans_out.parent.mkdir(parents=True, exist_ok=True)
+        args.plans_out.write_text(json.dumps({**meta, "models": plans}, indent=1))
+        print(f"plans: {args.plans_out}")
+    if not args.threads:
+        return
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps({**meta, "rows": rows}, indent=1))
     out.with_suffix(".md").write_text(markdown(meta, rows, args.threads))
     print(out.with_suffix(".md").read_text())
+
+
+def most_blocks(g, coupling, criterion: str) -> "pruning.Plan":
+    """The plan that removes as many residual blocks as can go without emptying a module (depth alone, no channels)."""
+    for n in range(len(removable_blocks(g)), 0, -1):
+        try:
+            return pruning.plan(g, blocks=n, criterion=criterion, coupling=coupling)
+        except pruning.BlockError:
+            continue
+    raise pruning.PlanError("no residual block can be removed")
+
+
+def _target(target: float | str) -> str:
+    """A target fraction as a percentage; 'all' (every removable block, depth alone) as it is."""
+    return target if isinstance(target, str) else f"{target:.0%}"
 
 
 def markdown(meta: dict, rows: list[dict], threads: list[int]) -> str:
@@ -128,7 +163,7 @@ def markdown(meta: dict, rows: list[dict], threads: list[int]) -> str:
              head, "|" + "---|" * (5 + len(threads))]
     for r in rows:
         if "unreachable" in r:
-            lines.append(f"| {r['model']} | {r['mode']} | {r['target']:.0%} | {r['unreachable']} | | "
+            lines.append(f"| {r['model']} | {r['mode']} | {_target(r['target'])} | {r['unreachable']} | | "
                          + " | ".join("" for _ in threads) + " |")
             continue
         cells = []
@@ -137,7 +172,7 @@ def markdown(meta: dict, rows: list[dict], threads: list[int]) -> str:
             cells.append(f"{m['min_ms']:.0f} / {m['median_ms']:.0f}, {m['speedup']:.2f}x ({m['speedup_median']:.2f}x)"
                          if m else "")
         removed = r.get("gflops_removed", 0.0)
-        lines.append(f"| {r['model']} | {r['mode']} | {r['target']:.0%} | {removed:.1%} | {r['blocks_removed']} | "
+        lines.append(f"| {r['model']} | {r['mode']} | {_target(r['target'])} | {removed:.1%} | {r['blocks_removed']} | "
                      + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -19,15 +19,18 @@ from torch import nn
 from .errors import PruningError
 
 RUNTIMES = ("onnxruntime", "torch")
+DTYPES = ("float32", "float16", "bfloat16")
 
 
 @dataclass(frozen=True)
 class LatencyOptions:
-    """How latency is measured: runtime, device (torch), threads (onnxruntime CPU), image size, warm-up, repeats."""
+    """How latency is measured: runtime, device and dtype (torch), threads (onnxruntime CPU), image size, warm-up,
+    repeats.  `dtype="float16"` runs the torch model and input in half precision, as deployed on a GPU."""
 
     imgsz: int = 640
     runtime: str = "onnxruntime"
     device: str = "cpu"
+    dtype: str = "float32"
     threads: int = 1
     warmup: int = 2
     repeats: int = 8
@@ -35,7 +38,8 @@ class LatencyOptions:
 
     def conditions(self) -> str:
         """The conditions in words, for reports."""
-        where = f"CPU, {self.threads} thread(s)" if self.runtime == "onnxruntime" else f"device {self.device}"
+        where = (f"CPU, {self.threads} thread(s)" if self.runtime == "onnxruntime"
+                 else f"device {self.device}, {self.dtype}")
         return (f"{self.runtime} on {where}, batch 1 at {self.imgsz}x{self.imgsz}, {self.warmup} warm-up runs, "
                 f"{self.repeats} interleaved repeats")
 
@@ -50,9 +54,9 @@ class Latency:
 
 
 def _torch_runner(model: nn.Module, opts: LatencyOptions) -> Callable[[], None]:
-    device = torch.device(opts.device)
-    net = copy.deepcopy(model).float().to(device).eval()
-    x = torch.rand(1, 3, opts.imgsz, opts.imgsz, device=device)
+    device, dtype = torch.device(opts.device), getattr(torch, opts.dtype)
+    net = copy.deepcopy(model).to(device=device, dtype=dtype).eval()
+    x = torch.rand(1, 3, opts.imgsz, opts.imgsz, device=device, dtype=dtype)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
     def run() -> None:
@@ -79,6 +83,10 @@ def measure_latency(models: Sequence[nn.Module], options: LatencyOptions = Laten
     """Latency of each of `models` (never modified), measured interleaved under `options`; one Latency per model."""
     if options.runtime not in RUNTIMES:
         raise PruningError(f"latency runtime must be one of {', '.join(RUNTIMES)}; got {options.runtime!r}")
+    if options.dtype not in DTYPES:
+        raise PruningError(f"latency dtype must be one of {', '.join(DTYPES)}; got {options.dtype!r}")
+    if options.runtime == "onnxruntime" and options.dtype != "float32":
+        raise PruningError(f"latency dtype {options.dtype!r} needs runtime='torch'; onnxruntime runs float32 here")
     if options.repeats < 1 or options.warmup < 0:
         raise PruningError(f"latency needs repeats >= 1 and warmup >= 0; got {options.repeats}, {options.warmup}")
     make = _onnx_runner if options.runtime == "onnxruntime" else _torch_runner

@@ -19,7 +19,9 @@ def test_suite_runs_tiny_on_cpu(tmp_path):
     assert gpu_suite.main(["--device", "cpu", "--tiny", "--out", str(tmp_path)]) == 0
     report = json.loads((tmp_path / "gpu_suite.json").read_text())
     assert report["device_name"].startswith("CPU") and not any(report["failures"].values())
-    assert set(report["sections"]) == {"tests", "speed", "scoring", "agreement"}
+    assert set(report["sections"]) == {"tests", "speed", "scoring", "agreement", "prune"}
+    prune = report["sections"]["prune"]["rows"]
+    assert [r["mode"] for r in prune] == ["unpruned", "width", "both"] and prune[2]["blocks_removed"] > 0
     row = report["sections"]["speed"]["rows"][0]
     assert row["mode"] == "eager" and row["explain_one_s"] > 0
     assert report["sections"]["agreement"]["boxes"]
@@ -29,6 +31,7 @@ def test_suite_runs_tiny_on_cpu(tmp_path):
 
 GOOD_ROW = {"model": "m", "imgsz": 64, "mode": "compiled", "forward_s": 0.1, "forward_grad_s": 0.2,
             "explain_one_s": 0.3, "compile_failed": None}
+GOOD_PRUNE = {"model": "m", "mode": "width", "target": 0.3, "min_ms": 2.0, "median_ms": 2.1, "speedup": 1.2}
 GOOD_BOX = {"index": 0, "relevance_rel_diff": 1e-12, "score_rel_diff": 1e-13, "max_abs_delta": 1e-12, "abs_score": 0.8}
 
 
@@ -47,6 +50,10 @@ GOOD_BOX = {"index": 0, "relevance_rel_diff": 1e-12, "score_rel_diff": 1e-13, "m
     ("agreement", {"boxes": [GOOD_BOX]}, {"boxes": [{**GOOD_BOX, "score_rel_diff": math.nan}]}, "score differs"),
     ("agreement", {"boxes": [GOOD_BOX]}, {"boxes": [{**GOOD_BOX, "max_abs_delta": 1e-3}]}, "completeness delta"),
     ("agreement", {"boxes": [GOOD_BOX]}, {"boxes": []}, "no box explained"),
+    ("speed", {"rows": [GOOD_ROW], "skipped": []},
+     {"rows": [{"model": "m", "imgsz": 64, "mode": "graph", "error": "RuntimeError: boom"}], "skipped": []}, "boom"),
+    ("prune", {"rows": [GOOD_PRUNE]}, {"rows": [{**GOOD_PRUNE, "speedup": math.nan}]}, "speedup = nan"),
+    ("prune", {"rows": [GOOD_PRUNE]}, {"rows": [{**GOOD_PRUNE, "mode": "unpruned"}]}, "no pruned model"),
 ])
 def test_each_check_fails_on_a_wrong_result(check, good, bad, says):
     assert gpu_suite.CHECKS[check](good) == []
@@ -69,3 +76,18 @@ def test_a_crashed_section_is_a_failed_check(tmp_path, monkeypatch):
     monkeypatch.setattr(gpu_suite, "run_scoring", crash)
     assert gpu_suite.main(["--device", "cpu", "--tiny", "--only", "scoring", "--out", str(tmp_path)]) == 1
     assert "out of memory" in json.loads((tmp_path / "gpu_suite.json").read_text())["failures"]["scoring"][0]
+
+
+def test_sections_past_the_deadline_are_not_started_and_fail(tmp_path):
+    assert gpu_suite.main(["--device", "cpu", "--tiny", "--deadline", "0", "--out", str(tmp_path)]) == 1
+    report = json.loads((tmp_path / "gpu_suite.json").read_text())
+    assert report["not_started"] == list(gpu_suite.ORDER) and report["sections"] == {}
+    assert all("deadline" in report["failures"][name][0] for name in gpu_suite.ORDER)
+
+
+def test_speed_rows_time_the_modes_without_a_compiler_first():
+    cfg = {**gpu_suite.FULL, "models": ["a", "b"], "imgsz": [640, 1280]}
+    rows = gpu_suite.speed_rows(cfg)
+    modes = [m for _, _, m in rows]
+    assert len(rows) == 2 * 2 * len(cfg["modes"]) and set(modes[:8]) == {"eager", "graph"}
+    assert set(modes[8:]) == {"compiled", "cudagraph"}

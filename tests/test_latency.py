@@ -64,6 +64,24 @@ def test_latency_refuses_an_unknown_runtime():
         measure_latency([nn.Conv2d(3, 2, 1)], LatencyOptions(runtime="tensorrt"))
 
 
+@pytest.mark.parametrize("opts, says", [
+    (LatencyOptions(runtime="torch", dtype="float8"), "latency dtype must be one of"),
+    (LatencyOptions(dtype="float16"), "needs runtime='torch'"),
+])
+def test_latency_refuses_an_unusable_dtype(opts, says):
+    with pytest.raises(pruning.PruningError, match=says):
+        measure_latency([nn.Conv2d(3, 2, 1)], opts)
+
+
+def test_torch_latency_runs_the_model_in_the_asked_dtype():
+    """dtype reaches the model and its input (half precision as deployed on a GPU; bfloat16 runs on any CPU)."""
+    seen = []
+    net = nn.Conv2d(3, 2, 1)
+    net.register_forward_pre_hook(lambda m, args: seen.append((m.weight.dtype, args[0].dtype)))
+    measure_latency([net], LatencyOptions(imgsz=8, runtime="torch", dtype="bfloat16", warmup=0, repeats=1))
+    assert seen == [(torch.bfloat16, torch.bfloat16)] and net.weight.dtype == torch.float32
+
+
 def test_onnxruntime_latency_is_positive_and_leaves_the_model_alone():
     pytest.importorskip("onnxruntime")
     net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU()).double().train()
