@@ -319,6 +319,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--speed-budget", type=float, default=240.0, help="seconds after which no speed row starts")
     ap.add_argument("--deadline", type=float, default=520.0,
                     help="seconds after which no section starts (the cuda tests are stopped there)")
+    ap.add_argument("--models", nargs="+", default=None, help="speed: these models instead of the configuration's")
+    ap.add_argument("--imgsz", nargs="+", type=int, default=None, help="speed: these image sizes")
+    ap.add_argument("--modes", nargs="+", default=None, help="speed: these relevance-pass modes")
     ap.add_argument("--plans", type=Path, default=None, help="plans for the prune section (prune_depth_latency.py "
                     "--plans-out); default: benchmarks/results/gpu/prune_plans.json")
     args = ap.parse_args(argv)
@@ -326,6 +329,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"--device {args.device}: no CUDA device is available here", file=sys.stderr)
         return 2
     cfg = TINY if args.tiny else FULL
+    cfg = {**cfg, **{k: v for k, v in (("models", args.models), ("imgsz", args.imgsz), ("modes", args.modes)) if v}}
     if args.plans is not None:
         cfg = {**cfg, "prune": {**cfg["prune"], "plans": args.plans.resolve()}}
     start = time.perf_counter()

@@ -215,14 +215,19 @@ def channel_dim(engine: RelevanceGraph, index: int) -> int:
 def compile_by_default(device: str | torch.device) -> bool:
     """Whether an Explainer compiles its relevance pass when not told (`compile=None`): never, for now.
 
+    Decided on what one user session costs, the first call's compile included:
     CPU: eager.  Measured on a loaded 2-core machine (tests/test_compiled.py, float64, 64 px): compiling took 45 s
     for yolov8n and 90 s for yolo11n with aot_eager, and inductor had not finished yolov8n after 11 minutes, while an
     eager box costs well under a second there, so compiling would pay only after thousands of boxes of one size.
-    CUDA: not measured yet (no GPU in the session that wrote this); `benchmarks/gpu_suite.py` times eager, compiled
-    and CUDA-graph passes side by side, and this default should follow its figures.
+    CUDA (an H200, torch 2.11, 640 px, benchmarks/results/gpu/h200_suite.md): per box, inductor with CUDA-graph
+    capture (`compile="cudagraph"`) is the fastest pass (YOLOv8s 30 ms against 69 ms eager, 47 ms traced graphs,
+    51 ms plain inductor; YOLO11s 59 / 92 ms; YOLO26n 37 / 74 ms), but its first call compiles for 25-55 s, which
+    pays back only after about 600-1,500 boxes of one size.  Eager stays the default so that one box costs
+    milliseconds, and `compile="cudagraph"` (`--cudagraph`) is the choice for a GPU session of thousands of boxes.
     `compile="graph"` (`relprop.joint`, traced ATen graphs, no compiler) is opt-in too: on the same loaded CPU it
     traced in 10-15 s and took one box's pass from 1.68-1.83x to 1.45-1.55x a gradient at 64 px and from 1.45-1.57x
-    to 1.35-1.57x at 640 px (two runs, benchmarks/results/joint_speed_*.json): too little and too noisy for a default.
+    to 1.35-1.57x at 640 px (two runs, benchmarks/results/joint_speed_*.json): too little and too noisy for a default;
+    on the H200 it took YOLOv8s's box from 69 to 47 ms.
     """
     return False
 

@@ -43,6 +43,8 @@ class Explainer:
     BatchNorm is folded into the convolutions (`fold_bn`, exact up to rounding; channel keys are the conv paths),
     which makes both the forward and the backward cheaper.  `dtype=torch.float64` gives exact completeness checks.
     `compile=True` runs the relevance pass under torch.compile (`relprop.compiled`; None: the measured default);
+    `compile="cudagraph"` also captures it as CUDA graphs (torch.compile's "reduce-overhead"; the fastest on an H200,
+    docs/benchmarks.md);
     `compile="graph"` runs it as traced ATen graphs, forward and backward, with no compiler and no autograd engine
     (`relprop.joint`; traced in seconds on the first call per image size).
     """
@@ -50,9 +52,9 @@ class Explainer:
     def __init__(self, model: Any = None, imgsz: int | tuple[int, int] = 640, *, rules: RulesSpec = None,
                  device: str | torch.device | None = None, dtype: torch.dtype | None = None, fold_bn: bool = True,
                  cache_size: int = 4, branch: str | None = None, compile: bool | str | None = None):
-        if compile not in (None, False, True, "graph"):
-            raise OptionsError(f"compile={compile!r}: choose True (torch.compile), 'graph' (traced ATen graphs) or "
-                               "False (eager)")
+        if compile not in (None, False, True, "graph", "cudagraph"):
+            raise OptionsError(f"compile={compile!r}: choose True (torch.compile), 'cudagraph' (torch.compile with "
+                               "CUDA-graph capture), 'graph' (traced ATen graphs) or False (eager)")
         if isinstance(model, fxgraph.FlatGraph):
             graph = model
             if device is not None or dtype is not None:
@@ -67,6 +69,8 @@ class Explainer:
             from .joint import JointRelevance
 
             self.engine = JointRelevance(self.engine)
+        elif compile == "cudagraph":  # inductor, then CUDA graphs replayed per call (plain inductor off CUDA)
+            self.engine = compiled.compile_relevance(self.engine, mode="reduce-overhead")
         elif compile or (compile is None and compiled.compile_by_default(graph.device)):  # see relprop.compiled
             self.engine = compiled.compile_relevance(self.engine)
         self.cache_size = cache_size

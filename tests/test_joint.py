@@ -184,6 +184,15 @@ def test_explainer_compile_graph_equals_eager():
     assert abs(got.delta - want.delta) < 1e-10 and abs(got.delta) < 1e-8
 
 
+def test_explainer_compile_cudagraph_asks_inductor_for_graph_capture():
+    """compile="cudagraph" is torch.compile in mode 'reduce-overhead' (CUDA graphs); nothing compiles before a call."""
+    from relprop.compiled import CompiledRelevance
+
+    engine = relprop.Explainer(graph64("yolov8n.yaml"), compile="cudagraph").engine
+    assert isinstance(engine, CompiledRelevance) and (engine.backend, engine.mode) == ("inductor", "reduce-overhead")
+    assert relprop.Explainer(graph64("yolov8n.yaml"), compile=True).engine.mode is None
+
+
 def test_unknown_compile_choice_is_refused():
     with pytest.raises(relprop.RelpropError, match="compile='fast': choose True"):
         relprop.Explainer(graph64("yolov8n.yaml"), compile="fast")
@@ -191,7 +200,8 @@ def test_unknown_compile_choice_is_refused():
         JointRelevance(RelevanceGraph(graph64("yolov8n.yaml").module), backend="tvm")
 
 
-@pytest.mark.parametrize("flags, want", [(["--graph"], "graph"), (["--compile"], True)])
+@pytest.mark.parametrize("flags, want", [(["--graph"], "graph"), (["--compile"], True),
+                                         (["--cudagraph"], "cudagraph")])
 def test_cli_graph_flag_builds_a_joint_explainer(monkeypatch, tmp_path, flags, want):
     """`python -m relprop explain ... --graph` asks for Explainer(compile="graph"), `--compile` for compile=True."""
     from ultralytics.utils import ASSETS
