@@ -14,10 +14,10 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("fxgraph", "relprop", "pruning")
-LOCAL = {*PACKAGES, "tests", "benchmarks", "conftest", "faith_metrics", "faith_methods", "random_models", "bench_timing",
-         "prune", "prune_vs_torch_pruning", "explain_speed", "scoring_throughput", "gpu_suite", "compare_fakes",
-         "tasks_fixtures", "test_pruning_io", "faith_tasks", "rules_before_after", "prune_depth_finetune",
-         "test_detdshap_batched"}
+# the project's own top-level modules: its packages, prune.py, and every script of benchmarks/ and tests/ (which
+# import each other by name), read from the tree so that a new benchmark needs no entry here
+LOCAL = {*PACKAGES, "tests", "benchmarks", "prune",
+         *(p.stem for folder in ("benchmarks", "tests") for p in (REPO / folder).glob("*.py"))}
 # import name -> distribution, for modules that may not be installed where the test runs (the `compare` extra)
 KNOWN = {"cv2": "opencv-python", "yaml": "pyyaml", "PIL": "pillow", "pytorch_grad_cam": "grad-cam",
          "torch_pruning": "torch-pruning", "captum": "captum", "shap": "shap", "onnxruntime": "onnxruntime"}
