@@ -10,13 +10,17 @@ Sections, each a check that passes or fails:
                (embedded), YOLO11s (uitag) and YOLO26n (random) at 640 and 1280 px, the modes that need no compiler
                first; fails on a non-finite time or a compiled mode that fell back to eager.  Rows not started within
                `--speed-budget` seconds are skipped and listed;
-* scoring    — scoring_throughput: batched DetDSHAP scoring against a training step on the device;
+* scoring    — scoring_throughput: batched DetDSHAP scoring against a training step on the device, for several
+               DetDSHAP (batch, chunk) settings side by side (the first, DetDSHAP's default, is the checked figure);
 * agreement  — the same boxes explained on the CPU and on the device in float64: relevance within 1e-9 relative,
                completeness (|delta|) within 1e-8 of the score;
+* profile    — where one box's time goes: decoding the image, explaining from a path and from an array, and the
+               device's kernel time against the call's wall time under torch.profiler (eager and traced graphs);
 * prune      — the width / depth / both table of pruning's latency (issue 29) on the device: the plans of
                `prune_depth_latency.py --plans-out` (made once on a CPU: `--plans`), cut here, timed in torch at batch
-               1 and 640 px in float16 on CUDA (float32 on a CPU), CUDA-synchronised, interleaved; fails on a
-               non-finite time.  With --tiny the plans are made here.
+               1 and 640 px in float16 on CUDA (float32 on a CPU), CUDA-synchronised, interleaved, with kernels
+               launched one by one (eager) and, on CUDA, replayed from one CUDA graph (no launch cost, as a deployment
+               runtime that captures); fails on a non-finite time.  With --tiny the plans are made here.
 
 Sections run cheapest and most wanted first; one not started before `--deadline` seconds is skipped and listed.
 Writes `gpu_suite.json` and `gpu_suite.md` to `--out` after every section (a run cut short keeps what it measured),
@@ -26,6 +30,7 @@ naming the device, and exits 1 when any check fails.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -48,14 +53,18 @@ import torch  # noqa: E402
 FULL = {"models": ["embedded", "yolo11s-ui", "yolo26n"], "imgsz": [640, 1280],
         "modes": ["eager", "graph", "compiled", "cudagraph"], "repeats": 5,
         "conf": {"yolo11s-ui": 0.05},  # uitag's YOLO11s scores its screenshot's elements low
-        "scoring": {"model": None, "imgsz": 640, "batch": 16, "batches": 2, "boxes": 4, "iou": 0.5},
+        "scoring": {"model": None, "imgsz": 640, "batch": 16, "batches": 4, "boxes": 4, "iou": 0.5,
+                    "configs": [(8, 1), (16, 4), (16, 8), (32, 4)]},
         "agreement_imgsz": 320,
         "prune": {"plans": ROOT / "benchmarks" / "results" / "gpu" / "prune_plans.json", "imgsz": 640, "warmup": 10,
-                  "repeats": 50}}
+                  "repeats": 50},
+        "profile": {"model": "embedded", "imgsz": 640, "modes": ["eager", "graph"], "repeats": 5}}
 TINY = {"models": ["yolov8n"], "imgsz": [64], "modes": ["eager"], "repeats": 1, "conf": {},
-        "scoring": {"model": "yolov8n.yaml", "imgsz": 64, "batch": 2, "batches": 1, "boxes": 1, "iou": 0.01},
+        "scoring": {"model": "yolov8n.yaml", "imgsz": 64, "batch": 2, "batches": 1, "boxes": 1, "iou": 0.01,
+                    "configs": [(8, 1), (2, 2)]},
         "agreement_imgsz": 160,
-        "prune": {"plans": None, "model": "yolov8n.yaml", "targets": [0.3], "imgsz": 64, "warmup": 1, "repeats": 2}}
+        "prune": {"plans": None, "model": "yolov8n.yaml", "targets": [0.3], "imgsz": 64, "warmup": 1, "repeats": 2},
+        "profile": {"model": "yolov8n", "imgsz": 64, "modes": ["eager"], "repeats": 1}}
 NO_COMPILER = ("eager", "graph")  # modes timed before those that compile
 
 
@@ -123,11 +132,22 @@ def check_prune(r: dict) -> list[str]:
     return bad
 
 
+def check_profile(r: dict) -> list[str]:
+    bad = []
+    if not r["rows"]:
+        bad.append("profile: no row")
+    for row in r["rows"]:
+        for key in ("decode_s", "from_path_s", "from_array_s", "profiled_wall_s"):
+            if not (isinstance(row.get(key), float) and math.isfinite(row[key]) and row[key] > 0):
+                bad.append(f"profile {row['mode']}: {key} = {row.get(key)!r}")
+    return bad
+
+
 CHECKS: dict[str, Callable[[dict], list[str]]] = {
     "tests": check_tests, "speed": check_speed, "scoring": check_scoring, "agreement": check_agreement,
-    "prune": check_prune,
+    "prune": check_prune, "profile": check_profile,
 }
-ORDER = ("agreement", "scoring", "prune", "speed", "tests")  # cheapest and most wanted first
+ORDER = ("agreement", "scoring", "prune", "profile", "speed", "tests")  # cheapest and most wanted first
 
 
 # -- the sections --------------------------------------------------------------------------------------------------
@@ -190,8 +210,15 @@ def run_scoring(device: str, cfg: dict) -> dict:
     s = cfg["scoring"]
     model = s["model"] or str(__import__("fxgraph").embedded_weights())
     args = SimpleNamespace(model=model, imgsz=s["imgsz"], batch=s["batch"], batches=s["batches"], boxes=s["boxes"],
-                           iou=s["iou"], target="all", repeats=cfg["repeats"], device=device, per_box=False)
-    r = scoring_throughput.measure(args)
+                           iou=s["iou"], target="all", repeats=cfg["repeats"], device=device, per_box=False,
+                           configs=s["configs"])
+    try:
+        r = scoring_throughput.measure(args)
+    except Exception as e:  # noqa: BLE001 - a setting that fails (memory) must not cost the default's figure
+        if len(s["configs"]) == 1:
+            raise
+        args.configs = s["configs"][:1]
+        r = {**scoring_throughput.measure(args), "configs_error": f"{type(e).__name__}: {e}"[:500]}
     for part in ("scoring", "training"):
         r[part].pop("times_s", None)
     return r
@@ -223,6 +250,50 @@ def run_agreement(device: str, cfg: dict) -> dict:
     return {"imgsz": cfg["agreement_imgsz"], "boxes": boxes}
 
 
+def run_profile(device: str, cfg: dict) -> dict:
+    """Where one box's time goes: decoding the image file, the explain call from a path and from a decoded array,
+    and, under torch.profiler, the device's kernel time against the call's wall time (host-bound when far below)."""
+    import explain_speed
+    from random_models import best_candidate_boxes
+    from torch.profiler import ProfilerActivity, profile
+
+    import relprop
+    from relprop.image import read_image
+
+    p = cfg["profile"]
+    model, path = explain_speed.model_and_image(p["model"])
+    cuda = torch.device(device).type == "cuda"
+    rows = []
+    for mode in p["modes"]:
+        ex = relprop.Explainer(model, p["imgsz"], device=device, compile=explain_speed.COMPILE[mode])
+        image = read_image(path)
+        if p["model"] in explain_speed.RANDOM:
+            (box, _), = best_candidate_boxes(ex.graph, image, 1)
+            kw = {"iou": 0.5}
+        else:
+            det = ex.explain(path)[0]
+            box, kw = det.box, {"cls": det.cls}
+        fns = {"decode": lambda: read_image(path), "from_path": lambda: ex.explain(path, box, **kw),
+               "from_array": lambda: ex.explain(image, box, **kw)}
+        t = explain_speed.timed(fns, p["repeats"], device)
+        with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])) as prof:
+            start = time.perf_counter()
+            ex.explain(image, box, **kw)
+            if cuda:
+                torch.cuda.synchronize(device)
+            wall = time.perf_counter() - start
+        events = prof.key_averages()
+        device_us = sum(getattr(e, "self_device_time_total", 0) or 0 for e in events)
+        launches = sum(e.count for e in events if "LaunchKernel" in e.key or e.key == "cudaGraphLaunch")
+        top = sorted(events, key=lambda e: e.self_cpu_time_total, reverse=True)[:10]
+        rows.append({"model": p["model"], "imgsz": p["imgsz"], "mode": mode,
+                     **{f"{k}_s": v["min"] for k, v in t.items()},
+                     "profiled_wall_s": wall, "device_busy_s": device_us / 1e6, "kernel_launches": launches,
+                     "top_host_ops": [{"op": e.key, "self_cpu_ms": e.self_cpu_time_total / 1e3, "count": e.count}
+                                      for e in top]})
+    return {"rows": rows}
+
+
 def run_prune(device: str, cfg: dict) -> dict:
     """Pruning's width / depth / both latency on `device`: torch, batch 1, float16 on CUDA, interleaved."""
     import pruning
@@ -247,9 +318,9 @@ def run_prune(device: str, cfg: dict) -> dict:
                     {"mode": mode, "target": target, "gflops_removed": 1 - report.gflops_ratio,
                      "blocks_removed": len(plan.blocks), "plan": plan.to_json()})
         source = {"plans": "made here", "criterion": "l1"}
-    dtype = "float16" if torch.device(device).type == "cuda" else "float32"
-    opts = LatencyOptions(imgsz=p["imgsz"], runtime="torch", device=device, dtype=dtype, warmup=p["warmup"],
-                          repeats=p["repeats"])
+    cuda = torch.device(device).type == "cuda"
+    opts = LatencyOptions(imgsz=p["imgsz"], runtime="torch", device=device, dtype="float16" if cuda else "float32",
+                          warmup=p["warmup"], repeats=p["repeats"])
     rows = []
     for name, entry in made["models"].items():
         g = fxgraph.trace(load(name)[0], imgsz=p["imgsz"])
@@ -259,14 +330,17 @@ def run_prune(device: str, cfg: dict) -> dict:
         for r in entry["rows"]:
             models.append(pruning.prune(g, pruning.Plan.from_json(r["plan"])).model)
             family.append({"model": entry["label"], **{k: v for k, v in r.items() if k != "plan"}})
-        for row, lat in zip(family, measure_latency(models, opts)):
-            row.update(min_ms=lat.min_ms, median_ms=lat.median_ms, speedup=None)
-        for row in family:
-            row["speedup"] = family[0]["min_ms"] / row["min_ms"]
-            row["speedup_median"] = family[0]["median_ms"] / row["median_ms"]
-        rows += family
+        for capture in (False, True) if cuda else (False,):  # kernels launched one by one, then one CUDA graph
+            timed = [{**row, "runtime": "CUDA graph" if capture else "eager"} for row in family]
+            for row, lat in zip(timed, measure_latency(models, dataclasses.replace(opts, cuda_graph=capture))):
+                row.update(min_ms=lat.min_ms, median_ms=lat.median_ms)
+            for row in timed:
+                row["speedup"] = timed[0]["min_ms"] / row["min_ms"]
+                row["speedup_median"] = timed[0]["median_ms"] / row["median_ms"]
+            rows += timed
         print(f"prune {name}: {len(models)} models timed", flush=True)
-    return {"conditions": opts.conditions(), **source, "rows": rows}
+    return {"conditions": opts.conditions() + ("; eager and CUDA graph replay" if cuda else ""), **source,
+            "rows": rows}
 
 
 # -- report --------------------------------------------------------------------------------------------------------
@@ -297,15 +371,28 @@ def markdown(report: dict) -> str:
                   f"({boxes_per_image * sc['scoring']['images_per_s_best']:.0f} boxes/s) against training "
                   f"{sc['training']['images_per_s_best']:.2f} img/s (ratio {sc['ratio_best']:.3f} min, "
                   f"{sc['ratio_median']:.3f} median)."]
+        if len(sc.get("configs", [])) > 1:
+            lines += ["", "| DetDSHAP batch | chunk | boxes/s min (median) |", "|---|---|---|",
+                      *[f"| {c['batch']} | {c['chunk']} | {c['boxes_per_s_best']:.0f} ({c['boxes_per_s_median']:.0f}) |"
+                        for c in sc["configs"]]]
+    pf = report["sections"].get("profile")
+    if pf and "rows" in pf:
+        lines += ["", "Where one box's time goes (min of the repeats; the profiled call is one more, from the decoded "
+                  "array):", "", "| model | imgsz | mode | decode image ms | explain from path ms | from array ms "
+                  "| profiled wall ms | device busy ms | kernel launches |", "|---|---|---|---|---|---|---|---|---|"]
+        for r in pf["rows"]:
+            lines.append(f"| {r['model']} | {r['imgsz']} | {r['mode']} | {1e3 * r['decode_s']:.1f} | "
+                         f"{1e3 * r['from_path_s']:.1f} | {1e3 * r['from_array_s']:.1f} | "
+                         f"{1e3 * r['profiled_wall_s']:.1f} | {1e3 * r['device_busy_s']:.1f} | {r['kernel_launches']} |")
     pr = report["sections"].get("prune")
     if pr and "rows" in pr:
         lines += ["", f"Pruning latency ({pr['conditions']}; plans: {pr['plans']}, criterion {pr['criterion']}, "
                   "not fine-tuned):", "",
-                  "| model | mode | target | GFLOPs removed | blocks | ms min / median | speed-up min (median) |",
-                  "|---|---|---|---|---|---|---|"]
+                  "| model | runtime | mode | target | GFLOPs removed | blocks | ms min / median "
+                  "| speed-up min (median) |", "|---|---|---|---|---|---|---|---|"]
         for r in pr["rows"]:
             target = r["target"] if isinstance(r["target"], str) else f"{r['target']:.0%}"
-            lines.append(f"| {r['model']} | {r['mode']} | {target} | {r['gflops_removed']:.1%} | {r['blocks_removed']} "
+            lines.append(f"| {r['model']} | {r.get('runtime', 'eager')} | {r['mode']} | {target} | {r['gflops_removed']:.1%} | {r['blocks_removed']} "
                          f"| {r['min_ms']:.2f} / {r['median_ms']:.2f} | {r['speedup']:.2f}x ({r['speedup_median']:.2f}x) |")
     return "\n".join(lines) + "\n"
 
@@ -339,7 +426,7 @@ def main(argv: list[str] | None = None) -> int:
     runners = {"tests": lambda: run_tests(args.device, cfg, timeout=max(30.0, left())),
                "speed": lambda: run_speed(args.device, cfg, min(args.speed_budget, max(0.0, left() - 60))),
                "scoring": lambda: run_scoring(args.device, cfg), "agreement": lambda: run_agreement(args.device, cfg),
-               "prune": lambda: run_prune(args.device, cfg)}
+               "prune": lambda: run_prune(args.device, cfg), "profile": lambda: run_profile(args.device, cfg)}
     report = {"device": args.device, "device_name": device_name(args.device), "torch": torch.__version__,
               "tiny": args.tiny, "command": "python benchmarks/gpu_suite.py " + " ".join(argv or sys.argv[1:]),
               "seconds": 0.0, "sections": sections, "failures": failures, "not_started": []}

@@ -2,7 +2,7 @@
 
     python benchmarks/scoring_throughput.py [--model yolov8n.yaml] [--imgsz 320] [--batch 4] [--batches 1]
                                             [--boxes 3] [--target all] [--repeats 3] [--device cpu] [--threads N]
-                                            [--per-box]
+                                            [--per-box] [--configs 8:1 16:4 ...]
 
 One calibration set of `--batches` batches of `--batch` images (ultralytics's bus.jpg and zidane.jpg, letterboxed to
 `--imgsz`, cycled), labelled with `--boxes` of the model's own most confident candidates per image (so every label
@@ -13,7 +13,8 @@ matches a candidate, also for random weights), is timed two ways, interleaved, a
 * training — ultralytics's own training step on the same batches: `model.loss(batch)` (forward + loss) and
              `loss.sum().backward()`, no optimiser step.
 
-`--per-box` also times the scoring loop used before batching (one explain per box and kind).  All run on
+`--configs` times several DetDSHAP (batch, chunk) settings side by side (chunk > 1 vmaps that many backward slots
+at once).  `--per-box` also times the scoring loop used before batching (one explain per box and kind).  All run on
 `--device` (cuda is synchronised around every timing).  Reported: images per second from the minimum and
 the median time, and their ratio (the issue's goal: scoring ≥ 1/3 of training throughput).  Writes
 benchmarks/results/scoring_throughput.json and .md (`--out` changes the stem).
@@ -136,6 +137,7 @@ def per_box_scoring(graph, calib, iou: float, target: str):
 
 
 def measure(args: argparse.Namespace) -> dict:
+    """Scoring (each of `args.configs`: DetDSHAP's (batch, chunk), default its own) and training, interleaved."""
     import fxgraph
     from pruning.criteria import DetDSHAP
 
@@ -143,19 +145,29 @@ def measure(args: argparse.Namespace) -> dict:
     model = load_model(args.model)
     graph = fxgraph.trace(model, args.imgsz, device=device)
     calib = calibration(graph, args.imgsz, args.batch, args.batches, args.boxes)
-    criterion = DetDSHAP(calib, boxes="labels", iou=args.iou, target=args.target)
-    fns = {"scoring": lambda: criterion.filter_stats(graph), "training": training_step(model, calib, device)}
+    configs = [tuple(c) for c in (getattr(args, "configs", None) or [(8, 1)])]
+    criteria = {c: DetDSHAP(calib, boxes="labels", iou=args.iou, target=args.target, batch=c[0], chunk=c[1])
+                for c in configs}
+    name = lambda c: "scoring" if c == configs[0] else f"scoring b{c[0]} c{c[1]}"  # noqa: E731
+    fns = {name(c): (lambda crit=crit: crit.filter_stats(graph)) for c, crit in criteria.items()}
+    fns["training"] = training_step(model, calib, device)
     if args.per_box:
         fns["per_box"] = per_box_scoring(graph, calib, args.iou, args.target)
     times = interleaved(fns, args.repeats, device)  # one warm-up call each, then interleaved rounds
     n = calib.n_images
-    summary = {name: {"min_s": min(ts), "median_s": statistics.median(ts), "times_s": ts,
-                      "images_per_s_best": n / min(ts), "images_per_s_median": n / statistics.median(ts)}
-               for name, ts in times.items()}
+    summary = {key: {"min_s": min(ts), "median_s": statistics.median(ts), "times_s": ts,
+                     "images_per_s_best": n / min(ts), "images_per_s_median": n / statistics.median(ts)}
+               for key, ts in times.items()}
+    criterion = criteria[configs[0]]
+    per_image = criterion.explained / n
     return {
         "model": args.model, "imgsz": args.imgsz, "batch": args.batch, "batches": args.batches, "images": n,
         "boxes_explained": criterion.explained, "boxes_skipped": criterion.skipped, "target": args.target,
-        "device": str(device), **summary,
+        "device": str(device), **{k: v for k, v in summary.items() if not k.startswith("scoring b")},
+        "configs": [{"batch": c[0], "chunk": c[1], "boxes_explained": criteria[c].explained,
+                     "boxes_per_s_best": per_image * summary[name(c)]["images_per_s_best"],
+                     "boxes_per_s_median": per_image * summary[name(c)]["images_per_s_median"],
+                     **{k: v for k, v in summary[name(c)].items() if k != "times_s"}} for c in configs],
         "ratio_best": summary["scoring"]["images_per_s_best"] / summary["training"]["images_per_s_best"],
         "ratio_median": summary["scoring"]["images_per_s_median"] / summary["training"]["images_per_s_median"],
         **({"speedup_over_per_box_best": summary["per_box"]["min_s"] / summary["scoring"]["min_s"],
@@ -179,6 +191,9 @@ def markdown(r: dict, meta: dict) -> str:
         f"{s['images_per_s_best']:.2f} / {s['images_per_s_median']:.2f} | "
         f"{t['images_per_s_best']:.2f} / {t['images_per_s_median']:.2f} | "
         f"{r['ratio_best']:.3f} / {r['ratio_median']:.3f} |",
+        *(["", "| DetDSHAP batch | chunk | boxes | boxes/s (min / median) |", "|---|---|---|---|",
+           *[f"| {c['batch']} | {c['chunk']} | {c['boxes_explained']} | {c['boxes_per_s_best']:.0f} / "
+             f"{c['boxes_per_s_median']:.0f} |" for c in r.get("configs", [])]] if len(r.get("configs", [])) > 1 else []),
         *([f"Per-box scoring (the loop before batching: one explain per box and kind): "
            f"{r['per_box']['images_per_s_best']:.2f} / {r['per_box']['images_per_s_median']:.2f} img/s; batched "
            f"scoring is {r['speedup_over_per_box_best']:.2f}× / {r['speedup_over_per_box_median']:.2f}× faster "
@@ -201,6 +216,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--target", default="all", choices=("class", "box", "all"))
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    p.add_argument("--configs", nargs="+", default=None, metavar="BATCH:CHUNK",
+                   help="DetDSHAP (batch, chunk) settings timed side by side, the first reported as `scoring` "
+                        "(default: DetDSHAP's own, 8:1)")
     p.add_argument("--per-box", action="store_true", help="also time the per-box loop scoring used before batching")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--machine", default=platform.platform(), help="how the machine is named in the results")
@@ -208,6 +226,8 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit("--device cuda: no CUDA device is available here")
+    if args.configs:
+        args.configs = [tuple(int(v) for v in c.split(":")) for c in args.configs]
     if args.threads:
         torch.set_num_threads(args.threads)
     result = measure(args)

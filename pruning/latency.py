@@ -25,7 +25,9 @@ DTYPES = ("float32", "float16", "bfloat16")
 @dataclass(frozen=True)
 class LatencyOptions:
     """How latency is measured: runtime, device and dtype (torch), threads (onnxruntime CPU), image size, warm-up,
-    repeats.  `dtype="float16"` runs the torch model and input in half precision, as deployed on a GPU."""
+    repeats.  `dtype="float16"` runs the torch model and input in half precision, as deployed on a GPU.
+    `cuda_graph=True` (torch on CUDA) captures the forward once and times its replay: no per-kernel launch cost, as
+    in deployment runtimes that capture or fuse (TensorRT), so the time left is the GPU's own work."""
 
     imgsz: int = 640
     runtime: str = "onnxruntime"
@@ -34,12 +36,13 @@ class LatencyOptions:
     threads: int = 1
     warmup: int = 2
     repeats: int = 8
+    cuda_graph: bool = False
     clock: Callable[[], float] = field(default=time.perf_counter, compare=False, repr=False)
 
     def conditions(self) -> str:
         """The conditions in words, for reports."""
         where = (f"CPU, {self.threads} thread(s)" if self.runtime == "onnxruntime"
-                 else f"device {self.device}, {self.dtype}")
+                 else f"device {self.device}, {self.dtype}" + (", CUDA graph replay" if self.cuda_graph else ""))
         return (f"{self.runtime} on {where}, batch 1 at {self.imgsz}x{self.imgsz}, {self.warmup} warm-up runs, "
                 f"{self.repeats} interleaved repeats")
 
@@ -58,11 +61,33 @@ def _torch_runner(model: nn.Module, opts: LatencyOptions) -> Callable[[], None]:
     net = copy.deepcopy(model).to(device=device, dtype=dtype).eval()
     x = torch.rand(1, 3, opts.imgsz, opts.imgsz, device=device, dtype=dtype)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    if opts.cuda_graph:
+        return _captured(net, x)
 
     def run() -> None:
         with torch.inference_mode():
             net(x)
         sync()
+    return run
+
+
+def _captured(net: nn.Module, x: torch.Tensor) -> Callable[[], None]:
+    """The forward captured as one CUDA graph (after warm-up on a side stream, as torch.cuda.graphs asks); each run
+    replays it and synchronises."""
+    with torch.inference_mode():
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(3):  # lazy state (anchors, cuDNN plans) is made before the capture
+                net(x)
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            net(x)
+
+    def run() -> None:
+        graph.replay()
+        torch.cuda.synchronize()
     return run
 
 
@@ -87,6 +112,9 @@ def measure_latency(models: Sequence[nn.Module], options: LatencyOptions = Laten
         raise PruningError(f"latency dtype must be one of {', '.join(DTYPES)}; got {options.dtype!r}")
     if options.runtime == "onnxruntime" and options.dtype != "float32":
         raise PruningError(f"latency dtype {options.dtype!r} needs runtime='torch'; onnxruntime runs float32 here")
+    if options.cuda_graph and (options.runtime != "torch" or torch.device(options.device).type != "cuda"):
+        raise PruningError("latency cuda_graph=True needs runtime='torch' on a CUDA device; got "
+                           f"runtime={options.runtime!r}, device={options.device!r}")
     if options.repeats < 1 or options.warmup < 0:
         raise PruningError(f"latency needs repeats >= 1 and warmup >= 0; got {options.repeats}, {options.warmup}")
     make = _onnx_runner if options.runtime == "onnxruntime" else _torch_runner

@@ -50,3 +50,18 @@ def test_pruning_a_cuda_model_matches_the_cpu():
     for k in sd_cpu:
         assert sd_cuda[k].device.type == "cuda" or not sd_cuda[k].is_floating_point()
         torch.testing.assert_close(sd_cuda[k].cpu(), sd_cpu[k], rtol=0, atol=0)
+
+
+def test_captured_latency_replays_the_graph_without_running_python():
+    """LatencyOptions(cuda_graph=True) times replays of one capture: the model's Python forward runs only for the
+    warm-up and the capture (4 calls), never in the timed repeats, and each replay takes a positive time."""
+    from pruning.latency import LatencyOptions, measure_latency
+
+    calls = []
+    net = fxgraph.load_ultralytics("yolov8n.yaml").eval()
+    net.register_forward_pre_hook(lambda m, args: calls.append(1))
+    opts = LatencyOptions(imgsz=64, runtime="torch", device="cuda", dtype="float16", warmup=2, repeats=5,
+                          cuda_graph=True)
+    (lat,) = measure_latency([net], opts)
+    assert len(calls) == 4  # 3 warm-up calls and the capture (the copy shares the hook); replays run no Python
+    assert 0 < lat.min_ms <= lat.median_ms and len(lat.runs_ms) == 5

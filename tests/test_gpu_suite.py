@@ -19,9 +19,15 @@ def test_suite_runs_tiny_on_cpu(tmp_path):
     assert gpu_suite.main(["--device", "cpu", "--tiny", "--out", str(tmp_path)]) == 0
     report = json.loads((tmp_path / "gpu_suite.json").read_text())
     assert report["device_name"].startswith("CPU") and not any(report["failures"].values())
-    assert set(report["sections"]) == {"tests", "speed", "scoring", "agreement", "prune"}
+    assert set(report["sections"]) == {"tests", "speed", "scoring", "agreement", "prune", "profile"}
     prune = report["sections"]["prune"]["rows"]
     assert [r["mode"] for r in prune] == ["unpruned", "width", "both"] and prune[2]["blocks_removed"] > 0
+    assert {r["runtime"] for r in prune} == {"eager"}  # CUDA-graph replay is timed on CUDA only
+    configs = report["sections"]["scoring"]["configs"]
+    assert [(c["batch"], c["chunk"]) for c in configs] == [(8, 1), (2, 2)]
+    assert all(c["boxes_explained"] == configs[0]["boxes_explained"] > 0 for c in configs)
+    (prof,) = report["sections"]["profile"]["rows"]
+    assert prof["from_array_s"] > 0 and prof["kernel_launches"] == 0 and prof["top_host_ops"]
     row = report["sections"]["speed"]["rows"][0]
     assert row["mode"] == "eager" and row["explain_one_s"] > 0
     assert report["sections"]["agreement"]["boxes"]
@@ -32,6 +38,8 @@ def test_suite_runs_tiny_on_cpu(tmp_path):
 GOOD_ROW = {"model": "m", "imgsz": 64, "mode": "compiled", "forward_s": 0.1, "forward_grad_s": 0.2,
             "explain_one_s": 0.3, "compile_failed": None}
 GOOD_PRUNE = {"model": "m", "mode": "width", "target": 0.3, "min_ms": 2.0, "median_ms": 2.1, "speedup": 1.2}
+GOOD_PROFILE = {"mode": "eager", "decode_s": 0.004, "from_path_s": 0.03, "from_array_s": 0.025,
+                "profiled_wall_s": 0.03}
 GOOD_BOX = {"index": 0, "relevance_rel_diff": 1e-12, "score_rel_diff": 1e-13, "max_abs_delta": 1e-12, "abs_score": 0.8}
 
 
@@ -54,6 +62,8 @@ GOOD_BOX = {"index": 0, "relevance_rel_diff": 1e-12, "score_rel_diff": 1e-13, "m
      {"rows": [{"model": "m", "imgsz": 64, "mode": "graph", "error": "RuntimeError: boom"}], "skipped": []}, "boom"),
     ("prune", {"rows": [GOOD_PRUNE]}, {"rows": [{**GOOD_PRUNE, "speedup": math.nan}]}, "speedup = nan"),
     ("prune", {"rows": [GOOD_PRUNE]}, {"rows": [{**GOOD_PRUNE, "mode": "unpruned"}]}, "no pruned model"),
+    ("profile", {"rows": [GOOD_PROFILE]}, {"rows": [{**GOOD_PROFILE, "from_array_s": 0.0}]}, "from_array_s = 0.0"),
+    ("profile", {"rows": [GOOD_PROFILE]}, {"rows": []}, "profile: no row"),
 ])
 def test_each_check_fails_on_a_wrong_result(check, good, bad, says):
     assert gpu_suite.CHECKS[check](good) == []

@@ -67,6 +67,8 @@ def test_latency_refuses_an_unknown_runtime():
 @pytest.mark.parametrize("opts, says", [
     (LatencyOptions(runtime="torch", dtype="float8"), "latency dtype must be one of"),
     (LatencyOptions(dtype="float16"), "needs runtime='torch'"),
+    (LatencyOptions(runtime="torch", device="cpu", cuda_graph=True), "cuda_graph=True needs runtime='torch' on a CUDA"),
+    (LatencyOptions(runtime="onnxruntime", cuda_graph=True), "cuda_graph=True needs runtime='torch' on a CUDA"),
 ])
 def test_latency_refuses_an_unusable_dtype(opts, says):
     with pytest.raises(pruning.PruningError, match=says):
