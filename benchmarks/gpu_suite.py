@@ -409,6 +409,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--models", nargs="+", default=None, help="speed: these models instead of the configuration's")
     ap.add_argument("--imgsz", nargs="+", type=int, default=None, help="speed: these image sizes")
     ap.add_argument("--modes", nargs="+", default=None, help="speed: these relevance-pass modes")
+    ap.add_argument("--scoring-configs", nargs="+", default=None, metavar="BATCH:CHUNK",
+                    help="scoring: these DetDSHAP (batch, chunk) settings (the first is the checked figure)")
     ap.add_argument("--plans", type=Path, default=None, help="plans for the prune section (prune_depth_latency.py "
                     "--plans-out); default: benchmarks/results/gpu/prune_plans.json")
     args = ap.parse_args(argv)
@@ -417,6 +419,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     cfg = TINY if args.tiny else FULL
     cfg = {**cfg, **{k: v for k, v in (("models", args.models), ("imgsz", args.imgsz), ("modes", args.modes)) if v}}
+    if args.scoring_configs:
+        configs = [tuple(int(v) for v in c.split(":")) for c in args.scoring_configs]
+        cfg = {**cfg, "scoring": {**cfg["scoring"], "configs": configs}}
     if args.plans is not None:
         cfg = {**cfg, "prune": {**cfg["prune"], "plans": args.plans.resolve()}}
     start = time.perf_counter()

@@ -83,9 +83,11 @@ def _captured(net: nn.Module, x: torch.Tensor) -> Callable[[], None]:
         torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
-            net(x)
+            out = net(x)
+    held = (net, x, out)  # the graph reads and writes these tensors' memory: they live as long as `run`
 
     def run() -> None:
+        assert held
         graph.replay()
         torch.cuda.synchronize()
     return run
