@@ -330,16 +330,20 @@ def run_prune(device: str, cfg: dict) -> dict:
         for r in entry["rows"]:
             models.append(pruning.prune(g, pruning.Plan.from_json(r["plan"])).model)
             family.append({"model": entry["label"], **{k: v for k, v in r.items() if k != "plan"}})
-        for capture in (False, True) if cuda else (False,):  # kernels launched one by one, then one CUDA graph
-            timed = [{**row, "runtime": "CUDA graph" if capture else "eager"} for row in family]
-            for row, lat in zip(timed, measure_latency(models, dataclasses.replace(opts, cuda_graph=capture))):
+        settings = [(False, 1)] + [(True, b) for b in p.get("batches", [1])] if cuda else [(False, 1)]
+        for capture, batch in settings:  # kernels launched one by one, then one CUDA graph at each batch size
+            runtime = ("CUDA graph" if capture else "eager") + (f", batch {batch}" if batch > 1 else "")
+            timed = [{**row, "runtime": runtime} for row in family]
+            for row, lat in zip(timed, measure_latency(models, dataclasses.replace(opts, cuda_graph=capture,
+                                                                                   batch=batch))):
                 row.update(min_ms=lat.min_ms, median_ms=lat.median_ms)
             for row in timed:
                 row["speedup"] = timed[0]["min_ms"] / row["min_ms"]
                 row["speedup_median"] = timed[0]["median_ms"] / row["median_ms"]
             rows += timed
         print(f"prune {name}: {len(models)} models timed", flush=True)
-    return {"conditions": opts.conditions() + ("; eager and CUDA graph replay" if cuda else ""), **source,
+    return {"conditions": opts.conditions() + ("; eager, and CUDA graph replay at the batch sizes named" if cuda else ""),
+            **source,
             "rows": rows}
 
 
@@ -411,6 +415,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--modes", nargs="+", default=None, help="speed: these relevance-pass modes")
     ap.add_argument("--scoring-configs", nargs="+", default=None, metavar="BATCH:CHUNK",
                     help="scoring: these DetDSHAP (batch, chunk) settings (the first is the checked figure)")
+    ap.add_argument("--prune-batches", nargs="+", type=int, default=None,
+                    help="prune: batch sizes timed with CUDA-graph replay (default 1; eager is always batch 1)")
     ap.add_argument("--plans", type=Path, default=None, help="plans for the prune section (prune_depth_latency.py "
                     "--plans-out); default: benchmarks/results/gpu/prune_plans.json")
     args = ap.parse_args(argv)
@@ -422,6 +428,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.scoring_configs:
         configs = [tuple(int(v) for v in c.split(":")) for c in args.scoring_configs]
         cfg = {**cfg, "scoring": {**cfg["scoring"], "configs": configs}}
+    if args.prune_batches:
+        cfg = {**cfg, "prune": {**cfg["prune"], "batches": args.prune_batches}}
     if args.plans is not None:
         cfg = {**cfg, "prune": {**cfg["prune"], "plans": args.plans.resolve()}}
     start = time.perf_counter()

@@ -27,7 +27,8 @@ class LatencyOptions:
     """How latency is measured: runtime, device and dtype (torch), threads (onnxruntime CPU), image size, warm-up,
     repeats.  `dtype="float16"` runs the torch model and input in half precision, as deployed on a GPU.
     `cuda_graph=True` (torch on CUDA) captures the forward once and times its replay: no per-kernel launch cost, as
-    in deployment runtimes that capture or fuse (TensorRT), so the time left is the GPU's own work."""
+    in deployment runtimes that capture or fuse (TensorRT), so the time left is the GPU's own work.  `batch` > 1 times
+    a batch of images (throughput serving); deployment on a drone is batch 1."""
 
     imgsz: int = 640
     runtime: str = "onnxruntime"
@@ -37,13 +38,14 @@ class LatencyOptions:
     warmup: int = 2
     repeats: int = 8
     cuda_graph: bool = False
+    batch: int = 1
     clock: Callable[[], float] = field(default=time.perf_counter, compare=False, repr=False)
 
     def conditions(self) -> str:
         """The conditions in words, for reports."""
         where = (f"CPU, {self.threads} thread(s)" if self.runtime == "onnxruntime"
                  else f"device {self.device}, {self.dtype}" + (", CUDA graph replay" if self.cuda_graph else ""))
-        return (f"{self.runtime} on {where}, batch 1 at {self.imgsz}x{self.imgsz}, {self.warmup} warm-up runs, "
+        return (f"{self.runtime} on {where}, batch {self.batch} at {self.imgsz}x{self.imgsz}, {self.warmup} warm-up runs, "
                 f"{self.repeats} interleaved repeats")
 
 
@@ -59,7 +61,7 @@ class Latency:
 def _torch_runner(model: nn.Module, opts: LatencyOptions) -> Callable[[], None]:
     device, dtype = torch.device(opts.device), getattr(torch, opts.dtype)
     net = copy.deepcopy(model).to(device=device, dtype=dtype).eval()
-    x = torch.rand(1, 3, opts.imgsz, opts.imgsz, device=device, dtype=dtype)
+    x = torch.rand(opts.batch, 3, opts.imgsz, opts.imgsz, device=device, dtype=dtype)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     if opts.cuda_graph:
         return _captured(net, x)
@@ -96,7 +98,7 @@ def _captured(net: nn.Module, x: torch.Tensor) -> Callable[[], None]:
 def _onnx_runner(model: nn.Module, opts: LatencyOptions) -> Callable[[], None]:
     import onnxruntime as ort  # an install requirement; imported here so `import pruning` stays light
     net = copy.deepcopy(model).float().cpu().eval()
-    x = torch.rand(1, 3, opts.imgsz, opts.imgsz)
+    x = torch.rand(opts.batch, 3, opts.imgsz, opts.imgsz)
     buf = io.BytesIO()
     torch.onnx.export(net, (x,), buf, dynamo=False, opset_version=17, input_names=["images"])
     so = ort.SessionOptions()
@@ -117,6 +119,8 @@ def measure_latency(models: Sequence[nn.Module], options: LatencyOptions = Laten
     if options.cuda_graph and (options.runtime != "torch" or torch.device(options.device).type != "cuda"):
         raise PruningError("latency cuda_graph=True needs runtime='torch' on a CUDA device; got "
                            f"runtime={options.runtime!r}, device={options.device!r}")
+    if options.batch < 1:
+        raise PruningError(f"latency batch must be at least 1; got {options.batch}")
     if options.repeats < 1 or options.warmup < 0:
         raise PruningError(f"latency needs repeats >= 1 and warmup >= 0; got {options.repeats}, {options.warmup}")
     make = _onnx_runner if options.runtime == "onnxruntime" else _torch_runner

@@ -69,6 +69,7 @@ def test_latency_refuses_an_unknown_runtime():
     (LatencyOptions(dtype="float16"), "needs runtime='torch'"),
     (LatencyOptions(runtime="torch", device="cpu", cuda_graph=True), "cuda_graph=True needs runtime='torch' on a CUDA"),
     (LatencyOptions(runtime="onnxruntime", cuda_graph=True), "cuda_graph=True needs runtime='torch' on a CUDA"),
+    (LatencyOptions(runtime="torch", batch=0), "latency batch must be at least 1"),
 ])
 def test_latency_refuses_an_unusable_dtype(opts, says):
     with pytest.raises(pruning.PruningError, match=says):
@@ -82,6 +83,10 @@ def test_torch_latency_runs_the_model_in_the_asked_dtype():
     net.register_forward_pre_hook(lambda m, args: seen.append((m.weight.dtype, args[0].dtype)))
     measure_latency([net], LatencyOptions(imgsz=8, runtime="torch", dtype="bfloat16", warmup=0, repeats=1))
     assert seen == [(torch.bfloat16, torch.bfloat16)] and net.weight.dtype == torch.float32
+    shapes = []
+    net.register_forward_pre_hook(lambda m, args: shapes.append(tuple(args[0].shape)))
+    measure_latency([net], LatencyOptions(imgsz=8, runtime="torch", batch=3, warmup=0, repeats=1))
+    assert shapes == [(3, 3, 8, 8)]  # `batch` images per timed forward
 
 
 def test_onnxruntime_latency_is_positive_and_leaves_the_model_alone():
