@@ -1,7 +1,7 @@
 """Speed-up from width, depth and both: onnxruntime CPU at 640, no fine-tuning (latency only).
 
     python benchmarks/prune_depth_latency.py [--models embedded yolo11n.yaml] [--targets 0.3 0.4 0.5]
-                                             [--threads 1 2] [--repeats 3] [--criterion l1]
+                                             [--threads 1 2] [--repeats 3] [--criterion l1|detdshap]
 
 Each model (the embedded YOLOv8s; yolo11n with random weights, BatchNorm recalibrated: benchmarks/random_models.py)
 is pruned in one shot to each target fraction of its GFLOPs@640 removed, three ways, all with round_to 8, scope
@@ -63,7 +63,8 @@ def main() -> None:
     ap.add_argument("--imgsz", type=int, default=640)
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--criterion", default="l1")
+    ap.add_argument("--criterion", default="l1", help="a data-free criterion, or detdshap (scored on the model's own "
+                    "candidates in bus.jpg and zidane.jpg)")
     ap.add_argument("--out", default=str(RESULTS / "prune_depth_latency"))
     ap.add_argument("--plans-out", type=Path, default=None,
                     help="also write every plan (JSON) here, for timing the same cuts elsewhere: gpu_suite.py --plans")
@@ -76,8 +77,9 @@ def main() -> None:
         model, label = load(name)
         g = fxgraph.trace(model, imgsz=args.imgsz)
         coupling = pruning.analyze(g)
-        crit = get_criterion(args.criterion)
-        scores = Precomputed(crit(g, coupling), args.criterion)
+        crit = calibrated(g, args) if args.criterion == "detdshap" else args.criterion
+        scores = Precomputed((crit if args.criterion == "detdshap" else get_criterion(crit))(g, coupling),
+                             args.criterion)
         family = [{"model": label, "mode": "unpruned", "target": 0.0, "params": stats.num_params(g),
                    "gflops": stats.gflops(g), "blocks_removed": 0}]
         models = [g.model]
@@ -86,14 +88,14 @@ def main() -> None:
                 t0, row_target = time.perf_counter(), target
                 try:
                     plan, report = pruning.plan_for_target(g, target, metric="gflops", criterion=scores if mode == "width"
-                                                           else args.criterion, depth=MODES[mode], scope="all",
+                                                           else crit, depth=MODES[mode], scope="all",
                                                            min_channels=8, round_to=8, coupling=coupling)
                 except pruning.PlanError as exc:
                     family.append({"model": label, "mode": mode, "target": target, "unreachable": str(exc)})
                     print(f"{name} {mode} {target}: {exc}", flush=True)
                     if mode == "depth" and not any(r["mode"] == "depth" and r["target"] == "all" for r in family):
                         # depth alone stops short of the target: time every removable block gone instead
-                        plan = most_blocks(g, coupling, args.criterion)
+                        plan = most_blocks(g, coupling, crit)
                         report = pruning.dry_run(g, plan)
                         row_target = "all"
                     else:
@@ -138,7 +140,18 @@ def main() -> None:
     print(out.with_suffix(".md").read_text())
 
 
-def most_blocks(g, coupling, criterion: str) -> "pruning.Plan":
+def calibrated(g, args: argparse.Namespace):
+    """DetDSHAP on the model's own most confident candidates in ultralytics's bus.jpg and zidane.jpg (8 each, at
+    `--imgsz`; scoring_throughput.calibration): two images only, enough to rank filters for a latency table (no
+    fine-tuning here), not a calibration set for a model you ship."""
+    from scoring_throughput import calibration
+
+    from pruning.criteria import DetDSHAP
+
+    return DetDSHAP(calibration(g, args.imgsz, 2, 1, 8), boxes="labels", iou=0.5)
+
+
+def most_blocks(g, coupling, criterion) -> "pruning.Plan":
     """The plan that removes as many residual blocks as can go without emptying a module (depth alone, no channels)."""
     for n in range(len(removable_blocks(g)), 0, -1):
         try:
