@@ -57,7 +57,7 @@ FULL = {"models": ["embedded", "yolo11s-ui", "yolo26n"], "imgsz": [640, 1280],
                     "configs": [(8, 1), (16, 4), (16, 8), (32, 4)]},
         "agreement_imgsz": 320,
         "prune": {"plans": ROOT / "benchmarks" / "results" / "gpu" / "prune_plans.json", "imgsz": 640, "warmup": 10,
-                  "repeats": 50},
+                  "repeats": 50, "batches": [1, 16]},
         "profile": {"model": "embedded", "imgsz": 640, "modes": ["eager", "graph"], "repeats": 5}}
 TINY = {"models": ["yolov8n"], "imgsz": [64], "modes": ["eager"], "repeats": 1, "conf": {},
         "scoring": {"model": "yolov8n.yaml", "imgsz": 64, "batch": 2, "batches": 1, "boxes": 1, "iou": 0.01,
@@ -416,7 +416,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scoring-configs", nargs="+", default=None, metavar="BATCH:CHUNK",
                     help="scoring: these DetDSHAP (batch, chunk) settings (the first is the checked figure)")
     ap.add_argument("--prune-batches", nargs="+", type=int, default=None,
-                    help="prune: batch sizes timed with CUDA-graph replay (default 1; eager is always batch 1)")
+                    help="prune: batch sizes timed with CUDA-graph replay (default 1 and 16; eager is always batch 1)")
     ap.add_argument("--plans", type=Path, default=None, help="plans for the prune section (prune_depth_latency.py "
                     "--plans-out); default: benchmarks/results/gpu/prune_plans.json")
     args = ap.parse_args(argv)
